@@ -1,0 +1,117 @@
+"""The HTTP application: one FastAPI app, its error mapping, and the lifespan that opens the
+store and (in ``serve`` mode) runs the scheduler in the same process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from taskgate import __version__, events, store
+from taskgate.api import native
+from taskgate.api.auth import KeyRing
+from taskgate.api.responses import JSON, error_body
+from taskgate.config import Settings
+from taskgate.errors import ApiError
+from taskgate.gateway import Gateway
+from taskgate.providers import load_plugins
+from taskgate.scheduler import Scheduler
+
+log = logging.getLogger("taskgate")
+
+STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float = 10.0) -> FastAPI:
+    load_plugins(settings.plugins)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = store.from_url(settings.store_url)
+        await db.open()
+        bus = events.from_url(None)
+        app.state.gateway = Gateway(settings, db, bus)
+        app.state.keys = KeyRing(db, settings.auth_cache_seconds)
+        await _bootstrap_admin_key(db)
+        scheduler = Scheduler(settings, db, bus) if run_scheduler else None
+        app.state.scheduler = scheduler
+        if scheduler:
+            await scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler:
+                await scheduler.stop(grace)
+            await bus.close()
+            await db.close()
+
+    app = FastAPI(
+        title="taskgate",
+        version=__version__,
+        summary="Gateway and scheduler for AI model tasks",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.include_router(native.router)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+
+    @app.get("/health", tags=["ops"])
+    async def health(request: Request) -> JSON:
+        counts = await request.app.state.gateway.store.counts()
+        return JSON({"status": "ok", "version": __version__, "tasks": counts})
+
+    return app
+
+
+async def _bootstrap_admin_key(db: store.SqlStore) -> None:
+    if await db.has_admin_key():
+        return
+    _, secret = await db.create_key("default", "bootstrap admin", admin=True)
+    print(
+        "\ntaskgate: no admin key existed, so one was created. It is shown only this once:\n"
+        f"\n    {secret}\n\n"
+        "Send it as 'Authorization: Bearer <key>'. Make tenant keys with\n"
+        "    taskgate keys create --tenant NAME\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _api_error(_: Request, exc: Exception) -> JSON:
+    assert isinstance(exc, ApiError)
+    return JSON({"error": exc.as_dict()}, status_code=exc.status_code)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSON:
+    assert isinstance(exc, RequestValidationError)
+    problems = [_describe(e) for e in exc.errors()]
+    malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
+    return JSON(
+        error_body(
+            "bad_request" if malformed else "invalid_request",
+            "malformed JSON body" if malformed else "; ".join(problems),
+            problems=problems,
+        ),
+        status_code=400 if malformed else 422,
+    )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+    return f"{where}: {error.get('msg', 'invalid')}"
+
+
+async def _http_error(_: Request, exc: Exception) -> JSON:
+    assert isinstance(exc, HTTPException)
+    type_ = STATUS_TYPES.get(exc.status_code, "error")
+    return JSON(error_body(type_, str(exc.detail)), status_code=exc.status_code,
+                headers=getattr(exc, "headers", None))

@@ -1,0 +1,213 @@
+"""taskgate's own API: ``/v1/tasks`` and ``/v1/keys``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskgate.api.auth import KeyRing, admin, caller
+from taskgate.api.responses import JSON
+from taskgate.errors import NotFound
+from taskgate.gateway import Gateway, Submission, iso, task_json
+from taskgate.models import ApiKey, Priority, Status
+from taskgate.store import TaskFilter
+
+router = APIRouter()
+
+SSE_TICK = 1.0  # seconds between position updates of a waiting task
+
+
+class TaskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=32, description="chat, image, ... or a plugin's kind")
+    model: str = Field(min_length=1, max_length=200)
+    input: Any = Field(None, description="the model input: a prompt, messages, ...")
+    params: dict[str, Any] = Field(default_factory=dict, description="parameters for the model")
+    priority: Literal["critical", "default", "low"] = "default"
+    timeout: float | None = Field(None, gt=0, le=86_400, description="run timeout, seconds")
+    queue_timeout: float | None = Field(
+        None, gt=0, description="longest wait in the queue before TIMEOUT, seconds"
+    )
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field(min_length=1, max_length=64)
+    name: str = Field("", max_length=200)
+    admin: bool = False
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+@router.post("/v1/tasks", status_code=202, tags=["tasks"])
+async def submit_task(
+    body: TaskIn,
+    key: ApiKey = Depends(caller),
+    gw: Gateway = Depends(gateway),
+    idempotency_header: str | None = Header(None, alias="Idempotency-Key", max_length=200),
+) -> JSON:
+    """Queue a task. Returns 202 with the task, or 200 with the earlier task when the same
+    idempotency key and body were sent before."""
+    sub = Submission(
+        kind=body.kind,
+        model=body.model,
+        input=body.input,
+        params=body.params,
+        priority=Priority.parse(body.priority),
+        timeout=body.timeout,
+        queue_timeout=body.queue_timeout,
+        idempotency_key=body.idempotency_key or idempotency_header,
+    )
+    task, created = await gw.submit(key, sub)
+    return JSON(task_json(task), status_code=202 if created else 200)
+
+
+@router.get("/v1/tasks/{task_id}", tags=["tasks"])
+async def get_task(
+    task_id: str,
+    wait: float = Query(0, ge=0, le=300, description="long-poll up to this many seconds"),
+    key: ApiKey = Depends(caller),
+    gw: Gateway = Depends(gateway),
+) -> JSON:
+    """A task with its result, its attempts and, while it waits, its position in its queue."""
+    task = await gw.wait(key, task_id, wait) if wait else await gw.get(key, task_id)
+    return JSON(await gw.view(task))
+
+
+@router.get("/v1/tasks", tags=["tasks"])
+async def list_tasks(
+    status: list[Status] = Query(default_factory=list),
+    kind: str | None = None,
+    model: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    limit: int = Query(50, ge=1, le=500),
+    key: ApiKey = Depends(caller),
+    gw: Gateway = Depends(gateway),
+) -> JSON:
+    """Tasks of the caller's tenant, newest first."""
+    f = TaskFilter(
+        tenant=None,
+        statuses=tuple(status),
+        kind=kind,
+        model=model,
+        created_after=created_after.timestamp() if created_after else None,
+        created_before=created_before.timestamp() if created_before else None,
+        before_id=cursor,
+        limit=limit + 1,
+    )
+    tasks = await gw.list(key, f)
+    page = tasks[:limit]
+    more = len(tasks) > limit
+    return JSON(
+        {"data": [task_json(t) for t in page], "next_cursor": page[-1].id if more else None}
+    )
+
+
+@router.delete("/v1/tasks/{task_id}", tags=["tasks"])
+async def cancel_task(
+    task_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+) -> JSON:
+    """Cancel a queued or running task (a running call is stopped). An ended task is
+    returned unchanged."""
+    task = await gw.cancel(key, task_id)
+    return JSON(await gw.view(task, history=False))
+
+
+@router.get("/v1/tasks/{task_id}/events", tags=["tasks"])
+async def task_events(
+    task_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+) -> StreamingResponse:
+    """Server-sent events: queued, position, started, progress, retrying, finished."""
+    await gw.get(key, task_id)  # 404 before the stream starts
+    return StreamingResponse(_event_stream(gw, key, task_id), media_type="text/event-stream")
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator[bytes]:
+    async with gw.events.subscribe(f"task:{task_id}") as sub:
+        task = await gw.get(key, task_id)
+        view = await gw.view(task, history=False)
+        if not task.terminal:
+            yield _sse("queued" if task.status is Status.PENDING else "status", view)
+        position = view.get("position")
+        while not task.terminal:
+            message = await sub.get(SSE_TICK)
+            if message is None or message["type"] in ("finished", "retrying", "started"):
+                if message is not None and message["type"] != "finished":
+                    yield _sse(message["type"], message)
+                task = await gw.get(key, task_id)
+                if task.status is Status.PENDING:
+                    now = await gw.store.position(task)
+                    if now != position:
+                        position = now
+                        yield _sse("position", {"task_id": task_id, "position": now})
+            else:
+                yield _sse(message["type"], message)
+        yield _sse("finished", await gw.view(task))
+
+
+# --- keys (admin) ------------------------------------------------------------------------
+
+
+def keyring(request: Request) -> KeyRing:
+    ring: KeyRing = request.app.state.keys
+    return ring
+
+
+def key_json(k: ApiKey) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "tenant": k.tenant,
+        "name": k.name,
+        "admin": k.admin,
+        "prefix": k.prefix,
+        "created_at": iso(k.created_at),
+        "revoked_at": iso(k.revoked_at),
+    }
+
+
+@router.post("/v1/keys", status_code=201, tags=["keys"])
+async def create_key(
+    body: KeyIn, _: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
+) -> JSON:
+    """Create a key. Its secret is in this response only."""
+    key, secret = await gw.store.create_key(body.tenant, body.name, body.admin)
+    return JSON({**key_json(key), "key": secret}, status_code=201)
+
+
+@router.get("/v1/keys", tags=["keys"])
+async def list_keys(
+    tenant: str | None = None, _: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
+) -> JSON:
+    return JSON({"data": [key_json(k) for k in await gw.store.list_keys(tenant)]})
+
+
+@router.delete("/v1/keys/{key_id}", tags=["keys"])
+async def revoke_key(
+    key_id: str,
+    _: ApiKey = Depends(admin),
+    gw: Gateway = Depends(gateway),
+    ring: KeyRing = Depends(keyring),
+) -> JSON:
+    if not await gw.store.revoke_key(key_id):
+        raise NotFound(f"no active key {key_id!r}")
+    ring.forget(key_id)
+    return JSON({"id": key_id, "revoked": True})
+

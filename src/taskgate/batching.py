@@ -1,0 +1,68 @@
+"""Natural batching (group commit): callers hand in one item each and await its result; one
+flusher writes everything that queued up while the previous write was running.
+
+At low load a lone item is written at once, adding no latency; under load many items share one
+transaction and one commit. Each item gets its own result or exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# A flush returns one result per item, or an exception instance for an item that failed.
+Flush = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+class Batcher(Generic[T, R]):
+    def __init__(self, flush: Flush[T, R], max_batch: int = 500) -> None:
+        self._flush = flush
+        self._max = max_batch
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, fut))
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run())
+        return await fut
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+                await self._write(batch)
+        finally:
+            self._runner = None
+
+    async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._flush([item for item, _ in batch])
+        except BaseException as exc:  # the whole write failed: every caller hears why
+            for _, fut in batch:
+                if fut.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    fut.cancel()
+                else:
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, fut), res in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(res, BaseException):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is written."""
+        while self._runner is not None:
+            await asyncio.shield(self._runner)

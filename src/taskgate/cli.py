@@ -1,0 +1,252 @@
+"""The ``taskgate`` command: run the server, manage keys, and use a server as a client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+
+from taskgate import config
+from taskgate.client import DEFAULT_URL, ApiError, Client
+
+CONFIG = click.option(
+    "--config", "config_path", envvar="TASKGATE_CONFIG", type=click.Path(exists=True, dir_okay=False),
+    help="YAML config file (default: the packaged embedded config).",
+)
+
+
+@click.group()
+def main() -> None:
+    """taskgate: gateway and scheduler for AI model tasks."""
+
+
+# --- server --------------------------------------------------------------------------------
+
+
+@main.command()
+@CONFIG
+@click.option("--host", help="Listen address (overrides the config).")
+@click.option("--port", type=int, help="Listen port (overrides the config).")
+@click.option("--grace", type=float, default=10.0, show_default=True,
+              help="Seconds that running tasks get to finish on shutdown.")
+def serve(config_path: str | None, host: str | None, port: int | None, grace: float) -> None:
+    """Run the API, the scheduler and the workers in one process."""
+    import uvicorn
+
+    from taskgate.api import create_app
+    from taskgate.logs import setup_logging
+
+    settings = config.load(config_path)
+    setup_logging(settings.log_level)
+    app = create_app(settings, grace=grace)
+    uvicorn.run(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(grace) + 5,
+    )
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (works on the store directly; no server needed)."""
+
+
+def _with_store(fn: Any, config_path: str | None) -> Any:
+    from taskgate import store
+
+    async def run() -> Any:
+        db = store.from_url(config.load(config_path).store_url)
+        await db.open()
+        try:
+            return await fn(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+@keys.command("create")
+@CONFIG
+@click.option("--tenant", required=True, help="The tenant whose tasks this key sees.")
+@click.option("--name", default="", help="A label for the key.")
+@click.option("--admin", is_flag=True, help="An admin key: manages keys, sees every tenant.")
+def keys_create(config_path: str | None, tenant: str, name: str, admin: bool) -> None:
+    """Create a key and print its secret (shown only once)."""
+    key, secret = _with_store(lambda db: db.create_key(tenant, name, admin), config_path)
+    click.echo(f"{key.id}\t{key.tenant}\t{'admin' if key.admin else 'tenant'}", err=True)
+    click.echo(secret)
+
+
+@keys.command("list")
+@CONFIG
+@click.option("--tenant", help="Only this tenant's keys.")
+def keys_list(config_path: str | None, tenant: str | None) -> None:
+    """List keys (never their secrets)."""
+    for k in _with_store(lambda db: db.list_keys(tenant), config_path):
+        state = "revoked" if k.revoked_at else "active"
+        role = "admin" if k.admin else "tenant"
+        click.echo(f"{k.id}\t{k.tenant}\t{role}\t{state}\t{k.prefix}…\t{k.name}")
+
+
+@keys.command("revoke")
+@CONFIG
+@click.argument("key_id")
+def keys_revoke(config_path: str | None, key_id: str) -> None:
+    """Revoke a key by its id."""
+    if not _with_store(lambda db: db.revoke_key(key_id), config_path):
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+# --- client ----------------------------------------------------------------------------------
+
+URL = click.option("--url", envvar="TASKGATE_URL", default=DEFAULT_URL, show_default=True)
+KEY = click.option("--key", envvar="TASKGATE_KEY", required=True, help="API key ($TASKGATE_KEY).")
+
+
+def _client(url: str, key: str) -> Client:
+    return Client(url, key)
+
+
+def _print(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _api(fn: Any) -> Any:
+    try:
+        return fn()
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@URL
+@KEY
+@click.option("--kind", default="chat", show_default=True)
+@click.option("--model", required=True)
+@click.option("--priority", type=click.Choice(["critical", "default", "low"]), default="default")
+@click.option("--param", "params", multiple=True, help="NAME=VALUE (VALUE parsed as JSON if it can be).")
+@click.option("--timeout", type=float, help="Run timeout, seconds.")
+@click.option("--queue-timeout", type=float, help="Longest wait in the queue, seconds.")
+@click.option("--idempotency-key")
+@click.option("--no-wait", is_flag=True, help="Print the task id and return at once.")
+@click.argument("input")
+def submit(url: str, key: str, kind: str, model: str, priority: str, params: tuple[str, ...],
+           timeout: float | None, queue_timeout: float | None, idempotency_key: str | None,
+           no_wait: bool, input: str) -> None:
+    """Submit a task; by default wait for it, showing its progress."""
+    with _client(url, key) as c:
+        task = _api(lambda: c.submit(
+            kind, model, _json_or_str(input), params=_params(params), priority=priority,
+            timeout=timeout, queue_timeout=queue_timeout, idempotency_key=idempotency_key,
+        ))
+        if no_wait:
+            click.echo(task["id"])
+            return
+        click.echo(f"task {task['id']} queued", err=True)
+        final = task
+        for event, data in c.events(task["id"]):
+            _show_progress(event, data)
+            if event == "finished":
+                final = data
+        _print(final)
+        if final["status"] != "SUCCESS":
+            sys.exit(1)
+
+
+def _show_progress(event: str, data: Any) -> None:
+    if event == "position":
+        click.echo(f"  position in queue: {data['position']}", err=True)
+    elif event == "queued":
+        click.echo(f"  position in queue: {data.get('position', '?')}", err=True)
+    elif event == "started":
+        click.echo(f"  started (attempt {data.get('attempt')}, {data.get('instance')})", err=True)
+    elif event == "progress":
+        click.echo(f"  progress: {json.dumps(data.get('data'), ensure_ascii=False)}", err=True)
+    elif event == "retrying":
+        click.echo("  failed; will retry", err=True)
+    elif event == "finished":
+        click.echo(f"  finished: {data['status']}", err=True)
+
+
+def _json_or_str(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
+        out[name] = _json_or_str(value)
+    return out
+
+
+@main.command()
+@URL
+@KEY
+@click.argument("task_id")
+def status(url: str, key: str, task_id: str) -> None:
+    """Show a task."""
+    with _client(url, key) as c:
+        _print(_api(lambda: c.get(task_id)))
+
+
+@main.command()
+@URL
+@KEY
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@click.argument("task_id")
+def wait(url: str, key: str, timeout: float | None, task_id: str) -> None:
+    """Wait for a task to end and show it."""
+    with _client(url, key) as c:
+        task = _api(lambda: c.wait(task_id, timeout))
+        _print(task)
+        if task["status"] != "SUCCESS":
+            sys.exit(1)
+
+
+@main.command()
+@URL
+@KEY
+@click.argument("task_id")
+def cancel(url: str, key: str, task_id: str) -> None:
+    """Cancel a task."""
+    with _client(url, key) as c:
+        _print(_api(lambda: c.cancel(task_id)))
+
+
+@main.command()
+@URL
+@KEY
+@click.option("--status", "statuses", multiple=True)
+@click.option("--kind")
+@click.option("--model")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--cursor")
+def tasks(url: str, key: str, statuses: tuple[str, ...], kind: str | None, model: str | None,
+          limit: int, cursor: str | None) -> None:
+    """List tasks, newest first."""
+    with _client(url, key) as c:
+        page = _api(lambda: c.list(status=list(statuses) or None, kind=kind, model=model,
+                                   limit=limit, cursor=cursor))
+    for t in page["data"]:
+        click.echo(f"{t['id']}\t{t['status']}\t{t['kind']}\t{t['model']}\t{t['created_at']}")
+    if page["next_cursor"]:
+        click.echo(f"more: --cursor {page['next_cursor']}", err=True)

@@ -1,0 +1,185 @@
+"""Python client for taskgate's native API, sync (:class:`Client`) and async
+(:class:`AsyncClient`). Both build the same requests from :class:`_Requests`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import orjson
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+LONG_POLL = 60.0  # seconds per wait request; the server caps it at 300
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        err = body.get("error", {}) if isinstance(body, dict) else {}
+        super().__init__(f"{status} {err.get('type', '')}: {err.get('message', body)}")
+        self.status = status
+        self.body = body
+        self.type = err.get("type")
+
+
+class _Requests:
+    """Method, path and arguments of each call, shared by both clients."""
+
+    @staticmethod
+    def submit(
+        kind: str,
+        model: str,
+        input: Any,
+        params: dict[str, Any] | None = None,
+        priority: str = "default",
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[str, str, dict[str, Any]]:
+        body: dict[str, Any] = {"kind": kind, "model": model, "input": input, "priority": priority}
+        optional = {
+            "params": params,
+            "timeout": timeout,
+            "queue_timeout": queue_timeout,
+            "idempotency_key": idempotency_key,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return "POST", "/v1/tasks", {"json": body}
+
+    @staticmethod
+    def get(task_id: str, wait: float = 0) -> tuple[str, str, dict[str, Any]]:
+        params = {"wait": wait} if wait else {}
+        return "GET", f"/v1/tasks/{task_id}", {"params": params, "timeout": wait + 30}
+
+    @staticmethod
+    def cancel(task_id: str) -> tuple[str, str, dict[str, Any]]:
+        return "DELETE", f"/v1/tasks/{task_id}", {}
+
+    @staticmethod
+    def list(**filters: Any) -> tuple[str, str, dict[str, Any]]:
+        return "GET", "/v1/tasks", {"params": {k: v for k, v in filters.items() if v is not None}}
+
+
+def _check(resp: httpx.Response) -> Any:
+    body = orjson.loads(resp.content) if resp.content else None
+    if resp.status_code >= 400:
+        raise ApiError(resp.status_code, body)
+    return body
+
+
+def _headers(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _parse_sse(lines: list[str]) -> tuple[str, Any]:
+    event, data = "message", []
+    for line in lines:
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+    return event, orjson.loads("\n".join(data)) if data else None
+
+
+class Client:
+    def __init__(self, url: str = DEFAULT_URL, key: str | None = None, timeout: float = 30) -> None:
+        self._http = httpx.Client(base_url=url, headers=_headers(key), timeout=timeout)
+
+    def _call(self, spec: tuple[str, str, dict[str, Any]]) -> Any:
+        method, path, kw = spec
+        return _check(self._http.request(method, path, **kw))
+
+    def submit(self, kind: str, model: str, input: Any, **kw: Any) -> dict[str, Any]:
+        return self._call(_Requests.submit(kind, model, input, **kw))  # type: ignore[no-any-return]
+
+    def get(self, task_id: str, wait: float = 0) -> dict[str, Any]:
+        return self._call(_Requests.get(task_id, wait))  # type: ignore[no-any-return]
+
+    def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = LONG_POLL if end is None else max(0.0, min(LONG_POLL, end - time.monotonic()))
+            task = self.get(task_id, wait=left)
+            if task["finished_at"] or (end is not None and time.monotonic() >= end):
+                return task
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return self._call(_Requests.cancel(task_id))  # type: ignore[no-any-return]
+
+    def list(self, **filters: Any) -> dict[str, Any]:
+        return self._call(_Requests.list(**filters))  # type: ignore[no-any-return]
+
+    def events(self, task_id: str) -> Iterator[tuple[str, Any]]:
+        """Server-sent events of a task until it ends: (event, data) pairs."""
+        with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _check(resp)
+            lines: list[str] = []
+            for line in resp.iter_lines():
+                if line:
+                    lines.append(line)
+                elif lines:
+                    yield _parse_sse(lines)
+                    lines = []
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    def __init__(self, url: str = DEFAULT_URL, key: str | None = None, timeout: float = 30) -> None:
+        self._http = httpx.AsyncClient(base_url=url, headers=_headers(key), timeout=timeout)
+
+    async def _call(self, spec: tuple[str, str, dict[str, Any]]) -> Any:
+        method, path, kw = spec
+        return _check(await self._http.request(method, path, **kw))
+
+    async def submit(self, kind: str, model: str, input: Any, **kw: Any) -> dict[str, Any]:
+        return await self._call(_Requests.submit(kind, model, input, **kw))  # type: ignore[no-any-return]
+
+    async def get(self, task_id: str, wait: float = 0) -> dict[str, Any]:
+        return await self._call(_Requests.get(task_id, wait))  # type: ignore[no-any-return]
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = LONG_POLL if end is None else max(0.0, min(LONG_POLL, end - time.monotonic()))
+            task = await self.get(task_id, wait=left)
+            if task["finished_at"] or (end is not None and time.monotonic() >= end):
+                return task
+
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        return await self._call(_Requests.cancel(task_id))  # type: ignore[no-any-return]
+
+    async def list(self, **filters: Any) -> dict[str, Any]:
+        return await self._call(_Requests.list(**filters))  # type: ignore[no-any-return]
+
+    async def events(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
+        async with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                _check(resp)
+            lines: list[str] = []
+            async for line in resp.aiter_lines():
+                if line:
+                    lines.append(line)
+                elif lines:
+                    yield _parse_sse(lines)
+                    lines = []
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

@@ -1,0 +1,163 @@
+"""One typed settings object, loaded once from YAML (plus a few environment overrides) and
+passed down. Nothing else in taskgate reads the environment.
+
+A route maps model names (exact or glob) to a provider and its backend instances::
+
+    routes:
+      - name: local-llama
+        models: ["llama-*", "qwen-*"]
+        provider: openai
+        instances:
+          - {name: gpu1, endpoint: "http://10.0.0.5:8000/v1", max_concurrency: 16}
+          - {name: gpu2, endpoint: "http://10.0.0.6:8000/v1", max_concurrency: 16, weight: 2}
+        timeout: 120
+        retry: {max_attempts: 3}
+        fallbacks: [openai-cloud]
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from taskgate.models import BUILTIN_KINDS, Priority
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Model):
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff_base: float = Field(1.0, ge=0)
+    backoff_max: float = Field(60.0, ge=0)
+    jitter: float = Field(0.25, ge=0, le=1)
+
+
+class HealthPolicy(_Model):
+    failure_threshold: int = Field(3, ge=1)  # consecutive failures before cooling down
+    cooldown: float = Field(10.0, ge=0)  # seconds before a probe call is allowed
+
+
+class Instance(_Model):
+    name: str
+    endpoint: str | None = None
+    secret_env: str | None = None  # name of the environment variable holding the secret
+    secret: SecretStr | None = None  # filled from secret_env at load time; never serialised
+    max_concurrency: int = Field(8, ge=1)
+    weight: float = Field(1.0, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Route(_Model):
+    name: str
+    models: list[str]
+    provider: str
+    kinds: list[str] | None = None  # None: any kind the provider accepts
+    instances: list[Instance] = Field(min_length=1)
+    timeout: float = Field(300.0, gt=0)
+    retry: RetryPolicy = RetryPolicy()
+    health: HealthPolicy = HealthPolicy()
+    fallbacks: list[str] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def serves(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, p) for p in self.models)
+
+
+class SchedulerSettings(_Model):
+    priority_weights: dict[str, int] = Field(
+        default_factory=lambda: {"critical": 6, "default": 3, "low": 1}
+    )
+    strict_priority: bool = False
+    lease_seconds: float = Field(30.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0)
+    claim_batch: int = Field(256, ge=1)
+
+    @field_validator("priority_weights")
+    @classmethod
+    def _known_priorities(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, weight in v.items():
+            Priority.parse(name)
+            if weight < 1:
+                raise ValueError(f"priority weight for {name} must be at least 1")
+        return v
+
+    def weight(self, priority: Priority) -> int:
+        return self.priority_weights.get(priority.label, 1)
+
+
+class Settings(_Model):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store_url: str = "sqlite:///./data/taskgate.db"
+    files_url: str = "file://./data/files"
+    max_body_bytes: int = 100 * 1024 * 1024
+    auth_cache_seconds: float = Field(5.0, ge=0)
+    log_level: str = "info"
+    scheduler: SchedulerSettings = SchedulerSettings()
+    routes: list[Route] = Field(default_factory=list)
+    kinds: list[str] = Field(default_factory=lambda: list(BUILTIN_KINDS))
+    plugins: list[str] = Field(default_factory=list)  # modules imported at start-up
+
+    @model_validator(mode="after")
+    def _check_routes(self) -> Settings:
+        names = [r.name for r in self.routes]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate route names: {sorted(dupes)}")
+        for r in self.routes:
+            missing = [f for f in r.fallbacks if f not in names]
+            if missing:
+                raise ValueError(f"route {r.name!r} falls back to unknown routes {missing}")
+        return self
+
+    def route(self, name: str) -> Route:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def resolve(self, model: str) -> Route | None:
+        """The route for a model: an exact name wins over a glob; then declaration order."""
+        for r in self.routes:
+            if model in r.models:
+                return r
+        for r in self.routes:
+            if r.serves(model):
+                return r
+        return None
+
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
+
+_ENV_OVERRIDES = {
+    "TASKGATE_HOST": "host",
+    "TASKGATE_PORT": "port",
+    "TASKGATE_STORE_URL": "store_url",
+    "TASKGATE_FILES_URL": "files_url",
+    "TASKGATE_LOG_LEVEL": "log_level",
+}
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file (TASKGATE_CONFIG or the packaged default), then env overrides."""
+    env = os.environ if env is None else env
+    path = Path(path or env.get("TASKGATE_CONFIG") or DEFAULT_CONFIG)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the top level must be a mapping")
+    for var, key in _ENV_OVERRIDES.items():
+        if var in env:
+            raw[key] = env[var]
+    for route in raw.get("routes") or []:
+        for inst in route.get("instances") or []:
+            if inst.get("secret_env"):
+                inst["secret"] = env.get(inst["secret_env"])
+    return Settings.model_validate(raw)

@@ -1,0 +1,152 @@
+"""One exception tree for taskgate.
+
+    TaskgateError
+    ├── ApiError                   refused requests; each carries its HTTP status
+    │   ├── BadRequest             400  malformed body, unknown model or kind, wrong types
+    │   ├── Unauthorized           401  missing, unknown or revoked key
+    │   ├── Forbidden              403  key lacks the role
+    │   ├── NotFound               404  no such object in the caller's tenant
+    │   ├── Conflict               409  idempotency key reused with another body
+    │   └── PayloadTooLarge        413
+    └── ProviderError              raised at the provider boundary, decided on by policy.decide
+        ├── RetryableError         worth another attempt (on another instance if one exists)
+        │   ├── RateLimited        429; carries retry_after
+        │   ├── Overloaded         5xx, 529
+        │   ├── ProviderTimeout    the run timeout or the provider's own
+        │   ├── ConnectionFailed   could not reach the backend
+        │   └── BadResponse        a reply we could not understand
+        └── PermanentError         the same input will fail again: fail at once
+            ├── InvalidInput       4xx input errors
+            ├── AuthFailed         401/403 from the provider (our config is wrong)
+            └── ContentRefused     the model refused the content
+
+Providers convert their library's errors into this tree with ``raise ... from exc``; nothing
+above the provider boundary inspects HTTP codes or library exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TaskgateError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.code, "message": self.message}
+        out.update({k: v for k, v in self.details.items() if v is not None})
+        return out
+
+
+class ApiError(TaskgateError):
+    status_code = 400
+
+
+class BadRequest(ApiError):
+    code = "bad_request"
+    status_code = 400
+
+
+class Unauthorized(ApiError):
+    code = "unauthorized"
+    status_code = 401
+
+
+class Forbidden(ApiError):
+    code = "forbidden"
+    status_code = 403
+
+
+class NotFound(ApiError):
+    code = "not_found"
+    status_code = 404
+
+
+class Conflict(ApiError):
+    code = "conflict"
+    status_code = 409
+
+
+class PayloadTooLarge(ApiError):
+    code = "payload_too_large"
+    status_code = 413
+
+
+class ProviderError(TaskgateError):
+    code = "provider_error"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider_code: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider_code=provider_code, status=status)
+        self.retry_after = retry_after
+
+
+class RetryableError(ProviderError):
+    code = "retryable"
+    retryable = True
+
+
+class RateLimited(RetryableError):
+    code = "rate_limited"
+
+
+class Overloaded(RetryableError):
+    code = "overloaded"
+
+
+class ProviderTimeout(RetryableError):
+    code = "timeout"
+
+
+class ConnectionFailed(RetryableError):
+    code = "connection_failed"
+
+
+class BadResponse(RetryableError):
+    code = "bad_response"
+
+
+class PermanentError(ProviderError):
+    code = "permanent"
+
+
+class InvalidInput(PermanentError):
+    code = "invalid_input"
+
+
+class AuthFailed(PermanentError):
+    code = "auth_failed"
+
+
+class ContentRefused(PermanentError):
+    code = "content_refused"
+
+
+def from_http_status(
+    status: int, message: str, *, provider_code: str | None = None, retry_after: float | None = None
+) -> ProviderError:
+    """Classify a provider's HTTP error reply: the one place that knows what codes mean."""
+    cls: type[ProviderError]
+    if status == 429:
+        cls = RateLimited
+    elif status in (401, 403):
+        cls = AuthFailed
+    elif status == 408 or status == 504:
+        cls = ProviderTimeout
+    elif status >= 500:
+        cls = Overloaded
+    else:
+        cls = InvalidInput
+    return cls(message, provider_code=provider_code, status=status, retry_after=retry_after)

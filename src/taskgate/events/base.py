@@ -1,0 +1,60 @@
+"""Events wake waiters: a client long-polling a task, an SSE stream, the scheduler when a task
+arrives, the worker holding a task that was cancelled. They are hints, never the truth: every
+listener re-reads the store, and pollers at a bounded interval finish the job if an event is lost.
+
+Topics used: ``task:{id}`` (status, position and progress of one task), ``queue`` (a task became
+claimable on a route), ``cancel`` (a running task was cancelled).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+Message = dict[str, Any]
+
+
+class Subscription:
+    """Messages of one topic, buffered; the oldest are dropped if a slow reader falls behind."""
+
+    def __init__(self, topic: str, maxsize: int = 1000) -> None:
+        self.topic = topic
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
+
+    def put(self, message: Message) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(message)
+
+    async def get(self, timeout: float | None = None) -> Message | None:
+        """The next message, or None if none came within ``timeout`` seconds."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+class Events(abc.ABC):
+    @abc.abstractmethod
+    async def publish(self, topic: str, message: Message) -> None: ...
+
+    @abc.abstractmethod
+    def _add(self, sub: Subscription) -> None: ...
+
+    @abc.abstractmethod
+    def _remove(self, sub: Subscription) -> None: ...
+
+    @asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[Subscription]:
+        sub = Subscription(topic)
+        self._add(sub)
+        try:
+            yield sub
+        finally:
+            self._remove(sub)
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass

@@ -1,0 +1,159 @@
+"""Records that cross the storage boundary, and the task status state machine.
+
+A task moves through these statuses::
+
+    PENDING ──claim──> PROCESSING ──finish──> SUCCESS | FAILED | TIMEOUT | CANCELLED
+       ^                  │
+       └──retry / lease───┘            (PENDING may also end as TIMEOUT or CANCELLED)
+
+Terminal statuses are final: every write that ends a task is conditional on the task not
+having ended, so a task ends exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.TIMEOUT, Status.CANCELLED})
+
+# Which status may follow which; the store's conditional writes enforce the same graph.
+TRANSITIONS: Mapping[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.PROCESSING, Status.TIMEOUT, Status.CANCELLED}),
+    Status.PROCESSING: frozenset(
+        {Status.PENDING, Status.SUCCESS, Status.FAILED, Status.TIMEOUT, Status.CANCELLED}
+    ),
+    **{s: frozenset() for s in TERMINAL},
+}
+
+
+def can_transition(src: Status, dst: Status) -> bool:
+    return dst in TRANSITIONS[src]
+
+
+class Priority(enum.IntEnum):
+    """Lower value is served first when priorities are strict."""
+
+    CRITICAL = 0
+    DEFAULT = 1
+    LOW = 2
+
+    @classmethod
+    def parse(cls, name: str) -> Priority:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown priority {name!r}; use critical, default or low") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+BUILTIN_KINDS = ("chat", "image", "image_edit", "video", "speech", "embedding")
+
+
+def new_id(prefix: str = "") -> str:
+    """A time-ordered id: 48 bits of milliseconds then 80 random bits, as 32 hex digits.
+
+    Ordering by id is ordering by creation time, which makes cursor pagination a range scan.
+    """
+    ms = time.time_ns() // 1_000_000
+    return f"{prefix}{ms:012x}{os.urandom(10).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    task_id: str
+    number: int
+    route: str
+    instance: str
+    started_at: float
+    ended_at: float | None = None
+    outcome: str | None = None  # success | retry | failed | timeout | cancelled | lost
+    error: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: str
+    tenant: str
+    api_key_id: str
+    kind: str
+    model: str
+    route: str
+    priority: Priority
+    status: Status
+    input: Any
+    params: dict[str, Any]
+    created_at: float
+    updated_at: float
+    max_attempts: int = 1
+    attempts: int = 0
+    run_timeout: float | None = None
+    deadline: float | None = None
+    run_after: float = 0.0
+    fair_seq: int = 0
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    worker: str | None = None
+    instance: str | None = None
+    lease_until: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    history: tuple[Attempt, ...] = field(default=())
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    def evolve(self, **changes: Any) -> Task:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Task:
+        names = {f.name for f in dataclasses.fields(cls)} - {"history"}
+        values = {k: row[k] for k in names if k in row}
+        values["status"] = Status(values["status"])
+        values["priority"] = Priority(values["priority"])
+        values["params"] = values.get("params") or {}
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    tenant: str
+    name: str
+    admin: bool
+    created_at: float
+    revoked_at: float | None = None
+    prefix: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,205 @@
+"""Pure scheduling decisions: retry and backoff, priority shares, fairness, instance choice,
+instance health. No I/O and no clock reads: callers pass ``now`` and a random source, so every
+function here is tested without an event loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from taskgate.config import HealthPolicy, RetryPolicy
+from taskgate.errors import ProviderError, ProviderTimeout
+from taskgate.models import Priority, Status
+
+# --- retry -------------------------------------------------------------------------------
+
+
+def backoff(attempt: int, policy: RetryPolicy, rng: random.Random, retry_after: float | None = None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: exponential, capped, with jitter.
+
+    A provider's ``Retry-After`` is a floor: we never come back sooner than it asked.
+    """
+    base = min(policy.backoff_max, policy.backoff_base * 2 ** max(0, attempt - 1))
+    delay = base * (1 - policy.jitter * rng.random())
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+class Action(enum.Enum):
+    RETRY = "retry"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    status: Status | None = None  # the terminal status when action is FAIL
+    delay: float = 0.0
+    route: str | None = None  # a fallback route to move to, when retrying there
+
+
+def decide(
+    error: ProviderError,
+    *,
+    attempts: int,
+    max_attempts: int,
+    route: str,
+    fallbacks: Sequence[str],
+    tried_routes: Iterable[str],
+    policy: RetryPolicy,
+    rng: random.Random,
+    deadline_left: float | None = None,
+) -> Decision:
+    """What to do after attempt number ``attempts`` failed with ``error``.
+
+    Permanent errors fail at once. Retryable ones are retried with backoff while attempts
+    remain; once the route's attempts are spent, an untried fallback route gets a fresh try.
+    A run timeout that is not retried ends the task as TIMEOUT rather than FAILED.
+    """
+    final = Status.TIMEOUT if isinstance(error, ProviderTimeout) else Status.FAILED
+    if not error.retryable:
+        return Decision(Action.FAIL, Status.FAILED)
+    tried = set(tried_routes) | {route}
+    if attempts < max_attempts:
+        delay = backoff(attempts, policy, rng, error.retry_after)
+        if deadline_left is not None and delay > deadline_left:
+            return Decision(Action.FAIL, final)
+        return Decision(Action.RETRY, delay=delay)
+    for fb in fallbacks:
+        if fb not in tried:
+            return Decision(Action.RETRY, delay=0.0, route=fb)
+    return Decision(Action.FAIL, final)
+
+
+# --- priorities ----------------------------------------------------------------------------
+
+
+class SmoothWeightedRoundRobin:
+    """Nginx's smooth weighted round-robin over priorities, skipping empty ones.
+
+    With weights 6:3:1 and all lanes busy, out of every ten picks six are critical, three
+    default and one low, spread out rather than in runs. State carries across calls, so the
+    shares hold even when the scheduler has one free slot at a time.
+    """
+
+    def __init__(self, weights: Mapping[Priority, int]) -> None:
+        self.weights = dict(weights)
+        self.current = {p: 0 for p in self.weights}
+
+    def pick(self, candidates: Iterable[Priority]) -> Priority | None:
+        live = [p for p in candidates if p in self.weights]
+        if not live:
+            return None
+        total = sum(self.weights[p] for p in live)
+        for p in live:
+            self.current[p] += self.weights[p]
+        best = max(live, key=lambda p: (self.current[p], -p))
+        self.current[best] -= total
+        return best
+
+    def plan(self, slots: int, candidates: Iterable[Priority]) -> dict[Priority, int]:
+        """How many of ``slots`` each non-empty priority gets."""
+        live = list(candidates)
+        out: dict[Priority, int] = {}
+        for _ in range(slots):
+            p = self.pick(live)
+            if p is None:
+                break
+            out[p] = out.get(p, 0) + 1
+        return out
+
+
+def strict_plan(slots: int, candidates: Iterable[Priority]) -> dict[Priority, int]:
+    """Strict priorities: every slot to the most urgent non-empty lane first."""
+    live = sorted(candidates)
+    return {live[0]: slots} if live and slots > 0 else {}
+
+
+# --- fairness -------------------------------------------------------------------------------
+
+
+def fair_seq(lane_front: int | None, key_last: int | None) -> int:
+    """Position of a new task within its lane (route + priority), for fairness across keys.
+
+    Tasks are claimed in ``fair_seq`` order. Each key's tasks are numbered one after another,
+    but a key never starts behind the lane's front: a key with one task queued behind another
+    key's 10,000 gets the front's number and is served next, while a key's own backlog only
+    competes with itself. This is start-time fair queueing with the lane's front as virtual time.
+    """
+    front = lane_front or 0
+    return front if key_last is None else max(front, key_last + 1)
+
+
+# --- backend instances ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class InstanceState:
+    """What the scheduler knows of one backend instance: load and health."""
+
+    name: str
+    capacity: int
+    weight: float = 1.0
+    in_flight: int = 0
+    consecutive_failures: int = 0
+    cooled_until: float = 0.0
+    probing: bool = False
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def tripped(self) -> bool:
+        return self.cooled_until > 0
+
+    def healthy(self, now: float) -> bool:
+        return not self.tripped or (now >= self.cooled_until and not self.probing)
+
+    def free(self) -> int:
+        return max(0, self.capacity - self.in_flight)
+
+    def usable(self, now: float) -> bool:
+        return self.free() > 0 and self.healthy(now)
+
+
+def choose_instance(
+    instances: Sequence[InstanceState], now: float, avoid: Iterable[str] = ()
+) -> InstanceState | None:
+    """Least in-flight per weight among healthy instances with a free slot.
+
+    ``avoid`` (the instances this task already failed on) is honoured when another choice exists.
+    """
+    usable = [i for i in instances if i.usable(now)]
+    if not usable:
+        return None
+    avoid = set(avoid)
+    preferred = [i for i in usable if i.name not in avoid] or usable
+    return min(preferred, key=lambda i: ((i.in_flight + 1) / i.weight, -i.weight))
+
+
+def free_slots(instances: Sequence[InstanceState], now: float) -> int:
+    """Calls the scheduler may start now; a cooled-down instance offers one probe slot."""
+    return sum(min(1, i.free()) if i.tripped else i.free() for i in instances if i.healthy(now))
+
+
+def record_success(inst: InstanceState) -> None:
+    inst.consecutive_failures = 0
+    inst.cooled_until = 0.0
+    inst.probing = False
+
+
+def record_failure(inst: InstanceState, policy: HealthPolicy, now: float) -> None:
+    """Count a failure; past the threshold the instance cools down, then one probe may run."""
+    inst.probing = False
+    inst.consecutive_failures += 1
+    if inst.consecutive_failures >= policy.failure_threshold:
+        inst.cooled_until = now + policy.cooldown
+
+
+def start_call(inst: InstanceState, now: float) -> None:
+    """Take a slot; a call on a cooled-down instance is its probe, and only one runs at a time."""
+    inst.in_flight += 1
+    if inst.tripped and now >= inst.cooled_until:
+        inst.probing = True

@@ -1,0 +1,24 @@
+"""Providers: the plugin interface and the registry. Importing this package registers the
+built-in providers."""
+
+from taskgate.providers import mock as _mock  # noqa: F401  (registers "mock")
+from taskgate.providers.base import Call, Emit, Provider, Result
+from taskgate.providers.registry import (
+    build,
+    load_plugins,
+    lookup,
+    register_inference_function,
+    register_provider,
+)
+
+__all__ = [
+    "Call",
+    "Emit",
+    "Provider",
+    "Result",
+    "build",
+    "load_plugins",
+    "lookup",
+    "register_inference_function",
+    "register_provider",
+]

@@ -1,0 +1,92 @@
+"""The built-in ``mock`` provider: deterministic output, configurable latency and failures.
+
+It serves the default config (so taskgate runs without any key), the benchmarks and tests.
+Options (route or instance ``options``): ``latency_ms`` and ``failure_rate`` (0..1, decided
+by a hash of task id and attempt, so a run repeats exactly). A task's params may steer one
+call: ``mock_latency_ms``, ``mock_fail_attempts`` (fail the first N attempts),
+``mock_error`` (an error type such as ``rate_limited`` or ``invalid_input``),
+``mock_retry_after`` and ``stream`` (chat words sent as progress).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import struct
+from typing import Any
+
+from taskgate import errors
+from taskgate.providers.base import Call, Provider, Result
+from taskgate.providers.registry import register_provider
+
+_ERRORS: dict[str, type[errors.ProviderError]] = {
+    cls.code: cls
+    for cls in (
+        errors.RateLimited,
+        errors.Overloaded,
+        errors.ProviderTimeout,
+        errors.ConnectionFailed,
+        errors.BadResponse,
+        errors.InvalidInput,
+        errors.AuthFailed,
+        errors.ContentRefused,
+    )
+}
+
+
+def _unit(*parts: object) -> float:
+    """A number in [0, 1) fixed by its inputs."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return struct.unpack(">Q", digest[:8])[0] / 2**64
+
+
+def prompt_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if "prompt" in value:
+            return str(value["prompt"])
+        if value.get("messages"):
+            last = value["messages"][-1]
+            return str(last.get("content", "")) if isinstance(last, dict) else str(last)
+    return str(value)
+
+
+@register_provider("mock")
+class MockProvider(Provider):
+    async def run(self, call: Call) -> Result:
+        p = call.params
+        latency = float(p.get("mock_latency_ms", call.option("latency_ms", 0))) / 1000
+        self._maybe_fail(call)
+        text = prompt_of(call.input)
+        if call.kind == "chat" and p.get("stream"):
+            words = f"mock reply to: {text}".split()
+            for word in words:
+                await asyncio.sleep(latency / len(words))
+                await call.emit({"delta": word + " "})
+        elif latency > 0:
+            await asyncio.sleep(latency)
+        return Result(self._output(call, text), {"input_tokens": len(text.split())})
+
+    @staticmethod
+    def _maybe_fail(call: Call) -> None:
+        p = call.params
+        fail_first = int(p.get("mock_fail_attempts", 0))
+        rate = float(call.option("failure_rate", 0.0))
+        if call.attempt <= fail_first or (rate and _unit(call.task_id, call.attempt) < rate):
+            cls = _ERRORS.get(str(p.get("mock_error", "overloaded")), errors.Overloaded)
+            raise cls(
+                f"mock {cls.code} on attempt {call.attempt}",
+                provider_code=f"mock_{cls.code}",
+                retry_after=p.get("mock_retry_after"),
+            )
+
+    @staticmethod
+    def _output(call: Call, text: str) -> dict[str, Any]:
+        if call.kind == "embedding":
+            dims = int(call.params.get("dimensions", 8))
+            return {"embedding": [round(_unit(text, i) * 2 - 1, 6) for i in range(dims)]}
+        if call.kind == "chat":
+            return {"text": f"mock reply to: {text}", "model": call.model}
+        digest = hashlib.sha256(f"{call.kind}|{call.model}|{text}".encode()).hexdigest()[:16]
+        return {"kind": call.kind, "model": call.model, "digest": digest, "prompt": text}

@@ -1,0 +1,60 @@
+"""What the store is asked to do, as plain records. The store is also the queue: a task is
+accepted by one insert, claimed by one conditional update under a lease, and ended by one
+conditional update that only the lease holder's current attempt can make."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from taskgate.models import Priority, Status
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    tenant: str
+    api_key_id: str
+    kind: str
+    model: str
+    route: str
+    priority: Priority
+    input: Any
+    params: dict[str, Any]
+    max_attempts: int
+    run_timeout: float | None = None
+    deadline: float | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one attempt, written by the worker that holds the task's lease.
+
+    ``status`` PENDING means "retry": the task goes back to the queue at ``run_after``,
+    on ``route`` when failing over to a fallback route.
+    """
+
+    task_id: str
+    worker: str
+    attempt: int
+    status: Status
+    label: str  # the attempt's outcome: success | retry | failed | timeout | cancelled
+    instance: str
+    route: str
+    started_at: float
+    result: Any = None
+    error: dict[str, Any] | None = None
+    run_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    tenant: str | None  # None: every tenant (admin keys)
+    statuses: tuple[Status, ...] = ()
+    kind: str | None = None
+    model: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    before_id: str | None = None  # cursor: tasks created before this one
+    limit: int = 50

@@ -1,0 +1,110 @@
+"""Tables of the SQL store. Migrations in ``migrations/versions`` create exactly these; a test
+compares the two so they cannot drift apart."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+PENDING = text("status = 'PENDING'")
+PROCESSING = text("status = 'PROCESSING'")
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("api_key_id", String(40), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("route", String(100), nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("fair_seq", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input", Json),
+    Column("params", Json),
+    Column("result", Json),
+    Column("error", Json),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_timeout", Float),
+    Column("deadline", Float),
+    Column("run_after", Float, nullable=False),
+    Column("idempotency_key", String(200)),
+    Column("request_hash", String(64)),
+    Column("worker", String(64)),
+    Column("instance", String(100)),
+    Column("lease_until", Float),
+    Column("claimed_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    UniqueConstraint("tenant", "idempotency_key", name="uq_tasks_idempotency"),
+    Index(
+        "ix_tasks_claim",
+        "route",
+        "priority",
+        "fair_seq",
+        "id",
+        sqlite_where=PENDING,
+        postgresql_where=PENDING,
+    ),
+    Index(
+        "ix_tasks_key_lane",
+        "route",
+        "priority",
+        "api_key_id",
+        "fair_seq",
+        sqlite_where=PENDING,
+        postgresql_where=PENDING,
+    ),
+    Index("ix_tasks_lease", "lease_until", sqlite_where=PROCESSING, postgresql_where=PROCESSING),
+    Index("ix_tasks_deadline", "deadline", sqlite_where=PENDING, postgresql_where=PENDING),
+    Index("ix_tasks_tenant_id", "tenant", "id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(40), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("route", String(100), nullable=False),
+    Column("instance", String(100), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("outcome", String(16)),
+    Column("error", Json),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("admin", Boolean, nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
