@@ -291,7 +291,8 @@ class Scheduler:
                 label="failover" if decision.route else "retry",
                 error=err,
                 run_after=time.time() + decision.delay,
-                **{**base, "route": decision.route or route.name},
+                next_route=decision.route,
+                **base,
             )
         assert decision.status is not None
         return Outcome(status=decision.status, label=decision.status.value.lower(), error=err, **base)

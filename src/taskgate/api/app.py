@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from taskgate import __version__, events, store
 from taskgate.api import native
 from taskgate.api.auth import KeyRing
+from taskgate.api.limits import BodyLimit
 from taskgate.api.responses import JSON, error_body
 from taskgate.config import Settings
 from taskgate.errors import ApiError
@@ -57,9 +58,9 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         version=__version__,
         summary="Gateway and scheduler for AI model tasks",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.include_router(native.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

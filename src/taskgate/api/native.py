@@ -145,7 +145,7 @@ async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator
         task = await gw.get(key, task_id)
         view = await gw.view(task, history=False)
         if not task.terminal:
-            yield _sse("queued" if task.status is Status.PENDING else "status", view)
+            yield _sse("queued" if task.status is Status.PENDING else "started", view)
         position = view.get("position")
         while not task.terminal:
             message = await sub.get(SSE_TICK)

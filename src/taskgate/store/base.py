@@ -32,7 +32,7 @@ class Outcome:
     """The end of one attempt, written by the worker that holds the task's lease.
 
     ``status`` PENDING means "retry": the task goes back to the queue at ``run_after``,
-    on ``route`` when failing over to a fallback route.
+    on ``next_route`` when failing over to a fallback route. ``route`` is where it ran.
     """
 
     task_id: str
@@ -46,6 +46,7 @@ class Outcome:
     result: Any = None
     error: dict[str, Any] | None = None
     run_after: float = 0.0
+    next_route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

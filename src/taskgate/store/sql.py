@@ -384,7 +384,7 @@ class SqlStore:
             "lease_until": None,
         }
         if o.status is Status.PENDING:
-            values.update(worker=None, run_after=o.run_after, route=o.route)
+            values.update(worker=None, run_after=o.run_after, route=o.next_route or o.route)
         else:
             values.update(result=o.result, finished_at=now)
         return (

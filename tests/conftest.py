@@ -1,0 +1,43 @@
+"""Shared fixtures. ``store`` runs each store test on SQLite and on the local PostgreSQL
+(127.0.0.1:5432, database ``test``; override with TASKGATE_TEST_PG)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from taskgate.store import SqlStore
+
+PG_URL = os.environ.get("TASKGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def reset_postgres(url: str = PG_URL) -> None:
+    """Drop taskgate's tables so that the next open migrates a clean database."""
+    engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    try:
+        async with engine.begin() as conn:
+            for table in ("attempts", "tasks", "api_keys", "alembic_version"):
+                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+def store_url(kind: str, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/taskgate.db" if kind == "sqlite" else PG_URL
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    if request.param == "postgresql":
+        await reset_postgres()
+    s = SqlStore(store_url(request.param, tmp_path))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

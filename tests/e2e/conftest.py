@@ -1,0 +1,135 @@
+"""End-to-end fixtures: the real ``taskgate`` command started as a subprocess, used over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+BIN = Path(sys.executable).with_name("taskgate")
+
+FAST_SCHEDULER = {"lease_seconds": 2, "poll_interval": 0.2}
+
+
+def mock_route(name: str = "mock", models: list[str] | None = None, **over: Any) -> dict[str, Any]:
+    route: dict[str, Any] = {
+        "name": name,
+        "models": models or [name, f"{name}-*"],
+        "provider": "mock",
+        "instances": [{"name": f"{name}-1", "max_concurrency": 16}],
+        "options": {"latency_ms": 0},
+        "timeout": 30,
+        "retry": {"max_attempts": 3, "backoff_base": 0.05, "backoff_max": 0.2},
+    }
+    route.update(over)
+    return route
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One taskgate server process on a fresh data folder."""
+
+    def __init__(self, root: Path, routes: list[dict[str, Any]], **settings: Any) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = root / "taskgate.yaml"
+        conf = {
+            "port": self.port,
+            "store_url": f"sqlite:///{root}/taskgate.db",
+            "files_url": f"file://{root}/files",
+            "auth_cache_seconds": 0,
+            "log_level": "warning",
+            "scheduler": dict(FAST_SCHEDULER),
+            "routes": routes,
+            **settings,
+        }
+        self.config.write_text(yaml.safe_dump(conf))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "server.log"
+
+    def cli(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "TASKGATE_CONFIG": str(self.config), "TASKGATE_URL": self.url, **env}
+        return subprocess.run(
+            [str(BIN), *args], capture_output=True, text=True, env=full_env, check=check, timeout=60
+        )
+
+    def create_key(self, tenant: str, admin: bool = False) -> str:
+        args = ["keys", "create", "--tenant", tenant] + (["--admin"] if admin else [])
+        return self.cli(*args).stdout.strip()
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN), "serve", "--config", str(self.config), "--grace", "1"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start: {self.log.read_text()}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        finally:
+            self.proc = None
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Any]:
+    servers: list[Server] = []
+
+    def make(routes: list[dict[str, Any]] | None = None, **settings: Any) -> Server:
+        root = tmp_path / f"server{len(servers)}"
+        root.mkdir()
+        server = Server(root, routes or [mock_route()], **settings)
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.stop(kill=True)
+
+
+@pytest.fixture
+def server(make_server: Any) -> Server:
+    s: Server = make_server()
+    s.start()
+    return s
+
+
+@pytest.fixture
+def key(server: Server) -> str:
+    return server.create_key("acme")

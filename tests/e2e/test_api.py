@@ -1,0 +1,283 @@
+"""The native API over HTTP against a real server process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Server, mock_route
+
+
+def submit(c: httpx.Client, **body: Any) -> dict[str, Any]:
+    body = {"kind": "chat", "model": "mock", "input": "hi", **body}
+    r = c.post("/v1/tasks", json=body)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def wait(c: httpx.Client, task_id: str, seconds: float = 20) -> dict[str, Any]:
+    r = c.get(f"/v1/tasks/{task_id}", params={"wait": seconds})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_task_runs_to_success_with_its_attempt_recorded(server: Server, key: str) -> None:
+    with server.client(key) as c:
+        task = submit(c, input="hello")
+        assert task["status"] == "PENDING"
+        done = wait(c, task["id"])
+    assert done["status"] == "SUCCESS"
+    assert done["result"]["output"]["text"] == "mock reply to: hello"
+    assert [a["outcome"] for a in done["history"]] == ["success"]
+    assert done["history"][0]["instance"] == "mock-1"
+    assert done["finished_at"] is not None
+
+
+def test_health_and_docs(server: Server) -> None:
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert {"/v1/tasks", "/v1/tasks/{task_id}", "/v1/tasks/{task_id}/events"} <= set(paths)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"kind": "chat", "model": "nope"}, 400, "unknown model 'nope'"),
+        ({"kind": "painting", "model": "mock"}, 400, "unknown kind 'painting'"),
+        ({"kind": "chat", "model": "mock", "priority": "urgent"}, 422, "priority"),
+        ({"kind": "chat", "model": "mock", "timeout": "soon"}, 422, "timeout"),
+        ({"kind": "chat", "model": "mock", "params": [1, 2]}, 422, "params"),
+        ({"kind": "chat"}, 422, "model"),
+        ({"kind": "chat", "model": "mock", "surprise": 1}, 422, "surprise"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx_and_stores_nothing(
+    server: Server, key: str, body: dict[str, Any], status: int, needle: str
+) -> None:
+    with server.client(key) as c:
+        r = c.post("/v1/tasks", json=body)
+        assert r.status_code == status, r.text
+        assert needle in r.json()["error"]["message"]
+        assert c.get("/v1/tasks").json()["data"] == []
+
+
+def test_malformed_json_oversized_body_and_unknown_id(make_server: Any) -> None:
+    server: Server = make_server(max_body_bytes=10_000)
+    server.start()
+    key = server.create_key("acme")
+    with server.client(key) as c:
+        r = c.post("/v1/tasks", content=b'{"kind": "chat", ', headers={"content-type": "application/json"})
+        assert r.status_code == 400
+        assert r.json()["error"]["type"] == "bad_request"
+        r = c.post("/v1/tasks", json={"kind": "chat", "model": "mock", "input": "x" * 20_000})
+        assert r.status_code == 413
+        assert r.json()["error"]["type"] == "payload_too_large"
+        assert c.get("/v1/tasks/doesnotexist").status_code == 404
+        assert c.delete("/v1/tasks/doesnotexist").status_code == 404
+        assert c.get("/v1/tasks").json()["data"] == []
+
+
+def test_missing_unknown_and_revoked_keys_are_401(server: Server) -> None:
+    assert httpx.get(f"{server.url}/v1/tasks").status_code == 401
+    with server.client("tg_not_a_key") as c:
+        assert c.get("/v1/tasks").status_code == 401
+    key = server.create_key("acme")
+    with server.client(key) as c:
+        assert c.get("/v1/tasks").status_code == 200
+        key_id = server.cli("keys", "list", "--tenant", "acme").stdout.split("\t")[0]
+        server.cli("keys", "revoke", key_id)
+        r = c.get("/v1/tasks")
+        assert r.status_code == 401
+        assert "revoked" in r.json()["error"]["message"]
+
+
+def test_tenants_cannot_see_each_others_tasks(server: Server) -> None:
+    a, b = server.create_key("tenant-a"), server.create_key("tenant-b")
+    with server.client(a) as ca, server.client(b) as cb:
+        task = submit(ca)
+        for r in (
+            cb.get(f"/v1/tasks/{task['id']}"),
+            cb.get(f"/v1/tasks/{task['id']}", params={"wait": 1}),
+            cb.get(f"/v1/tasks/{task['id']}/events"),
+            cb.delete(f"/v1/tasks/{task['id']}"),
+        ):
+            assert r.status_code == 404
+        assert cb.get("/v1/tasks").json()["data"] == []
+        assert [t["id"] for t in ca.get("/v1/tasks").json()["data"]] == [task["id"]]
+        assert wait(ca, task["id"])["status"] == "SUCCESS"
+
+
+def test_admin_keys_manage_keys_and_tenant_keys_cannot(server: Server) -> None:
+    admin, tenant = server.create_key("ops", admin=True), server.create_key("acme")
+    with server.client(tenant) as c:
+        assert c.post("/v1/keys", json={"tenant": "x"}).status_code == 403
+    with server.client(admin) as c:
+        made = c.post("/v1/keys", json={"tenant": "newco", "name": "ci"})
+        assert made.status_code == 201
+        secret, key_id = made.json()["key"], made.json()["id"]
+        assert all("key" not in k for k in c.get("/v1/keys").json()["data"])
+        with server.client(secret) as new:
+            assert new.get("/v1/tasks").status_code == 200
+            assert c.delete(f"/v1/keys/{key_id}").status_code == 200
+            assert new.get("/v1/tasks").status_code == 401
+
+
+def test_retryable_errors_are_retried_until_success(server: Server, key: str) -> None:
+    with server.client(key) as c:
+        task = submit(c, params={"mock_fail_attempts": 2, "mock_error": "overloaded"})
+        done = wait(c, task["id"])
+    assert done["status"] == "SUCCESS"
+    assert [a["outcome"] for a in done["history"]] == ["retry", "retry", "success"]
+    assert done["history"][0]["error"]["type"] == "overloaded"
+
+
+def test_permanent_errors_fail_at_once_with_the_providers_message(
+    server: Server, key: str
+) -> None:
+    with server.client(key) as c:
+        task = submit(c, params={"mock_fail_attempts": 5, "mock_error": "invalid_input"})
+        done = wait(c, task["id"])
+    assert done["status"] == "FAILED"
+    assert done["attempts"] == 1
+    assert done["error"]["type"] == "invalid_input"
+    assert done["error"]["provider_code"] == "mock_invalid_input"
+    assert "attempt 1" in done["error"]["message"]
+
+
+def test_run_timeout_retries_then_ends_as_timeout(server: Server, key: str) -> None:
+    with server.client(key) as c:
+        task = submit(c, timeout=0.2, params={"mock_latency_ms": 5000})
+        done = wait(c, task["id"])
+    assert done["status"] == "TIMEOUT"
+    assert done["attempts"] == 3
+    assert done["error"]["type"] == "timeout"
+
+
+def test_queue_wait_deadline_times_out_without_running(make_server: Any) -> None:
+    route = mock_route(instances=[{"name": "only", "max_concurrency": 1}])
+    server: Server = make_server([route])
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        blocker = submit(c, params={"mock_latency_ms": 3000})
+        late = submit(c, queue_timeout=0.3)
+        done = wait(c, late["id"])
+        assert done["status"] == "TIMEOUT"
+        assert done["attempts"] == 0
+        assert done["error"]["type"] == "deadline"
+        c.delete(f"/v1/tasks/{blocker['id']}")
+
+
+def test_cancel_stops_a_running_call_and_a_queued_task(make_server: Any) -> None:
+    route = mock_route(instances=[{"name": "only", "max_concurrency": 1}])
+    server: Server = make_server([route])
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        running = submit(c, params={"mock_latency_ms": 10_000})
+        queued = submit(c)
+        for _ in range(100):
+            if c.get(f"/v1/tasks/{running['id']}").json()["status"] == "PROCESSING":
+                break
+        assert c.get(f"/v1/tasks/{queued['id']}").json()["position"] == 1
+        assert c.delete(f"/v1/tasks/{queued['id']}").json()["status"] == "CANCELLED"
+        assert c.delete(f"/v1/tasks/{running['id']}").json()["status"] == "CANCELLED"
+        # the slot is free again at once: a new task runs although the first call had 10 s left
+        after = submit(c)
+        assert wait(c, after["id"], 5)["status"] == "SUCCESS"
+        final = c.get(f"/v1/tasks/{running['id']}").json()
+        assert final["status"] == "CANCELLED"
+        assert [a["outcome"] for a in final["history"]] == ["cancelled"]
+        assert c.delete(f"/v1/tasks/{after['id']}").json()["status"] == "SUCCESS"
+
+
+def test_idempotency_key_returns_the_same_task(server: Server, key: str) -> None:
+    with server.client(key) as c:
+        first = submit(c, idempotency_key="order-17")
+        again = c.post("/v1/tasks", json={"kind": "chat", "model": "mock", "input": "hi",
+                                          "idempotency_key": "order-17"})
+        assert again.status_code == 200
+        assert again.json()["id"] == first["id"]
+        by_header = c.post("/v1/tasks", json={"kind": "chat", "model": "mock", "input": "hi"},
+                           headers={"Idempotency-Key": "order-17"})
+        assert by_header.json()["id"] == first["id"]
+        clash = c.post("/v1/tasks", json={"kind": "chat", "model": "mock", "input": "other",
+                                          "idempotency_key": "order-17"})
+        assert clash.status_code == 409
+        assert len(c.get("/v1/tasks").json()["data"]) == 1
+
+
+def test_list_filters_and_cursor_pagination(server: Server, key: str) -> None:
+    with server.client(key) as c:
+        ids = [submit(c, input=f"t{i}")["id"] for i in range(7)]
+        emb = submit(c, kind="embedding", input="vec")
+        for task_id in [*ids, emb["id"]]:
+            wait(c, task_id)
+        seen, cursor = [], None
+        while True:
+            page = c.get("/v1/tasks", params={"limit": 3, "kind": "chat", **({"cursor": cursor} if cursor else {})}).json()
+            seen += [t["id"] for t in page["data"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == list(reversed(ids))
+        assert [t["id"] for t in c.get("/v1/tasks", params={"kind": "embedding"}).json()["data"]] == [emb["id"]]
+        assert c.get("/v1/tasks", params={"status": "FAILED"}).json()["data"] == []
+        assert len(c.get("/v1/tasks", params={"status": "SUCCESS", "model": "mock"}).json()["data"]) == 8
+        future = c.get("/v1/tasks", params={"created_after": "2999-01-01T00:00:00Z"}).json()
+        assert future["data"] == []
+        assert c.get("/v1/tasks", params={"status": "DONE"}).status_code == 422
+
+
+def test_event_stream_reports_the_life_of_a_task(server: Server, key: str) -> None:
+    with server.client(key) as c:
+        task = submit(c, input="one two three", params={"stream": True, "mock_latency_ms": 300})
+        events = []
+        with c.stream("GET", f"/v1/tasks/{task['id']}/events") as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if line.startswith("event:"):
+                    events.append(line.split(":", 1)[1].strip())
+    assert events[-1] == "finished"
+    assert "started" in events
+    assert events.count("progress") == len("mock reply to: one two three".split())
+
+
+def test_fallback_route_takes_over_when_a_route_keeps_failing(make_server: Any) -> None:
+    broken = mock_route("broken", options={"failure_rate": 1.0}, fallbacks=["spare"],
+                        retry={"max_attempts": 2, "backoff_base": 0.01})
+    spare = mock_route("spare")
+    server: Server = make_server([broken, spare])
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        done = wait(c, submit(c, model="broken")["id"])
+    assert done["status"] == "SUCCESS"
+    assert [(a["route"], a["outcome"]) for a in done["history"]] == [
+        ("broken", "retry"), ("broken", "failover"), ("spare", "success")
+    ]
+
+
+def test_a_failing_instance_is_avoided_on_retry(make_server: Any) -> None:
+    route = mock_route(instances=[
+        {"name": "bad", "max_concurrency": 4, "options": {"failure_rate": 1.0}, "weight": 10},
+        {"name": "good", "max_concurrency": 4},
+    ])
+    server: Server = make_server([route])
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        done = wait(c, submit(c)["id"])
+    assert done["status"] == "SUCCESS"
+    assert [a["instance"] for a in done["history"]] == ["bad", "good"]
+
+
+def test_a_saturated_route_does_not_delay_another(make_server: Any) -> None:
+    slow = mock_route("slow", instances=[{"name": "s", "max_concurrency": 1}],
+                      options={"latency_ms": 3000})
+    server: Server = make_server([slow, mock_route("fast")])
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        for _ in range(3):
+            submit(c, model="slow")
+        fast = submit(c, model="fast")
+        assert wait(c, fast["id"], 2)["status"] == "SUCCESS"
