@@ -123,6 +123,7 @@ class Task:
     worker: str | None = None
     instance: str | None = None
     lease_until: float | None = None
+    claimed_at: float | None = None  # start of the current attempt
     started_at: float | None = None
     finished_at: float | None = None
     history: tuple[Attempt, ...] = field(default=())

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 BIN = Path(sys.executable).with_name("taskgate")
+REPO = Path(__file__).resolve().parents[2]
 
 FAST_SCHEDULER = {"lease_seconds": 2, "poll_interval": 0.2}
 
@@ -61,6 +62,7 @@ class Server:
         }
         self.config.write_text(yaml.safe_dump(conf))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.grace = 1.0
         self.log = root / "server.log"
 
     def cli(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
@@ -76,9 +78,10 @@ class Server:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(BIN), "serve", "--config", str(self.config), "--grace", "1"],
+                [str(BIN), "serve", "--config", str(self.config), "--grace", str(self.grace)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -1,0 +1,97 @@
+"""Crash safety: kill the server at any moment; every accepted task still ends, once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.conftest import Server
+
+
+def sidefx_server(make_server: Any, journal: Path, latency_ms: int) -> Server:
+    route = {
+        "name": "fx",
+        "models": ["fx"],
+        "provider": "sidefx",
+        "instances": [{"name": "fx-1", "max_concurrency": 8}],
+        "options": {"journal": str(journal), "latency_ms": latency_ms},
+        "retry": {"max_attempts": 3, "backoff_base": 0.05},
+    }
+    server: Server = make_server(
+        [route], plugins=["tests.e2e.plugins.sidefx"], scheduler={"lease_seconds": 1, "poll_interval": 0.2}
+    )
+    return server
+
+
+def submit_many(c: httpx.Client, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        r = c.post("/v1/tasks", json={"kind": "chat", "model": "fx", "input": f"job {i}"})
+        assert r.status_code == 202
+        ids.append(r.json()["id"])
+    return ids
+
+
+def wait_all(c: httpx.Client, ids: list[str], seconds: float = 25) -> dict[str, dict[str, Any]]:
+    end = time.monotonic() + seconds
+    done: dict[str, dict[str, Any]] = {}
+    for task_id in ids:
+        left = max(0.1, end - time.monotonic())
+        done[task_id] = c.get(f"/v1/tasks/{task_id}", params={"wait": left}).json()
+    return done
+
+
+def test_kill_and_restart_loses_no_task_and_repeats_no_finished_work(
+    make_server: Any, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.txt"
+    server = sidefx_server(make_server, journal, latency_ms=200)
+    server.start()
+    key = server.create_key("acme")
+    with server.client(key) as c:
+        ids = submit_many(c, 60)
+        time.sleep(0.5)  # some done, some running, most still queued
+    finished_before = {
+        t["id"]: t
+        for t in httpx.get(f"{server.url}/v1/tasks", params={"limit": 500, "status": "SUCCESS"},
+                           headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    }
+    server.stop(kill=True)
+    assert 0 < len(finished_before) < 60
+
+    server.start()
+    with server.client(key) as c:
+        done = wait_all(c, ids)
+    assert {t["status"] for t in done.values()} == {"SUCCESS"}
+
+    calls = Counter(line.split()[0] for line in journal.read_text().splitlines())
+    for task_id in finished_before:  # recorded as finished before the kill: never run again
+        assert calls[task_id] == 1, task_id
+    lost = [t for t in done.values() if any(a["outcome"] == "lost" for a in t["history"])]
+    assert lost, "some tasks were running at the kill and must show a lost attempt"
+    for t in done.values():
+        outcomes = [a["outcome"] for a in t["history"]]
+        assert outcomes.count("success") == 1
+        assert t["attempts"] == len(outcomes)
+
+
+def test_sigterm_hands_back_running_tasks_which_finish_after_restart(
+    make_server: Any, tmp_path: Path
+) -> None:
+    server = sidefx_server(make_server, tmp_path / "journal.txt", latency_ms=3000)
+    server.grace = 0.2
+    server.start()
+    key = server.create_key("acme")
+    with server.client(key) as c:
+        ids = submit_many(c, 4)
+        time.sleep(0.5)
+        server.stop()  # SIGTERM: the calls need 3 s, the grace is 0.2 s
+        server.start()
+        done = wait_all(c, ids)
+    assert {t["status"] for t in done.values()} == {"SUCCESS"}
+    for t in done.values():
+        assert [a["outcome"] for a in t["history"]] == ["interrupted", "success"]
