@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,20 +37,20 @@ class Batcher(Generic[T, R]):
             while self._queue:
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]
                 await self._write(batch)
+        except BaseException as exc:  # cancelled: nobody is left to write what still waits
+            _fail(self._queue, exc)
+            self._queue = []
+            raise
         finally:
             self._runner = None
 
     async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._flush([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"flush gave {len(results)} results for {len(batch)} items")
         except BaseException as exc:  # the whole write failed: every caller hears why
-            for _, fut in batch:
-                if fut.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    fut.cancel()
-                else:
-                    fut.set_exception(exc)
+            _fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -66,3 +66,13 @@ class Batcher(Generic[T, R]):
         """Wait until everything submitted so far is written."""
         while self._runner is not None:
             await asyncio.shield(self._runner)
+
+
+def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, fut in batch:
+        if fut.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            fut.cancel()
+        else:
+            fut.set_exception(exc)

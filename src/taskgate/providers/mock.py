@@ -78,7 +78,7 @@ class MockProvider(Provider):
             raise cls(
                 f"mock {cls.code} on attempt {call.attempt}",
                 provider_code=f"mock_{cls.code}",
-                retry_after=p.get("mock_retry_after"),
+                retry_after=float(p["mock_retry_after"]) if "mock_retry_after" in p else None,
             )
 
     @staticmethod

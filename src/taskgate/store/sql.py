@@ -321,9 +321,13 @@ class SqlStore:
         )
         if self.dialect == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
+        # A CTE, not a subquery: PostgreSQL may re-run a SKIP LOCKED subquery for every row
+        # it scans, each run skipping the rows the previous one locked, and so claim far
+        # more than ``limit``. A locking CTE runs exactly once.
+        picked = pick.cte("picked")
         stmt = (
             tasks.update()
-            .where(tasks.c.id.in_(pick.scalar_subquery()), tasks.c.status == PENDING)
+            .where(tasks.c.id.in_(sa.select(picked.c.id)), tasks.c.status == PENDING)
             .values(
                 status=PROCESSING,
                 attempts=tasks.c.attempts + 1,

@@ -1,0 +1,125 @@
+"""Shared pieces of the benchmarks: a server process on a fresh data folder, a key, a fast
+aiohttp submitter, and waiting on the server's task counts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import aiohttp
+import yaml
+
+BIN = Path(sys.executable).with_name("taskgate")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    key: str
+    proc: subprocess.Popen[bytes]
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+@contextmanager
+def server(routes: list[dict[str, Any]], **settings: Any) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        conf = {
+            "port": port,
+            "store_url": f"sqlite:///{tmp}/taskgate.db",
+            "files_url": f"file://{tmp}/files",
+            "log_level": "warning",
+            "routes": routes,
+            **settings,
+        }
+        path = Path(tmp) / "taskgate.yaml"
+        path.write_text(yaml.safe_dump(conf))
+        env = {**os.environ, "TASKGATE_CONFIG": str(path)}
+        key = subprocess.run(
+            [str(BIN), "keys", "create", "--tenant", "bench"], env=env, check=True,
+            capture_output=True, text=True,
+        ).stdout.strip()
+        proc = subprocess.Popen([str(BIN), "serve"], env=env, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_up(url)
+            yield Server(url, key, proc)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _wait_up(url: str) -> None:
+    import urllib.request
+
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+async def submit_all(
+    srv: Server, n: int, concurrency: int, body: dict[str, Any]
+) -> list[float]:
+    """Submit ``n`` tasks from ``concurrency`` connections; return each submit's latency."""
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {srv.key}"}
+    remaining = iter(range(n))
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(srv.url, headers=headers, connector=conn) as http:
+
+        async def worker() -> None:
+            for _ in remaining:
+                t0 = time.perf_counter()
+                async with http.post("/v1/tasks", json=body) as r:
+                    await r.read()
+                    if r.status != 202:
+                        raise RuntimeError(f"submit failed: {r.status} {await r.text()}")
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+async def wait_done(srv: Server, n: int, timeout: float = 600) -> float:
+    """Poll /health until ``n`` tasks are SUCCESS; return the time it happened."""
+    end = time.monotonic() + timeout
+    async with aiohttp.ClientSession(srv.url) as http:
+        while time.monotonic() < end:
+            async with http.get("/health") as r:
+                counts = (await r.json())["tasks"]
+            if counts.get("SUCCESS", 0) >= n:
+                return time.perf_counter()
+            bad = {k: v for k, v in counts.items() if k in ("FAILED", "TIMEOUT", "CANCELLED")}
+            if bad:
+                raise RuntimeError(f"tasks did not succeed: {counts}")
+            await asyncio.sleep(0.05)
+    raise TimeoutError("tasks did not finish")
+
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100)[int(p) - 1] * 1000 if len(values) > 1 else 0.0
