@@ -57,8 +57,11 @@ def server(routes: list[dict[str, Any]], **settings: Any) -> Iterator[Server]:
         path.write_text(yaml.safe_dump(conf))
         env = {**os.environ, "TASKGATE_CONFIG": str(path)}
         key = subprocess.run(
-            [str(BIN), "keys", "create", "--tenant", "bench"], env=env, check=True,
-            capture_output=True, text=True,
+            [str(BIN), "keys", "create", "--tenant", "bench"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         proc = subprocess.Popen([str(BIN), "serve"], env=env, stderr=subprocess.DEVNULL)
         try:
@@ -82,9 +85,7 @@ def _wait_up(url: str) -> None:
     raise RuntimeError("server did not start")
 
 
-async def submit_all(
-    srv: Server, n: int, concurrency: int, body: dict[str, Any]
-) -> list[float]:
+async def submit_all(srv: Server, n: int, concurrency: int, body: dict[str, Any]) -> list[float]:
     """Submit ``n`` tasks from ``concurrency`` connections; return each submit's latency."""
     latencies: list[float] = []
     headers = {"Authorization": f"Bearer {srv.key}"}

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from taskgate.providers import (  # noqa: E402
+from taskgate.providers import (
     Call,
     Provider,
     Result,
@@ -10,4 +10,11 @@ from taskgate.providers import (  # noqa: E402
     register_provider,
 )
 
-__all__ = ["Call", "Provider", "Result", "__version__", "register_inference_function", "register_provider"]
+__all__ = [
+    "Call",
+    "Provider",
+    "Result",
+    "__version__",
+    "register_inference_function",
+    "register_provider",
+]

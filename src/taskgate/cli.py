@@ -13,7 +13,10 @@ from taskgate import config
 from taskgate.client import DEFAULT_URL, ApiError, Client
 
 CONFIG = click.option(
-    "--config", "config_path", envvar="TASKGATE_CONFIG", type=click.Path(exists=True, dir_okay=False),
+    "--config",
+    "config_path",
+    envvar="TASKGATE_CONFIG",
+    type=click.Path(exists=True, dir_okay=False),
     help="YAML config file (default: the packaged embedded config).",
 )
 
@@ -30,8 +33,13 @@ def main() -> None:
 @CONFIG
 @click.option("--host", help="Listen address (overrides the config).")
 @click.option("--port", type=int, help="Listen port (overrides the config).")
-@click.option("--grace", type=float, default=10.0, show_default=True,
-              help="Seconds that running tasks get to finish on shutdown.")
+@click.option(
+    "--grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds that running tasks get to finish on shutdown.",
+)
 def serve(config_path: str | None, host: str | None, port: int | None, grace: float) -> None:
     """Run the API, the scheduler and the workers in one process."""
     import uvicorn
@@ -137,21 +145,41 @@ def _api(fn: Any) -> Any:
 @click.option("--kind", default="chat", show_default=True)
 @click.option("--model", required=True)
 @click.option("--priority", type=click.Choice(["critical", "default", "low"]), default="default")
-@click.option("--param", "params", multiple=True, help="NAME=VALUE (VALUE parsed as JSON if it can be).")
+@click.option(
+    "--param", "params", multiple=True, help="NAME=VALUE (VALUE parsed as JSON if it can be)."
+)
 @click.option("--timeout", type=float, help="Run timeout, seconds.")
 @click.option("--queue-timeout", type=float, help="Longest wait in the queue, seconds.")
 @click.option("--idempotency-key")
 @click.option("--no-wait", is_flag=True, help="Print the task id and return at once.")
 @click.argument("input")
-def submit(url: str, key: str, kind: str, model: str, priority: str, params: tuple[str, ...],
-           timeout: float | None, queue_timeout: float | None, idempotency_key: str | None,
-           no_wait: bool, input: str) -> None:
+def submit(
+    url: str,
+    key: str,
+    kind: str,
+    model: str,
+    priority: str,
+    params: tuple[str, ...],
+    timeout: float | None,
+    queue_timeout: float | None,
+    idempotency_key: str | None,
+    no_wait: bool,
+    input: str,
+) -> None:
     """Submit a task; by default wait for it, showing its progress."""
     with _client(url, key) as c:
-        task = _api(lambda: c.submit(
-            kind, model, _json_or_str(input), params=_params(params), priority=priority,
-            timeout=timeout, queue_timeout=queue_timeout, idempotency_key=idempotency_key,
-        ))
+        task = _api(
+            lambda: c.submit(
+                kind,
+                model,
+                _json_or_str(input),
+                params=_params(params),
+                priority=priority,
+                timeout=timeout,
+                queue_timeout=queue_timeout,
+                idempotency_key=idempotency_key,
+            )
+        )
         if no_wait:
             click.echo(task["id"])
             return
@@ -240,12 +268,22 @@ def cancel(url: str, key: str, task_id: str) -> None:
 @click.option("--model")
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--cursor")
-def tasks(url: str, key: str, statuses: tuple[str, ...], kind: str | None, model: str | None,
-          limit: int, cursor: str | None) -> None:
+def tasks(
+    url: str,
+    key: str,
+    statuses: tuple[str, ...],
+    kind: str | None,
+    model: str | None,
+    limit: int,
+    cursor: str | None,
+) -> None:
     """List tasks, newest first."""
     with _client(url, key) as c:
-        page = _api(lambda: c.list(status=list(statuses) or None, kind=kind, model=model,
-                                   limit=limit, cursor=cursor))
+        page = _api(
+            lambda: c.list(
+                status=list(statuses) or None, kind=kind, model=model, limit=limit, cursor=cursor
+            )
+        )
     for t in page["data"]:
         click.echo(f"{t['id']}\t{t['status']}\t{t['kind']}\t{t['model']}\t{t['created_at']}")
     if page["next_cursor"]:

@@ -91,10 +91,10 @@ class Client:
         return _check(self._http.request(method, path, **kw))
 
     def submit(self, kind: str, model: str, input: Any, **kw: Any) -> dict[str, Any]:
-        return self._call(_Requests.submit(kind, model, input, **kw))  # type: ignore[no-any-return]
+        return self._call(_Requests.submit(kind, model, input, **kw))
 
     def get(self, task_id: str, wait: float = 0) -> dict[str, Any]:
-        return self._call(_Requests.get(task_id, wait))  # type: ignore[no-any-return]
+        return self._call(_Requests.get(task_id, wait))
 
     def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         end = None if timeout is None else time.monotonic() + timeout
@@ -105,10 +105,10 @@ class Client:
                 return task
 
     def cancel(self, task_id: str) -> dict[str, Any]:
-        return self._call(_Requests.cancel(task_id))  # type: ignore[no-any-return]
+        return self._call(_Requests.cancel(task_id))
 
     def list(self, **filters: Any) -> dict[str, Any]:
-        return self._call(_Requests.list(**filters))  # type: ignore[no-any-return]
+        return self._call(_Requests.list(**filters))
 
     def events(self, task_id: str) -> Iterator[tuple[str, Any]]:
         """Server-sent events of a task until it ends: (event, data) pairs."""
@@ -143,10 +143,10 @@ class AsyncClient:
         return _check(await self._http.request(method, path, **kw))
 
     async def submit(self, kind: str, model: str, input: Any, **kw: Any) -> dict[str, Any]:
-        return await self._call(_Requests.submit(kind, model, input, **kw))  # type: ignore[no-any-return]
+        return await self._call(_Requests.submit(kind, model, input, **kw))
 
     async def get(self, task_id: str, wait: float = 0) -> dict[str, Any]:
-        return await self._call(_Requests.get(task_id, wait))  # type: ignore[no-any-return]
+        return await self._call(_Requests.get(task_id, wait))
 
     async def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         end = None if timeout is None else time.monotonic() + timeout
@@ -157,10 +157,10 @@ class AsyncClient:
                 return task
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
-        return await self._call(_Requests.cancel(task_id))  # type: ignore[no-any-return]
+        return await self._call(_Requests.cancel(task_id))
 
     async def list(self, **filters: Any) -> dict[str, Any]:
-        return await self._call(_Requests.list(**filters))  # type: ignore[no-any-return]
+        return await self._call(_Requests.list(**filters))
 
     async def events(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
         async with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:

@@ -51,7 +51,8 @@ class Gateway:
     def route_for(self, kind: str, model: str) -> Route:
         if kind not in self.settings.kinds:
             raise BadRequest(
-                f"unknown kind {kind!r}; known kinds: {', '.join(self.settings.kinds)}", field="kind"
+                f"unknown kind {kind!r}; known kinds: {', '.join(self.settings.kinds)}",
+                field="kind",
             )
         route = self.settings.resolve(model)
         if route is None:
@@ -95,7 +96,9 @@ class Gateway:
         )
         task, created = await self.store.insert(new)
         if created:
-            await self.events.publish("queue", {"route": task.route, "priority": int(task.priority)})
+            await self.events.publish(
+                "queue", {"route": task.route, "priority": int(task.priority)}
+            )
         return task, created
 
     # --- reading ---------------------------------------------------------------------------
@@ -143,8 +146,8 @@ class Gateway:
         )
         return task
 
-    async def list(self, key: ApiKey, f: TaskFilter) -> list[Task]:
-        return await self.store.list(dataclasses.replace(f, tenant=scope(key)))
+    async def list_tasks(self, key: ApiKey, f: TaskFilter) -> list[Task]:
+        return await self.store.list_tasks(dataclasses.replace(f, tenant=scope(key)))
 
 
 def _request_hash(sub: Submission) -> str:

@@ -136,7 +136,7 @@ class Task:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Task:
+    def from_row(cls, row: Any) -> Task:
         names = {f.name for f in dataclasses.fields(cls)} - {"history"}
         values = {k: row[k] for k in names if k in row}
         values["status"] = Status(values["status"])

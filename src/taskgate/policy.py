@@ -17,7 +17,9 @@ from taskgate.models import Priority, Status
 # --- retry -------------------------------------------------------------------------------
 
 
-def backoff(attempt: int, policy: RetryPolicy, rng: random.Random, retry_after: float | None = None) -> float:
+def backoff(
+    attempt: int, policy: RetryPolicy, rng: random.Random, retry_after: float | None = None
+) -> float:
     """Seconds to wait before attempt ``attempt + 1``: exponential, capped, with jitter.
 
     A provider's ``Retry-After`` is a floor: we never come back sooner than it asked.
@@ -102,10 +104,16 @@ class SmoothWeightedRoundRobin:
         return best
 
     def plan(self, slots: int, candidates: Iterable[Priority]) -> dict[Priority, int]:
-        """How many of ``slots`` each non-empty priority gets."""
-        live = list(candidates)
-        out: dict[Priority, int] = {}
-        for _ in range(slots):
+        """How many of ``slots`` each non-empty priority gets.
+
+        Whole rounds of the weights are shared out at once; only the remainder is picked one
+        by one, so a plan costs at most one round of picks however many slots are free.
+        """
+        live = [p for p in candidates if p in self.weights]
+        total = sum(self.weights[p] for p in live)
+        rounds = slots // total if total else 0
+        out: dict[Priority, int] = {p: rounds * self.weights[p] for p in live if rounds}
+        for _ in range(slots - rounds * total):
             p = self.pick(live)
             if p is None:
                 break

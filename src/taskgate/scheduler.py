@@ -60,6 +60,20 @@ class Running:
     job: asyncio.Task[None] | None = None
     cancelled: bool = False
 
+    def outcome(self, worker: str, status: Status, label: str, **kw: Any) -> Outcome:
+        """The end of this attempt, fenced on the worker and attempt number."""
+        return Outcome(
+            task_id=self.task.id,
+            worker=worker,
+            attempt=self.task.attempts,
+            status=status,
+            label=label,
+            instance=self.instance.name,
+            route=self.lane.route.name,
+            started_at=self.started_at,
+            **kw,
+        )
+
 
 def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
     return {"type": type_, "task_id": task.id, "status": task.status.value, **extra}
@@ -89,7 +103,9 @@ class Scheduler:
                 states = [
                     policy.InstanceState(i.name, i.max_concurrency, i.weight) for i in r.instances
                 ]
-                self.lanes[r.name] = Lane(r, build(r), states, policy.SmoothWeightedRoundRobin(weights))
+                self.lanes[r.name] = Lane(
+                    r, build(r), states, policy.SmoothWeightedRoundRobin(weights)
+                )
         self.running: dict[str, Running] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -163,7 +179,11 @@ class Scheduler:
             live = [p for p in Priority if p not in lane.dry]
             if not live:
                 break
-            plan = policy.strict_plan(slots, live) if conf.strict_priority else lane.wrr.plan(slots, live)
+            plan = (
+                policy.strict_plan(slots, live)
+                if conf.strict_priority
+                else lane.wrr.plan(slots, live)
+            )
             for prio, want in plan.items():
                 want = min(want, conf.claim_batch)
                 got = await self.store.claim(
@@ -238,7 +258,9 @@ class Scheduler:
             async with asyncio.timeout(timeout):
                 return await lane.provider.run(call)
         except TimeoutError as exc:
-            raise errors.ProviderTimeout(f"no answer within the run timeout of {timeout:g}s") from exc
+            raise errors.ProviderTimeout(
+                f"no answer within the run timeout of {timeout:g}s"
+            ) from exc
         except errors.ProviderError:
             raise
         except Exception as exc:  # a plugin's own bug: fail the task with its message, don't retry
@@ -261,17 +283,9 @@ class Scheduler:
         self, run: Running, result: Result | None, error: errors.ProviderError | None
     ) -> Outcome:
         task, route = run.task, run.lane.route
-        base = {
-            "task_id": task.id,
-            "worker": self.worker_id,
-            "attempt": task.attempts,
-            "instance": run.instance.name,
-            "route": route.name,
-            "started_at": run.started_at,
-        }
         if error is None:
             assert result is not None
-            return Outcome(status=Status.SUCCESS, label="success", result=result.as_dict(), **base)
+            return run.outcome(self.worker_id, Status.SUCCESS, "success", result=result.as_dict())
         history = await self.store.history(task.id) if error.retryable else []
         decision = policy.decide(
             error,
@@ -286,33 +300,24 @@ class Scheduler:
         err = error.as_dict()
         if decision.action is policy.Action.RETRY:
             asyncio.get_running_loop().call_later(decision.delay, self.wake)
-            return Outcome(
-                status=Status.PENDING,
-                label="failover" if decision.route else "retry",
+            return run.outcome(
+                self.worker_id,
+                Status.PENDING,
+                "failover" if decision.route else "retry",
                 error=err,
                 run_after=time.time() + decision.delay,
                 next_route=decision.route,
-                **base,
             )
         assert decision.status is not None
-        return Outcome(status=decision.status, label=decision.status.value.lower(), error=err, **base)
+        label = decision.status.value.lower()
+        return run.outcome(self.worker_id, decision.status, label, error=err)
 
     async def _interrupted(self, run: Running) -> None:
         """The call was cancelled: by the client (the task is already CANCELLED in the store),
         because the lease was lost, or because this worker is stopping (hand the task back)."""
-        task = run.task
-        self.running.pop(task.id, None)
-        base = Outcome(
-            task_id=task.id,
-            worker=self.worker_id,
-            attempt=task.attempts,
-            status=Status.PENDING,
-            label="cancelled" if run.cancelled else "interrupted",
-            instance=run.instance.name,
-            route=run.lane.route.name,
-            started_at=run.started_at,
-            run_after=time.time(),
-        )
+        self.running.pop(run.task.id, None)
+        label = "cancelled" if run.cancelled else "interrupted"
+        base = run.outcome(self.worker_id, Status.PENDING, label, run_after=time.time())
         with contextlib.suppress(Exception):
             if run.cancelled:
                 await self.store.record_attempt(base)
@@ -328,7 +333,9 @@ class Scheduler:
         """Tell waiters about a task's new state; put retried tasks back on the queue."""
         if task.status is Status.PENDING:
             await self._publish(task, "retrying", run_after=task.run_after, route=task.route)
-            await self.events.publish("queue", {"route": task.route, "priority": int(task.priority)})
+            await self.events.publish(
+                "queue", {"route": task.route, "priority": int(task.priority)}
+            )
         else:
             await self._publish(task, "finished")
 
@@ -382,4 +389,3 @@ class Scheduler:
         if changed:
             self.wake()
         return changed
-

@@ -66,7 +66,12 @@ class Server:
         self.log = root / "server.log"
 
     def cli(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "TASKGATE_CONFIG": str(self.config), "TASKGATE_URL": self.url, **env}
+        full_env = {
+            **os.environ,
+            "TASKGATE_CONFIG": str(self.config),
+            "TASKGATE_URL": self.url,
+            **env,
+        }
         return subprocess.run(
             [str(BIN), *args], capture_output=True, text=True, env=full_env, check=check, timeout=60
         )

@@ -69,7 +69,9 @@ def test_malformed_json_oversized_body_and_unknown_id(make_server: Any) -> None:
     server.start()
     key = server.create_key("acme")
     with server.client(key) as c:
-        r = c.post("/v1/tasks", content=b'{"kind": "chat", ', headers={"content-type": "application/json"})
+        r = c.post(
+            "/v1/tasks", content=b'{"kind": "chat", ', headers={"content-type": "application/json"}
+        )
         assert r.status_code == 400
         assert r.json()["error"]["type"] == "bad_request"
         r = c.post("/v1/tasks", json={"kind": "chat", "model": "mock", "input": "x" * 20_000})
@@ -134,9 +136,7 @@ def test_retryable_errors_are_retried_until_success(server: Server, key: str) ->
     assert done["history"][0]["error"]["type"] == "overloaded"
 
 
-def test_permanent_errors_fail_at_once_with_the_providers_message(
-    server: Server, key: str
-) -> None:
+def test_permanent_errors_fail_at_once_with_the_providers_message(server: Server, key: str) -> None:
     with server.client(key) as c:
         task = submit(c, params={"mock_fail_attempts": 5, "mock_error": "invalid_input"})
         done = wait(c, task["id"])
@@ -195,15 +195,22 @@ def test_cancel_stops_a_running_call_and_a_queued_task(make_server: Any) -> None
 def test_idempotency_key_returns_the_same_task(server: Server, key: str) -> None:
     with server.client(key) as c:
         first = submit(c, idempotency_key="order-17")
-        again = c.post("/v1/tasks", json={"kind": "chat", "model": "mock", "input": "hi",
-                                          "idempotency_key": "order-17"})
+        again = c.post(
+            "/v1/tasks",
+            json={"kind": "chat", "model": "mock", "input": "hi", "idempotency_key": "order-17"},
+        )
         assert again.status_code == 200
         assert again.json()["id"] == first["id"]
-        by_header = c.post("/v1/tasks", json={"kind": "chat", "model": "mock", "input": "hi"},
-                           headers={"Idempotency-Key": "order-17"})
+        by_header = c.post(
+            "/v1/tasks",
+            json={"kind": "chat", "model": "mock", "input": "hi"},
+            headers={"Idempotency-Key": "order-17"},
+        )
         assert by_header.json()["id"] == first["id"]
-        clash = c.post("/v1/tasks", json={"kind": "chat", "model": "mock", "input": "other",
-                                          "idempotency_key": "order-17"})
+        clash = c.post(
+            "/v1/tasks",
+            json={"kind": "chat", "model": "mock", "input": "other", "idempotency_key": "order-17"},
+        )
         assert clash.status_code == 409
         assert len(c.get("/v1/tasks").json()["data"]) == 1
 
@@ -216,15 +223,23 @@ def test_list_filters_and_cursor_pagination(server: Server, key: str) -> None:
             wait(c, task_id)
         seen, cursor = [], None
         while True:
-            page = c.get("/v1/tasks", params={"limit": 3, "kind": "chat", **({"cursor": cursor} if cursor else {})}).json()
+            page = c.get(
+                "/v1/tasks",
+                params={"limit": 3, "kind": "chat", **({"cursor": cursor} if cursor else {})},
+            ).json()
             seen += [t["id"] for t in page["data"]]
             cursor = page["next_cursor"]
             if cursor is None:
                 break
         assert seen == list(reversed(ids))
-        assert [t["id"] for t in c.get("/v1/tasks", params={"kind": "embedding"}).json()["data"]] == [emb["id"]]
+        assert [
+            t["id"] for t in c.get("/v1/tasks", params={"kind": "embedding"}).json()["data"]
+        ] == [emb["id"]]
         assert c.get("/v1/tasks", params={"status": "FAILED"}).json()["data"] == []
-        assert len(c.get("/v1/tasks", params={"status": "SUCCESS", "model": "mock"}).json()["data"]) == 8
+        assert (
+            len(c.get("/v1/tasks", params={"status": "SUCCESS", "model": "mock"}).json()["data"])
+            == 8
+        )
         future = c.get("/v1/tasks", params={"created_after": "2999-01-01T00:00:00Z"}).json()
         assert future["data"] == []
         assert c.get("/v1/tasks", params={"status": "DONE"}).status_code == 422
@@ -245,8 +260,12 @@ def test_event_stream_reports_the_life_of_a_task(server: Server, key: str) -> No
 
 
 def test_fallback_route_takes_over_when_a_route_keeps_failing(make_server: Any) -> None:
-    broken = mock_route("broken", options={"failure_rate": 1.0}, fallbacks=["spare"],
-                        retry={"max_attempts": 2, "backoff_base": 0.01})
+    broken = mock_route(
+        "broken",
+        options={"failure_rate": 1.0},
+        fallbacks=["spare"],
+        retry={"max_attempts": 2, "backoff_base": 0.01},
+    )
     spare = mock_route("spare")
     server: Server = make_server([broken, spare])
     server.start()
@@ -254,15 +273,19 @@ def test_fallback_route_takes_over_when_a_route_keeps_failing(make_server: Any) 
         done = wait(c, submit(c, model="broken")["id"])
     assert done["status"] == "SUCCESS"
     assert [(a["route"], a["outcome"]) for a in done["history"]] == [
-        ("broken", "retry"), ("broken", "failover"), ("spare", "success")
+        ("broken", "retry"),
+        ("broken", "failover"),
+        ("spare", "success"),
     ]
 
 
 def test_a_failing_instance_is_avoided_on_retry(make_server: Any) -> None:
-    route = mock_route(instances=[
-        {"name": "bad", "max_concurrency": 4, "options": {"failure_rate": 1.0}, "weight": 10},
-        {"name": "good", "max_concurrency": 4},
-    ])
+    route = mock_route(
+        instances=[
+            {"name": "bad", "max_concurrency": 4, "options": {"failure_rate": 1.0}, "weight": 10},
+            {"name": "good", "max_concurrency": 4},
+        ]
+    )
     server: Server = make_server([route])
     server.start()
     with server.client(server.create_key("acme")) as c:
@@ -272,8 +295,9 @@ def test_a_failing_instance_is_avoided_on_retry(make_server: Any) -> None:
 
 
 def test_a_saturated_route_does_not_delay_another(make_server: Any) -> None:
-    slow = mock_route("slow", instances=[{"name": "s", "max_concurrency": 1}],
-                      options={"latency_ms": 3000})
+    slow = mock_route(
+        "slow", instances=[{"name": "s", "max_concurrency": 1}], options={"latency_ms": 3000}
+    )
     server: Server = make_server([slow, mock_route("fast")])
     server.start()
     with server.client(server.create_key("acme")) as c:

