@@ -17,7 +17,7 @@ import enum
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -126,7 +126,6 @@ class Task:
     claimed_at: float | None = None  # start of the current attempt
     started_at: float | None = None
     finished_at: float | None = None
-    history: tuple[Attempt, ...] = field(default=())
 
     @property
     def terminal(self) -> bool:
@@ -137,12 +136,14 @@ class Task:
 
     @classmethod
     def from_row(cls, row: Any) -> Task:
-        names = {f.name for f in dataclasses.fields(cls)} - {"history"}
-        values = {k: row[k] for k in names if k in row}
+        values = {k: row[k] for k in _TASK_FIELDS if k in row}
         values["status"] = Status(values["status"])
         values["priority"] = Priority(values["priority"])
         values["params"] = values.get("params") or {}
         return cls(**values)
+
+
+_TASK_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,3 +96,14 @@ async def test_async_client(server: Server, key: str) -> None:
         assert done["status"] == "SUCCESS" and done["priority"] == "critical"
         cancelled = await c.cancel(task["id"])
         assert cancelled["status"] == "SUCCESS"  # already ended: unchanged
+
+
+def test_first_start_prints_an_admin_key_that_works(server: Server) -> None:
+    log = server.log.read_text()
+    assert "no admin key existed" in log
+    secret = next(word for word in log.split() if word.startswith("tg_"))
+    with server.client(secret) as c:
+        assert c.get("/v1/keys").status_code == 200  # an admin key
+    server.stop()
+    server.start()
+    assert server.log.read_text().count("no admin key existed") == 1  # only the first time
