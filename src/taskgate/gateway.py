@@ -17,6 +17,7 @@ from taskgate.config import Route, Settings
 from taskgate.errors import BadRequest, NotFound
 from taskgate.events import Events
 from taskgate.models import ApiKey, Attempt, Priority, Status, Task
+from taskgate.providers import lookup
 from taskgate.store import NewTask, SqlStore, TaskFilter
 
 # How often a waiter re-reads the store even without an event (events are hints).
@@ -57,7 +58,8 @@ class Gateway:
         route = self.settings.resolve(model)
         if route is None:
             raise BadRequest(f"unknown model {model!r}: no route serves it", field="model")
-        if route.kinds is not None and kind not in route.kinds:
+        served = route.kinds if route.kinds is not None else lookup(route.provider).kinds
+        if served is not None and kind not in served:
             raise BadRequest(
                 f"model {model!r} (route {route.name!r}) does not serve kind {kind!r}", field="kind"
             )
@@ -78,6 +80,10 @@ class Gateway:
         """Accept a task durably. Returns (task, created); created is False on an idempotent
         replay of an earlier submission with the same key and body."""
         route = self.route_for(sub.kind, sub.model)
+        if sub.idempotency_key is not None and not 0 < len(sub.idempotency_key) <= 200:
+            raise BadRequest(
+                "idempotency key must have 1 to 200 characters", field="idempotency_key"
+            )
         now = time.time()
         new = NewTask(
             tenant=key.tenant,

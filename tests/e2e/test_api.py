@@ -305,3 +305,19 @@ def test_a_saturated_route_does_not_delay_another(make_server: Any) -> None:
             submit(c, model="slow")
         fast = submit(c, model="fast")
         assert wait(c, fast["id"], 2)["status"] == "SUCCESS"
+
+
+def test_a_kind_the_provider_cannot_serve_is_refused_at_submit(make_server: Any) -> None:
+    route = {
+        "name": "llm",
+        "models": ["llm"],
+        "provider": "openai",
+        "instances": [{"name": "a", "endpoint": "http://127.0.0.1:9/v1"}],
+    }
+    server: Server = make_server([route])
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        r = c.post("/v1/tasks", json={"kind": "video", "model": "llm", "input": "x"})
+        assert r.status_code == 400
+        assert "does not serve kind 'video'" in r.json()["error"]["message"]
+        assert c.get("/v1/tasks").json()["data"] == []

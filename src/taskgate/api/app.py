@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from taskgate import __version__, events, store
 from taskgate.api import native
 from taskgate.api.auth import KeyRing
+from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
 from taskgate.api.responses import JSON, error_body
 from taskgate.config import Settings
@@ -42,6 +43,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _warn_missing_secrets(settings)
         db = store.from_url(settings.store_url)
         await db.open()
         bus = events.from_url(None)
@@ -70,10 +72,15 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(native.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
+    errors: dict[type[Exception], ErrorHandler] = {
+        ApiError: _api_error,
+        RequestValidationError: _validation_error,
+        HTTPException: _http_error,
+    }
+    for cls, handler in errors.items():
+        app.add_exception_handler(cls, handler)
+    app.add_middleware(FastPath, routes=native.FAST_ROUTES, on_error=errors)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost
 
     @app.get("/health", tags=["ops"])
     async def health(request: Request) -> JSON:
@@ -81,6 +88,19 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         return JSON({"status": "ok", "version": __version__, "tasks": counts})
 
     return app
+
+
+def _warn_missing_secrets(settings: Settings) -> None:
+    for route in settings.routes:
+        for inst in route.instances:
+            if inst.secret_env and inst.secret is None:
+                log.warning(
+                    "route %s, instance %s: environment variable %s is not set; "
+                    "calls to it will fail to authenticate",
+                    route.name,
+                    inst.name,
+                    inst.secret_env,
+                )
 
 
 async def _bootstrap_admin_key(db: store.SqlStore) -> None:

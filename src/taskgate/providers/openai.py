@@ -1,0 +1,357 @@
+"""The ``openai`` provider: chat and embeddings on any server that speaks the OpenAI HTTP API
+(OpenAI, vLLM, Ollama's ``/v1``, DeepSeek, LM Studio).
+
+An instance's ``endpoint`` is the base URL including ``/v1``; its ``secret`` is sent as the
+bearer key. Options (route or instance): ``upstream_model``, the model name sent upstream (by
+default the task's model), and ``read_timeout``, the seconds the backend may stay silent
+before the call fails with ``ProviderTimeout`` (by default the route's timeout).
+
+Chat input is a string (one user message), ``{"messages": [...]}`` (sent as is) or
+``{"prompt": "..."}``. Params: ``system`` (a system message put first), ``stream`` (deltas are
+sent as progress ``{"delta": ...}`` and ``{"reasoning_delta": ...}``) and, passed through,
+``temperature``, ``max_tokens``, ``top_p``, ``stop``, ``tools``, ``tool_choice``,
+``response_format`` and ``seed``. The output is ``{"text", "reasoning", "finish_reason"}``
+plus ``tool_calls`` when the model made some. Embedding input is a string or a list of
+strings (param ``dimensions`` is passed through); the output is ``{"embeddings": [...]}``.
+
+HTTP and aiohttp errors become :mod:`taskgate.errors` here, with the secret blanked out of any
+text the backend sent back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from taskgate import errors
+from taskgate.config import Route
+from taskgate.providers.base import Call, Provider, Result
+from taskgate.providers.registry import register_provider
+
+CHAT_PARAMS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "stop",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "seed",
+)
+EMBEDDING_PARAMS = ("dimensions",)
+CONNECT_TIMEOUT = 10.0
+READ_BUFSIZE = 1 << 20  # an SSE line may be up to twice this long
+SNIPPET = 300  # characters of an unexpected body quoted in an error
+
+
+@register_provider("openai")
+class OpenAIProvider(Provider):
+    kinds = frozenset({"chat", "embedding"})
+
+    def __init__(self, route: Route) -> None:
+        super().__init__(route)
+        missing = [i.name for i in route.instances if not i.endpoint]
+        if missing:
+            raise ValueError(f"route {route.name!r}: openai instances need an endpoint: {missing}")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def run(self, call: Call) -> Result:
+        if call.kind == "chat":
+            return await self._chat(call)
+        if call.kind == "embedding":
+            return await self._embed(call)
+        raise errors.InvalidInput(
+            f"the openai provider serves chat and embedding, not kind {call.kind!r}"
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _chat(self, call: Call) -> Result:
+        body = chat_body(call)
+        async with self._post(call, "/chat/completions", body) as resp:
+            if body.get("stream"):
+                reply = await read_stream(resp, call)
+            else:
+                reply = completion_reply(await read_object(resp, call), call)
+        return reply.result()
+
+    async def _embed(self, call: Call) -> Result:
+        async with self._post(call, "/embeddings", embedding_body(call)) as resp:
+            return embedding_result(await read_object(resp, call), call)
+
+    @contextlib.asynccontextmanager
+    async def _post(
+        self, call: Call, path: str, body: dict[str, Any]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``body``; yield a 2xx response; turn everything else into our errors."""
+        url = str(call.instance.endpoint).rstrip("/") + path
+        timeout = request_timeout(call)
+        try:
+            async with self._client().post(
+                url, data=orjson.dumps(body), headers=headers(call), timeout=timeout
+            ) as resp:
+                if resp.status >= 400:
+                    raise await http_error(resp, call)
+                yield resp
+        except TimeoutError as exc:  # aiohttp's own timeouts; the run timeout cancels instead
+            raise errors.ProviderTimeout(
+                f"{url}: timed out (connect {timeout.sock_connect:g}s, read {timeout.sock_read:g}s)"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            text = f"connection to {url} failed: {type(exc).__name__}: {exc}"
+            raise errors.ConnectionFailed(scrub(text, call)) from exc
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),  # the scheduler bounds concurrency
+                read_bufsize=READ_BUFSIZE,
+            )
+        return self._session
+
+
+# --- requests ----------------------------------------------------------------------------
+
+
+def headers(call: Call) -> dict[str, str]:
+    out = {"Content-Type": "application/json"}
+    if call.instance.secret is not None:
+        out["Authorization"] = f"Bearer {call.instance.secret.get_secret_value()}"
+    return out
+
+
+def request_timeout(call: Call) -> aiohttp.ClientTimeout:
+    read = float(call.option("read_timeout", call.route.timeout))
+    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=read)
+
+
+def upstream_model(call: Call) -> str:
+    return str(call.option("upstream_model") or call.model)
+
+
+def passthrough(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: params[name] for name in names if name in params}
+
+
+def chat_body(call: Call) -> dict[str, Any]:
+    p = call.params
+    messages = chat_messages(call.input)
+    if p.get("system") is not None:
+        messages.insert(0, {"role": "system", "content": p["system"]})
+    body = {"model": upstream_model(call), "messages": messages, **passthrough(p, CHAT_PARAMS)}
+    if p.get("stream"):
+        body.update(stream=True, stream_options={"include_usage": True})
+    return body
+
+
+def chat_messages(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if isinstance(value, dict) and isinstance(value.get("messages"), list):
+        return list(value["messages"])
+    if isinstance(value, dict) and "prompt" in value:
+        return [{"role": "user", "content": str(value["prompt"])}]
+    raise errors.InvalidInput(
+        "chat input must be a string, {'messages': [...]} or {'prompt': '...'}"
+    )
+
+
+def embedding_body(call: Call) -> dict[str, Any]:
+    texts = call.input
+    if not (isinstance(texts, str) or is_strings(texts)):
+        raise errors.InvalidInput("embedding input must be a string or a list of strings")
+    return {
+        "model": upstream_model(call),
+        "input": texts,
+        **passthrough(call.params, EMBEDDING_PARAMS),
+    }
+
+
+def is_strings(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+# --- replies -----------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """One chat reply, whole or assembled from stream chunks."""
+
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    def result(self) -> Result:
+        if self.finish_reason == "content_filter":
+            raise errors.ContentRefused(
+                "the backend's content filter stopped the reply (finish_reason content_filter)",
+                provider_code="content_filter",
+            )
+        output: dict[str, Any] = {
+            "text": "".join(self.text),
+            "reasoning": "".join(self.reasoning) if self.reasoning else None,
+            "finish_reason": self.finish_reason,
+        }
+        if self.tool_calls:
+            output["tool_calls"] = self.tool_calls
+        return Result(output, self.usage)
+
+    async def add_chunk(self, chunk: dict[str, Any], call: Call) -> None:
+        if "error" in chunk:  # the backend failed after it had sent the 200
+            raise stream_error(chunk, call)
+        if chunk.get("usage"):
+            self.usage = usage_of(chunk["usage"])
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices:
+            await self.add_choice(as_dict(choices[0]), call)
+
+    async def add_choice(self, choice: dict[str, Any], call: Call) -> None:
+        delta = as_dict(choice.get("delta"))
+        for key, kind, parts in (
+            ("content", "delta", self.text),
+            ("reasoning_content", "reasoning_delta", self.reasoning),
+        ):
+            if piece := delta.get(key):
+                parts.append(piece)
+                await call.emit({kind: piece})
+        for tool_delta in delta.get("tool_calls") or []:
+            merge_tool_call(self.tool_calls, as_dict(tool_delta))
+        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+
+
+def merge_tool_call(calls: list[dict[str, Any]], delta: dict[str, Any]) -> None:
+    """Add one streamed tool-call fragment: the first names it, the rest extend its arguments."""
+    index = int(delta.get("index", 0))
+    while len(calls) <= index:
+        calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+    target, fn = calls[index], as_dict(delta.get("function"))
+    target["id"] = delta.get("id") or target["id"]
+    target["function"]["name"] += fn.get("name") or ""
+    target["function"]["arguments"] += fn.get("arguments") or ""
+
+
+def completion_reply(data: dict[str, Any], call: Call) -> Reply:
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise bad_response("a reply without choices", orjson.dumps(data), call)
+    message = as_dict(choices[0].get("message"))
+    reasoning = message.get("reasoning_content")
+    return Reply(
+        text=[message.get("content") or ""],
+        reasoning=[reasoning] if reasoning else [],
+        finish_reason=choices[0].get("finish_reason"),
+        tool_calls=list(message.get("tool_calls") or []),
+        usage=usage_of(data.get("usage")),
+    )
+
+
+async def read_stream(resp: aiohttp.ClientResponse, call: Call) -> Reply:
+    """Read server-sent events up to ``data: [DONE]``, emitting deltas as they come."""
+    reply = Reply()
+    async for line in resp.content:
+        if not line.startswith(b"data:"):
+            continue  # blank separators, comments, event names
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return reply
+        await reply.add_chunk(parse_object(payload, call), call)
+    raise bad_response("the stream ended before 'data: [DONE]'", b"", call)
+
+
+def embedding_result(data: dict[str, Any], call: Call) -> Result:
+    items = data.get("data")
+    if not isinstance(items, list) or not all("embedding" in as_dict(i) for i in items):
+        raise bad_response("a reply without a 'data' list of embeddings", orjson.dumps(data), call)
+    embeddings = [item["embedding"] for item in items]
+    return Result({"embeddings": embeddings}, usage_of(data.get("usage")))
+
+
+def usage_of(raw: Any) -> dict[str, Any]:
+    usage = as_dict(raw)
+    pairs = (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens"))
+    return {ours: usage[theirs] for ours, theirs in pairs if usage.get(theirs) is not None}
+
+
+async def read_object(resp: aiohttp.ClientResponse, call: Call) -> dict[str, Any]:
+    return parse_object(await resp.read(), call)
+
+
+def parse_object(raw: bytes, call: Call) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_response("a reply that is not JSON", raw, call) from exc
+    if not isinstance(data, dict):
+        raise bad_response("a reply that is not a JSON object", raw, call)
+    return data
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+async def http_error(resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
+    text = await resp.text(errors="replace")
+    message, code = error_detail(loads(text), text)
+    return errors.from_http_status(
+        resp.status,
+        scrub(message, call),
+        provider_code=code,
+        retry_after=retry_after(resp.headers.get("Retry-After")),
+    )
+
+
+def stream_error(chunk: dict[str, Any], call: Call) -> errors.ProviderError:
+    code = as_dict(chunk["error"]).get("code")
+    status = code if isinstance(code, int) and code >= 400 else 500
+    message, provider_code = error_detail(chunk, orjson.dumps(chunk).decode())
+    return errors.from_http_status(status, scrub(message, call), provider_code=provider_code)
+
+
+def error_detail(data: Any, raw: str) -> tuple[str, str | None]:
+    """Message and code of an OpenAI error object ``{"error": {...}}``, else the raw text."""
+    error = as_dict(as_dict(data).get("error"))
+    if not error.get("message"):
+        return raw.strip()[:SNIPPET] or "(empty reply)", None
+    code = error.get("code") or error.get("type")
+    return str(error["message"]), None if code is None else str(code)
+
+
+def loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds; an HTTP date is ignored (the backoff decides)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def bad_response(what: str, raw: bytes, call: Call) -> errors.BadResponse:
+    snippet = raw[:SNIPPET].decode(errors="replace")
+    return errors.BadResponse(scrub(f"{what}: {snippet}" if snippet else what, call))
+
+
+def scrub(text: str, call: Call) -> str:
+    """Blank the instance's secret out of text that came from outside."""
+    secret = call.instance.secret.get_secret_value() if call.instance.secret else ""
+    return text.replace(secret, "***") if secret else text

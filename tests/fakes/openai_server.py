@@ -1,0 +1,397 @@
+"""A fake OpenAI-compatible server: the wire protocol over real HTTP on 127.0.0.1.
+
+    async with FakeOpenAI(key="sk-test") as fake:         # in the test's event loop
+        url = fake.base_url                                # http://127.0.0.1:PORT/v1
+    with FakeOpenAI(key="sk-test").in_thread() as fake:    # its own loop, for sync tests
+
+It checks the bearer key (401) and the request's shape (400), both with OpenAI's error body;
+answers chat with ``echo: <last user message>`` (``deepseek-r1*`` models also reason, and a
+request with ``tools`` calls the first tool); streams SSE chunks when asked, with a usage chunk
+when ``stream_options.include_usage``; makes embeddings (:func:`fake_embedding`); and records
+every request in ``fake.requests``. ``fake.script(*modes)`` queues behaviours, one taken by
+each request that follows:
+
+    rate_limit      429 with Retry-After: 1
+    server_error    500
+    bad_gateway     502 with an HTML body
+    garbage         200 with a body that is not JSON
+    no_choices      200 without ``choices``
+    revoked         401 quoting the key it got, as a careless server might
+    slow            sleep ``slow_seconds``, then answer
+    hold            answer once ``fake.release()`` has been called
+    content_filter  finish_reason ``content_filter``
+    stream_error    (streams) the first deltas, then an error chunk
+    truncated       (streams) the first deltas, then the end of the body without [DONE]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+CHAT_FIELDS = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "stop",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "seed",
+    "n",
+    "user",
+}
+EMBEDDING_FIELDS = {"model", "input", "dimensions", "encoding_format", "user"}
+
+Answer = Callable[[web.Request, dict[str, Any], str | None], Awaitable[web.StreamResponse]]
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+CANNED: dict[str, Callable[[], web.Response]] = {
+    "rate_limit": lambda: error_response(
+        429,
+        "Rate limit reached for requests",
+        "requests",
+        "rate_limit_exceeded",
+        {"Retry-After": "1"},
+    ),
+    "server_error": lambda: error_response(
+        500, "The server had an error while processing your request.", "server_error"
+    ),
+    "bad_gateway": lambda: web.Response(
+        status=502, text="<html><h1>502 Bad Gateway</h1></html>", content_type="text/html"
+    ),
+    "garbage": lambda: web.Response(text="this is not json", content_type="application/json"),
+    "no_choices": lambda: web.json_response({"id": "chatcmpl-fake", "object": "chat.completion"}),
+}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: Any  # the parsed JSON, or None when it was not JSON
+
+
+class FakeOpenAI:
+    def __init__(self, key: str = "sk-fake-key", slow_seconds: float = 5.0) -> None:
+        self.key = key
+        self.slow_seconds = slow_seconds
+        self.requests: list[Recorded] = []
+        self.port = 0
+        self._modes: deque[str] = deque()
+        self._released = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *modes: str) -> None:
+        unknown = set(modes) - set(CANNED) - set(OTHER_MODES)
+        if unknown:
+            raise ValueError(f"unknown fake modes {sorted(unknown)}")
+        self._modes.extend(modes)
+
+    def release(self) -> None:
+        """Let requests in ``hold`` answer (callable from any thread)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._released.set)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeOpenAI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @contextlib.contextmanager
+    def in_thread(self) -> Iterator[FakeOpenAI]:
+        """Serve from a thread with its own event loop, for tests that block."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+    # --- handling ------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, chat_problem, self._answer_chat)
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, embedding_problem, self._answer_embeddings)
+
+    async def _serve(
+        self, request: web.Request, problem_of: Callable[[Any], str | None], answer: Answer
+    ) -> web.StreamResponse:
+        body = await self._record(request)
+        mode = self._modes.popleft() if self._modes else None
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if mode == "revoked" or token != self.key:
+            return error_response(
+                401, f"Incorrect API key provided: {token}.", code="invalid_api_key"
+            )
+        if mode in CANNED:
+            return CANNED[mode]()
+        await self._pause(mode)
+        problem = problem_of(body)
+        if problem is not None:
+            return error_response(400, problem)
+        return await answer(request, body, mode)
+
+    async def _record(self, request: web.Request) -> Any:
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = None
+        self.requests.append(Recorded(request.path, dict(request.headers), body))
+        return body
+
+    async def _pause(self, mode: str | None) -> None:
+        if mode == "slow":
+            await asyncio.sleep(self.slow_seconds)
+        elif mode == "hold":
+            await self._released.wait()
+
+    async def _answer_chat(
+        self, request: web.Request, body: dict[str, Any], mode: str | None
+    ) -> web.StreamResponse:
+        reply = chat_reply(body, mode)
+        if body.get("stream"):
+            return await stream_reply(request, reply, body, mode)
+        return web.json_response(completion(reply, body["model"]))
+
+    async def _answer_embeddings(
+        self, request: web.Request, body: dict[str, Any], mode: str | None
+    ) -> web.StreamResponse:
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        dims = int(body.get("dimensions", 4))
+        data = [
+            {"object": "embedding", "index": i, "embedding": fake_embedding(t, dims)}
+            for i, t in enumerate(texts)
+        ]
+        tokens = sum(len(t.split()) for t in texts)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return web.json_response(
+            {"object": "list", "data": data, "model": body["model"], "usage": usage}
+        )
+
+
+OTHER_MODES = ("revoked", "slow", "hold", "content_filter", "stream_error", "truncated")
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def common_problem(body: Any, fields: set[str]) -> str | None:
+    if not isinstance(body, dict):
+        return "We could not parse the JSON body of your request."
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        return f"Unrecognized request argument supplied: {unknown[0]}"
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "You must provide a model parameter."
+    return None
+
+
+def chat_problem(body: Any) -> str | None:
+    if (problem := common_problem(body, CHAT_FIELDS)) is not None:
+        return problem
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "Invalid 'messages': expected a non-empty array."
+    if "stream_options" in body and not body.get("stream"):
+        return "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+    return next(filter(None, (message_problem(i, m) for i, m in enumerate(messages))), None)
+
+
+def message_problem(i: int, message: Any) -> str | None:
+    if not isinstance(message, dict):
+        return f"Invalid type for 'messages[{i}]': expected an object."
+    if message.get("role") not in ROLES:
+        return f"Invalid value for 'messages[{i}].role': {message.get('role')!r}."
+    if "content" not in message and not message.get("tool_calls"):
+        return f"Missing required parameter: 'messages[{i}].content'."
+    return None
+
+
+def embedding_problem(body: Any) -> str | None:
+    if (problem := common_problem(body, EMBEDDING_FIELDS)) is not None:
+        return problem
+    texts = body.get("input")
+    strings = isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)
+    if not (isinstance(texts, str) or strings):
+        return "Invalid 'input': expected a string or an array of strings."
+    return None
+
+
+# --- answers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    text: str | None
+    reasoning: str | None
+    tool_calls: list[dict[str, Any]] | None
+    finish_reason: str
+    usage: dict[str, int]
+
+
+def words(value: Any) -> int:
+    return len(str(value or "").split())
+
+
+def chat_reply(body: dict[str, Any], mode: str | None) -> ChatReply:
+    messages = body["messages"]
+    last = next((str(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")
+    text = f"echo: {last}"
+    reasoning = f"thinking about: {last}" if body["model"].startswith("deepseek-r1") else None
+    tools = body.get("tools")
+    calls = [tool_call(tools[0], last)] if tools else None
+    finish = "content_filter" if mode == "content_filter" else "tool_calls" if tools else "stop"
+    prompt = sum(words(m.get("content")) for m in messages)
+    output = words(text) + words(reasoning)
+    usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+    return ChatReply(None if tools else text, reasoning, calls, finish, usage)
+
+
+def tool_call(tool: dict[str, Any], text: str) -> dict[str, Any]:
+    arguments = json.dumps({"text": text})
+    function = {"name": tool["function"]["name"], "arguments": arguments}
+    return {"id": "call_fake_1", "type": "function", "function": function}
+
+
+def completion(reply: ChatReply, model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+    if reply.reasoning:
+        message["reasoning_content"] = reply.reasoning
+    if reply.tool_calls:
+        message["tool_calls"] = reply.tool_calls
+    choice = {"index": 0, "message": message, "finish_reason": reply.finish_reason}
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [choice],
+        "usage": reply.usage,
+    }
+
+
+def pieces(text: str | None) -> list[str]:
+    """Words with their trailing space, so that the pieces join back into the text."""
+    return re.findall(r"\S+\s*", text or "")
+
+
+def deltas(reply: ChatReply) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    out += [{"reasoning_content": p} for p in pieces(reply.reasoning)]
+    out += [{"content": p} for p in pieces(reply.text)]
+    for i, call in enumerate(reply.tool_calls or []):
+        args = call["function"]["arguments"]
+        half = len(args) // 2
+        head = {**call, "function": {**call["function"], "arguments": args[:half]}}
+        out.append({"tool_calls": [{"index": i, **head}]})
+        out.append({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
+    return out
+
+
+async def stream_reply(
+    request: web.Request, reply: ChatReply, body: dict[str, Any], mode: str | None
+) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
+    chunk = chunk_maker(body["model"], usage_wanted)
+    cut = mode in ("stream_error", "truncated")
+    for delta in deltas(reply)[:3] if cut else deltas(reply):
+        await send(resp, chunk({"delta": delta, "finish_reason": None}))
+    if mode == "stream_error":
+        await send(
+            resp, {"error": {"message": "The model crashed mid-reply.", "type": "server_error"}}
+        )
+    if cut:
+        return resp
+    await send(resp, chunk({"delta": {}, "finish_reason": reply.finish_reason}))
+    if usage_wanted:
+        await send(resp, {**chunk(None), "usage": reply.usage})
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+def chunk_maker(
+    model: str, usage_wanted: bool
+) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
+    def chunk(choice: dict[str, Any] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, **choice}] if choice else [],
+        }
+        if usage_wanted:
+            out["usage"] = None  # as OpenAI does on every chunk but the last
+        return out
+
+    return chunk
+
+
+async def send(resp: web.StreamResponse, data: dict[str, Any]) -> None:
+    await resp.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+
+
+def fake_embedding(text: str, dims: int = 4) -> list[float]:
+    """The fake's embedding of a text: fixed numbers in [0, 1] derived from it."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(digest[i % len(digest)] / 255, 4) for i in range(dims)]

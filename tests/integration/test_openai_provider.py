@@ -1,0 +1,332 @@
+"""The ``openai`` provider against the fake OpenAI server, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from taskgate import errors
+from taskgate.config import Instance, Route
+from taskgate.providers import Call, Result, lookup
+from taskgate.providers.openai import OpenAIProvider
+from tests.e2e.conftest import free_port
+from tests.fakes.openai_server import FakeOpenAI, fake_embedding
+
+KEY = "sk-test-7f3a9c2e51d84b06"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(key=KEY, slow_seconds=3) as server:
+        yield server
+
+
+class Harness:
+    """One provider on one route whose instance points at ``endpoint``; records progress."""
+
+    def __init__(self, endpoint: str, secret: str | None = KEY, **options: Any) -> None:
+        instance = Instance(
+            name="fake-1",
+            endpoint=endpoint,
+            secret=SecretStr(secret) if secret else None,
+            options=options,
+        )
+        self.route = Route(name="r", models=["*"], provider="openai", instances=[instance])
+        self.provider = OpenAIProvider(self.route)
+        self.events: list[dict[str, Any]] = []
+
+    async def emit(self, data: dict[str, Any]) -> None:
+        self.events.append(data)
+
+    async def run(
+        self, input: Any = "hello", *, kind: str = "chat", model: str = "gpt-test", **params: Any
+    ) -> Result:
+        call = Call(
+            task_id="t1",
+            kind=kind,
+            model=model,
+            input=input,
+            params=params,
+            attempt=1,
+            instance=self.route.instances[0],
+            route=self.route,
+            emit=self.emit,
+        )
+        return await self.provider.run(call)
+
+    async def fails(self, cls: type[errors.ProviderError], *args: Any, **kw: Any) -> Any:
+        """Run, expecting ``cls``; check that the secret is nowhere in the error."""
+        with pytest.raises(cls) as caught:
+            await self.run(*args, **kw)
+        assert KEY not in str(caught.value)
+        assert KEY not in json.dumps(caught.value.as_dict())
+        return caught.value
+
+    def deltas(self, kind: str = "delta") -> list[str]:
+        return [e[kind] for e in self.events if kind in e]
+
+
+@contextlib.asynccontextmanager
+async def harness(endpoint: str, **kw: Any) -> AsyncIterator[Harness]:
+    h = Harness(endpoint, **kw)
+    try:
+        yield h
+    finally:
+        await h.provider.aclose()
+
+
+@pytest.fixture
+async def gate(fake: FakeOpenAI) -> AsyncIterator[Harness]:
+    async with harness(fake.base_url) as h:
+        yield h
+
+
+def last_body(fake: FakeOpenAI) -> Any:
+    return fake.requests[-1].body
+
+
+# --- chat --------------------------------------------------------------------------------
+
+
+def test_registered_as_openai() -> None:
+    assert lookup("openai") is OpenAIProvider
+
+
+async def test_plain_chat_sends_one_user_message_and_maps_the_reply(
+    gate: Harness, fake: FakeOpenAI
+) -> None:
+    result = await gate.run("hello there")
+    assert result.output == {
+        "text": "echo: hello there",
+        "reasoning": None,
+        "finish_reason": "stop",
+    }
+    assert result.usage == {"input_tokens": 2, "output_tokens": 3}
+    sent = fake.requests[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert sent.body == {
+        "model": "gpt-test",
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
+    assert gate.events == []
+
+
+async def test_system_prompt_and_params_are_passed_through(gate: Harness, fake: FakeOpenAI) -> None:
+    params: dict[str, Any] = {
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "top_p": 0.9,
+        "stop": ["\n\n"],
+        "seed": 7,
+        "response_format": {"type": "json_object"},
+        "tool_choice": "none",
+    }
+    await gate.run("hi", system="be brief", mock_latency_ms=5, **params)
+    assert last_body(fake) == {
+        "model": "gpt-test",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        **params,
+    }
+
+
+@pytest.mark.parametrize(
+    ("input", "messages"),
+    [
+        ({"prompt": "from a prompt"}, [{"role": "user", "content": "from a prompt"}]),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+        ),
+    ],
+)
+async def test_dict_inputs_become_messages(
+    gate: Harness, fake: FakeOpenAI, input: Any, messages: list[Any]
+) -> None:
+    await gate.run(input)
+    assert last_body(fake)["messages"] == messages
+
+
+async def test_upstream_model_option_names_the_model_sent(fake: FakeOpenAI) -> None:
+    async with harness(fake.base_url, upstream_model="llama3.1:8b") as h:
+        await h.run("hi", model="local-llama")
+    assert last_body(fake)["model"] == "llama3.1:8b"
+
+
+async def test_streaming_emits_deltas_in_order_and_assembles_the_reply(
+    gate: Harness, fake: FakeOpenAI
+) -> None:
+    result = await gate.run("one two three", stream=True)
+    assert gate.deltas() == ["echo: ", "one ", "two ", "three"]
+    assert result.output == {
+        "text": "echo: one two three",
+        "reasoning": None,
+        "finish_reason": "stop",
+    }
+    assert result.usage == {"input_tokens": 3, "output_tokens": 4}
+    body = last_body(fake)
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_reasoning_is_kept_apart_from_the_text(gate: Harness, stream: bool) -> None:
+    result = await gate.run("why", model="deepseek-r1-distill", stream=stream)
+    assert result.output["text"] == "echo: why"
+    assert result.output["reasoning"] == "thinking about: why"
+    assert result.usage == {"input_tokens": 1, "output_tokens": 5}
+    if stream:
+        assert gate.deltas("reasoning_delta") == ["thinking ", "about: ", "why"]
+        assert gate.deltas() == ["echo: ", "why"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_calls_come_back_whole(gate: Harness, fake: FakeOpenAI, stream: bool) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    result = await gate.run("weather", tools=tools, stream=stream)
+    assert last_body(fake)["tools"] == tools
+    assert result.output["finish_reason"] == "tool_calls"
+    assert result.output["tool_calls"] == [
+        {
+            "id": "call_fake_1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": json.dumps({"text": "weather"})},
+        }
+    ]
+
+
+async def test_a_closed_provider_opens_a_new_session(gate: Harness) -> None:
+    await gate.run("first")
+    await gate.provider.aclose()
+    assert (await gate.run("second")).output["text"] == "echo: second"
+
+
+# --- embeddings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("input", ["one text", ["first text", "second"]])
+async def test_embeddings(gate: Harness, fake: FakeOpenAI, input: str | list[str]) -> None:
+    result = await gate.run(input, kind="embedding", model="text-embed", dimensions=6)
+    texts = [input] if isinstance(input, str) else input
+    assert result.output == {"embeddings": [fake_embedding(t, 6) for t in texts]}
+    assert result.usage == {"input_tokens": sum(len(t.split()) for t in texts)}
+    assert fake.requests[-1].path == "/v1/embeddings"
+    assert last_body(fake) == {"model": "text-embed", "input": input, "dimensions": 6}
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "input", "needle"),
+    [
+        ("image", "a cat", "not kind 'image'"),
+        ("chat", 42, "chat input must be"),
+        ("chat", {"text": "x"}, "chat input must be"),
+        ("embedding", [1, 2], "embedding input must be"),
+    ],
+)
+async def test_unsupported_kinds_and_inputs_fail_before_any_request(
+    gate: Harness, fake: FakeOpenAI, kind: str, input: Any, needle: str
+) -> None:
+    error = await gate.fails(errors.InvalidInput, input, kind=kind)
+    assert needle in error.message
+    assert fake.requests == []
+
+
+def test_an_instance_without_endpoint_is_refused_when_built() -> None:
+    route = Route(name="r", models=["*"], provider="openai", instances=[Instance(name="bare")])
+    with pytest.raises(ValueError, match="bare"):
+        OpenAIProvider(route)
+
+
+async def test_wrong_key_is_auth_failed_and_the_echoed_key_is_blanked(fake: FakeOpenAI) -> None:
+    async with harness(fake.base_url, secret=KEY + "-old") as h:
+        error = await h.fails(errors.AuthFailed)
+    assert error.details["status"] == 401
+    assert error.details["provider_code"] == "invalid_api_key"
+    assert "Incorrect API key provided: ***" in error.message
+
+
+async def test_a_bad_request_is_invalid_input_with_the_servers_message(gate: Harness) -> None:
+    error = await gate.fails(errors.InvalidInput, {"messages": [{"role": "wizard", "content": ""}]})
+    assert error.message == "Invalid value for 'messages[0].role': 'wizard'."
+    assert error.details["status"] == 400
+    assert error.details["provider_code"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("mode", "stream", "cls", "needle"),
+    [
+        ("rate_limit", False, errors.RateLimited, "Rate limit reached"),
+        ("server_error", False, errors.Overloaded, "server had an error"),
+        ("bad_gateway", False, errors.Overloaded, "502 Bad Gateway"),
+        ("revoked", False, errors.AuthFailed, "Incorrect API key provided: ***"),
+        ("garbage", False, errors.BadResponse, "not JSON: this is not json"),
+        ("no_choices", False, errors.BadResponse, "without choices"),
+        ("content_filter", False, errors.ContentRefused, "content_filter"),
+        ("content_filter", True, errors.ContentRefused, "content_filter"),
+        ("stream_error", True, errors.Overloaded, "crashed mid-reply"),
+        ("truncated", True, errors.BadResponse, "before 'data: [DONE]'"),
+    ],
+)
+async def test_scripted_failures_map_onto_the_error_tree(
+    gate: Harness,
+    fake: FakeOpenAI,
+    mode: str,
+    stream: bool,
+    cls: type[errors.ProviderError],
+    needle: str,
+) -> None:
+    fake.script(mode)
+    error = await gate.fails(cls, stream=stream)
+    assert type(error) is cls
+    assert needle in error.message
+
+
+async def test_429_carries_retry_after_and_the_providers_code(
+    gate: Harness, fake: FakeOpenAI
+) -> None:
+    fake.script("rate_limit")
+    error = await gate.fails(errors.RateLimited)
+    assert error.retry_after == 1.0
+    assert error.details == {"provider_code": "rate_limit_exceeded", "status": 429}
+
+
+async def test_a_500_then_success(gate: Harness, fake: FakeOpenAI) -> None:
+    fake.script("server_error")
+    await gate.fails(errors.Overloaded)
+    assert (await gate.run("again")).output["text"] == "echo: again"
+
+
+async def test_streamed_deltas_before_a_failure_were_emitted(
+    gate: Harness, fake: FakeOpenAI
+) -> None:
+    fake.script("stream_error")
+    await gate.fails(errors.Overloaded, "one two three", stream=True)
+    assert gate.deltas() == ["echo: ", "one "]
+
+
+async def test_a_silent_backend_times_out(fake: FakeOpenAI) -> None:
+    fake.script("slow")
+    async with harness(fake.base_url, read_timeout=0.2) as h:
+        error = await h.fails(errors.ProviderTimeout)
+    assert "timed out" in error.message
+
+
+async def test_connection_refused_is_connection_failed() -> None:
+    async with harness(f"http://127.0.0.1:{free_port()}/v1") as h:
+        error = await h.fails(errors.ConnectionFailed)
+    assert "connection to http://127.0.0.1:" in error.message
+    assert "failed: ClientConnectorError" in error.message
+
+
+async def test_no_secret_sends_no_authorization_header(fake: FakeOpenAI) -> None:
+    async with harness(fake.base_url, secret=None) as h:
+        await h.fails(errors.AuthFailed)
+    assert "Authorization" not in fake.requests[-1].headers
