@@ -58,6 +58,7 @@ class Running:
     instance: policy.InstanceState
     started_at: float
     job: asyncio.Task[None] | None = None
+    calling: bool = True  # the provider call is under way
     cancelled: bool = False
 
     def outcome(self, worker: str, status: Status, label: str, **kw: Any) -> Outcome:
@@ -229,16 +230,19 @@ class Scheduler:
             self._release(run, None, cancelled=True)
             await self._interrupted(run)
             return
+        finally:
+            run.calling = False  # from here on, a cancel request has nothing to stop
         self._release(run, error)
+        written = None
         try:
             written = await self.store.finish(await self._outcome(run, result, error))
-            if written is not None:
-                await self._announce(written)
         except Exception:
             log.exception("could not record the outcome of task %s; its lease will expire", task.id)
         finally:
             self.running.pop(task.id, None)
             self.wake()
+        if written is not None:
+            await self._announce(written)
 
     async def _call(self, run: Running) -> Result:
         task, lane = run.task, run.lane
@@ -348,7 +352,7 @@ class Scheduler:
 
     async def _on_cancel(self, message: dict[str, Any]) -> None:
         run = self.running.get(message.get("task_id", ""))
-        if run is not None and run.job is not None:
+        if run is not None and run.job is not None and run.calling:
             run.cancelled = True
             run.job.cancel()
 
