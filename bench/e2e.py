@@ -27,9 +27,8 @@ async def main(n: int, concurrency: int) -> None:
         t_done = await wait_done(srv, n)
         rss = srv.peak_rss_mb()
     print(f"tasks: {n}, client concurrency: {concurrency}")
-    print(
-        f"submit: {n / (t_submitted - t0):.0f}/s, p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms"
-    )
+    rate = n / (t_submitted - t0)
+    print(f"submit: {rate:.0f}/s, p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms")
     print(f"end to end: {n / (t_done - t0):.0f} tasks/s ({t_done - t0:.2f} s)")
     print(f"server peak RSS: {rss:.0f} MB")
 

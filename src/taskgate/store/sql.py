@@ -15,7 +15,9 @@ share one transaction, and endings are written with one executemany.
 from __future__ import annotations
 
 import hashlib
+import random
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -388,7 +390,11 @@ class SqlStore:
         return bool(await self._write(_all, stmt))
 
     async def has_admin_key(self) -> bool:
-        q = sa.select(api_keys.c.id).where(api_keys.c.admin.is_(True)).limit(1)
+        q = (
+            sa.select(api_keys.c.id)
+            .where(api_keys.c.admin.is_(True), api_keys.c.revoked_at.is_(None))
+            .limit(1)
+        )
         return await self._read(_scalar, q) is not None
 
 
@@ -614,10 +620,25 @@ def _sqlite_setup(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
-            dbapi_conn.execute(f"PRAGMA {pragma}")
+        dbapi_conn.execute("PRAGMA busy_timeout=10000")
+        _enable_wal(dbapi_conn)
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Conn) -> None:
         readonly = conn.get_execution_options().get("readonly")
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def _enable_wal(dbapi_conn: Any, tries: int = 100) -> None:
+    """Switch a database file to WAL. On a new file that other processes open at the same
+    moment SQLite refuses the switch with "database is locked" at once, without waiting on
+    the busy timeout, so we wait and try again ourselves."""
+    for attempt in range(tries):
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.01 + 0.01 * random.random())
