@@ -21,7 +21,7 @@ async def reset_postgres(url: str = PG_URL) -> None:
     engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
     try:
         async with engine.begin() as conn:
-            for table in ("attempts", "tasks", "api_keys", "alembic_version"):
+            for table in ("attempts", "tasks", "api_keys", "files", "alembic_version"):
                 await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     finally:
         await engine.dispose()

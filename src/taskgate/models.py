@@ -143,6 +143,23 @@ class Task:
         return cls(**values)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file in taskgate's storage: an upload or a provider's output."""
+
+    id: str
+    tenant: str
+    task_id: str | None
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 _TASK_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from taskgate import errors, policy
 from taskgate.config import Instance, Route, Settings
 from taskgate.events import Events
+from taskgate.files import Files, file_json
 from taskgate.models import Priority, Status, Task
 from taskgate.providers import Call, Provider, Result, build
 from taskgate.store import Outcome, SqlStore
@@ -86,6 +87,7 @@ class Scheduler:
         settings: Settings,
         store: SqlStore,
         events: Events,
+        files: Files,
         *,
         routes: list[str] | None = None,
         worker_id: str | None = None,
@@ -94,6 +96,7 @@ class Scheduler:
         self.settings = settings
         self.store = store
         self.events = events
+        self.files = files
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.rng = rng or random.Random()
         conf = settings.scheduler
@@ -289,7 +292,8 @@ class Scheduler:
         task, route = run.task, run.lane.route
         if error is None:
             assert result is not None
-            return run.outcome(self.worker_id, Status.SUCCESS, "success", result=result.as_dict())
+            kept = await self._keep_outputs(task, result)
+            return run.outcome(self.worker_id, Status.SUCCESS, "success", result=kept)
         history = await self.store.history(task.id) if error.retryable else []
         decision = policy.decide(
             error,
@@ -315,6 +319,17 @@ class Scheduler:
         assert decision.status is not None
         label = decision.status.value.lower()
         return run.outcome(self.worker_id, decision.status, label, error=err)
+
+    async def _keep_outputs(self, task: Task, result: Result) -> dict[str, Any]:
+        """The result as stored: files the provider returned are saved and listed by id."""
+        out = result.as_dict()
+        if result.files:
+            saved = [
+                await self.files.save(task.tenant, f.data, f.content_type, f.name, task.id)
+                for f in result.files
+            ]
+            out["files"] = [file_json(f) for f in saved]
+        return out
 
     async def _interrupted(self, run: Running) -> None:
         """The call was cancelled: by the client (the task is already CANCELLED in the store),

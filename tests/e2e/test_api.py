@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import httpx
@@ -321,3 +322,21 @@ def test_a_kind_the_provider_cannot_serve_is_refused_at_submit(make_server: Any)
         assert r.status_code == 400
         assert "does not serve kind 'video'" in r.json()["error"]["message"]
         assert c.get("/v1/tasks").json()["data"] == []
+
+
+def test_image_outputs_are_stored_and_served_to_their_tenant_only(server: Server) -> None:
+    a, b = server.create_key("tenant-a"), server.create_key("tenant-b")
+    with server.client(a) as ca, server.client(b) as cb:
+        done = wait(ca, submit(ca, kind="image", input="a red fox")["id"])
+        assert done["status"] == "SUCCESS"
+        [f] = done["result"]["files"]
+        assert f["content_type"] == "image/png" and f["url"] == f"/v1/files/{f['id']}"
+        r = ca.get(f["url"])
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "image/png"
+        assert r.content.startswith(b"\x89PNG") and len(r.content) == f["size"]
+        assert hashlib.sha256(r.content).hexdigest() == f["sha256"]
+        assert cb.get(f["url"]).status_code == 404
+        assert ca.get("/v1/files/nosuchfile").status_code == 404
+        again = wait(ca, submit(ca, kind="image", input="a red fox")["id"])
+        assert ca.get(again["result"]["files"][0]["url"]).content == r.content  # deterministic

@@ -14,6 +14,7 @@ import pytest
 from taskgate import Call, Provider, Result, register_provider
 from taskgate.config import Settings
 from taskgate.events import MemoryEvents
+from taskgate.files import Files, LocalBlobs
 from taskgate.gateway import Gateway, Submission
 from taskgate.models import ApiKey, Priority, Status
 from taskgate.scheduler import Scheduler
@@ -103,7 +104,7 @@ async def rig_factory(
         gateway = Gateway(conf, store, events)
 
         def make_scheduler() -> Scheduler:
-            s = Scheduler(conf, store, events)
+            s = Scheduler(conf, store, events, Files(store, LocalBlobs(tmp_path / "files")))
             schedulers.append(s)
             return s
 

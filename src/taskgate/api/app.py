@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from taskgate import __version__, events, store
+from taskgate import __version__, events, files, store
 from taskgate.api import native
 from taskgate.api.auth import KeyRing
 from taskgate.api.fastpath import ErrorHandler, FastPath
@@ -21,6 +21,7 @@ from taskgate.api.limits import BodyLimit
 from taskgate.api.responses import JSON, error_body
 from taskgate.config import Settings
 from taskgate.errors import ApiError
+from taskgate.files import Files
 from taskgate.gateway import Gateway
 from taskgate.providers import load_plugins
 from taskgate.scheduler import Scheduler
@@ -47,10 +48,11 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         db = store.from_url(settings.store_url)
         await db.open()
         bus = events.from_url(None)
+        app.state.files = Files(db, files.from_url(settings.files_url))
         app.state.gateway = Gateway(settings, db, bus)
         app.state.keys = KeyRing(db, settings.auth_cache_seconds)
         await _bootstrap_admin_key(db)
-        scheduler = Scheduler(settings, db, bus) if run_scheduler else None
+        scheduler = Scheduler(settings, db, bus, app.state.files) if run_scheduler else None
         app.state.scheduler = scheduler
         if scheduler:
             await scheduler.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Literal
@@ -9,13 +10,13 @@ from typing import Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taskgate.api.auth import KeyRing, admin, caller
 from taskgate.api.responses import JSON
 from taskgate.errors import NotFound
-from taskgate.gateway import Gateway, Submission, iso, task_json
+from taskgate.gateway import Gateway, Submission, iso, scope, task_json
 from taskgate.models import ApiKey, Priority, Status
 from taskgate.store import TaskFilter
 
@@ -178,6 +179,17 @@ async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator
             else:
                 yield _sse(message["type"], message)
         yield _sse("finished", await gw.view(task))
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+@router.get("/v1/files/{file_id}", tags=["files"], response_class=Response)
+async def download_file(file_id: str, request: Request, key: ApiKey = Depends(caller)) -> Response:
+    """A stored file (a task's output or an upload) of the caller's tenant."""
+    f, data = await request.app.state.files.open(file_id, scope(key))
+    disposition = f'inline; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", f.name)}"'
+    return Response(data, media_type=f.content_type, headers={"content-disposition": disposition})
 
 
 # --- keys (admin) ------------------------------------------------------------------------

@@ -3,7 +3,7 @@ built-in providers."""
 
 from taskgate.providers import mock as _mock  # noqa: F401  (registers "mock")
 from taskgate.providers import openai as _openai  # noqa: F401  (registers "openai")
-from taskgate.providers.base import Call, Emit, Provider, Result
+from taskgate.providers.base import Call, Emit, OutputFile, Provider, Result
 from taskgate.providers.registry import (
     build,
     load_plugins,
@@ -15,6 +15,7 @@ from taskgate.providers.registry import (
 __all__ = [
     "Call",
     "Emit",
+    "OutputFile",
     "Provider",
     "Result",
     "build",

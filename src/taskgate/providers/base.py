@@ -39,11 +39,22 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputFile:
+    """Bytes a provider produced (an image, audio, a video), kept in taskgate's storage."""
+
+    data: bytes
+    content_type: str
+    name: str = "output"
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     output: Any
     usage: dict[str, Any] = field(default_factory=dict)
+    files: tuple[OutputFile, ...] = ()  # stored by the scheduler; the result lists them
 
     def as_dict(self) -> dict[str, Any]:
+        """Output and usage; files are added by the scheduler once stored."""
         return {"output": self.output, "usage": self.usage}
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
+import zlib
 from typing import Any
 
 from taskgate import errors
-from taskgate.providers.base import Call, Provider, Result
+from taskgate.providers.base import Call, OutputFile, Provider, Result
 from taskgate.providers.registry import register_provider
 
 _ERRORS: dict[str, type[errors.ProviderError]] = {
@@ -66,7 +67,8 @@ class MockProvider(Provider):
                 await call.emit({"delta": word + " "})
         elif latency > 0:
             await asyncio.sleep(latency)
-        return Result(self._output(call, text), {"input_tokens": len(text.split())})
+        usage = {"input_tokens": len(text.split())}
+        return Result(self._output(call, text), usage, self._files(call, text))
 
     @staticmethod
     def _maybe_fail(call: Call) -> None:
@@ -82,6 +84,13 @@ class MockProvider(Provider):
             )
 
     @staticmethod
+    def _files(call: Call, text: str) -> tuple[OutputFile, ...]:
+        if call.kind not in ("image", "image_edit"):
+            return ()
+        size = int(call.params.get("mock_size", 16))
+        return (OutputFile(solid_png(size, _colour(text)), "image/png", "image.png"),)
+
+    @staticmethod
     def _output(call: Call, text: str) -> dict[str, Any]:
         if call.kind == "embedding":
             dims = int(call.params.get("dimensions", 8))
@@ -90,3 +99,25 @@ class MockProvider(Provider):
             return {"text": f"mock reply to: {text}", "model": call.model}
         digest = hashlib.sha256(f"{call.kind}|{call.model}|{text}".encode()).hexdigest()[:16]
         return {"kind": call.kind, "model": call.model, "digest": digest, "prompt": text}
+
+
+def _colour(text: str) -> tuple[int, int, int]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return digest[0], digest[1], digest[2]
+
+
+def solid_png(size: int, rgb: tuple[int, int, int]) -> bytes:
+    """A square PNG, ``size`` pixels a side, of one colour: a real image, fixed by the prompt."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)  # 8-bit RGB
+    rows = (b"\x00" + bytes(rgb) * size) * size  # filter byte 0, then the pixels
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )

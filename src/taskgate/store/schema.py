@@ -96,6 +96,19 @@ attempts = Table(
     Column("error", Json),
 )
 
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("task_id", String(40), index=True),
+    Column("name", String(255), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

@@ -33,10 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskgate.batching import Batcher
 from taskgate.errors import Conflict
-from taskgate.models import ApiKey, Attempt, Priority, Status, Task, new_id
+from taskgate.models import ApiKey, Attempt, Priority, Status, StoredFile, Task, new_id
 from taskgate.policy import fair_seq
 from taskgate.store.base import NewTask, Outcome, TaskFilter
-from taskgate.store.schema import api_keys, attempts, tasks
+from taskgate.store.schema import api_keys, attempts, files, tasks
 
 R = TypeVar("R")
 Conn = sa.Connection
@@ -351,6 +351,18 @@ class SqlStore:
         """Requeue tasks whose worker stopped renewing its lease (failing those out of
         attempts) and time out pending tasks past their queue-wait deadline."""
         return await self._write(_sweep_in, time.time())
+
+    # --- files -----------------------------------------------------------------------------
+
+    async def add_file(self, f: StoredFile) -> None:
+        await self._write(_execute, files.insert(), [f.as_dict()])
+
+    async def get_file(self, file_id: str, tenant: str | None) -> StoredFile | None:
+        q = sa.select(files).where(files.c.id == file_id)
+        if tenant is not None:
+            q = q.where(files.c.tenant == tenant)
+        rows = await self._read(_all, q)
+        return StoredFile(**rows[0]) if rows else None
 
     # --- API keys ------------------------------------------------------------------------
 

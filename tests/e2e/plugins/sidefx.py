@@ -13,7 +13,7 @@ from taskgate import Call, Provider, Result, register_provider
 class SideEffectProvider(Provider):
     async def run(self, call: Call) -> Result:
         await asyncio.sleep(float(call.option("latency_ms", 0)) / 1000)
-        with open(call.option("journal"), "a") as journal:  # noqa: ASYNC230 - tiny, fsynced on purpose
+        with open(call.option("journal"), "a") as journal:
             journal.write(f"{call.task_id} {call.attempt}\n")
             journal.flush()
             os.fsync(journal.fileno())

@@ -1,0 +1,24 @@
+"""File storage: the bytes of uploaded inputs and of provider outputs (images, audio, video).
+
+The bytes live in a blob backend (a local folder here; object storage in the distributed
+mode); who owns a file, its name and type live in the store's ``files`` table, so every
+download is checked against the caller's tenant there.
+"""
+
+from __future__ import annotations
+
+import abc
+
+
+class Blobs(abc.ABC):
+    """Bytes by key. Keys are taskgate's file ids: no user input reaches a path."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes:
+        """The bytes, or FileNotFoundError."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass

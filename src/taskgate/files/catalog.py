@@ -1,0 +1,54 @@
+"""Files as the rest of taskgate sees them: bytes in the blob backend, owner and type in the
+store. Saving writes the bytes first, so a row never points at nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from taskgate.errors import NotFound
+from taskgate.files.base import Blobs
+from taskgate.models import StoredFile, new_id
+from taskgate.store import SqlStore
+
+
+class Files:
+    def __init__(self, store: SqlStore, blobs: Blobs) -> None:
+        self.store = store
+        self.blobs = blobs
+
+    async def save(
+        self, tenant: str, data: bytes, content_type: str, name: str, task_id: str | None = None
+    ) -> StoredFile:
+        f = StoredFile(
+            id=new_id(),
+            tenant=tenant,
+            task_id=task_id,
+            name=name,
+            content_type=content_type,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            created_at=time.time(),
+        )
+        await self.blobs.put(f.id, data)
+        await self.store.add_file(f)
+        return f
+
+    async def open(self, file_id: str, tenant: str | None) -> tuple[StoredFile, bytes]:
+        """A file of the tenant (None: any tenant) with its bytes, or NotFound."""
+        f = await self.store.get_file(file_id, tenant)
+        if f is None:
+            raise NotFound(f"no file {file_id!r}")
+        return f, await self.blobs.get(f.id)
+
+
+def file_json(f: StoredFile) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "url": f"/v1/files/{f.id}",
+        "name": f.name,
+        "content_type": f.content_type,
+        "size": f.size,
+        "sha256": f.sha256,
+    }
