@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -340,3 +341,14 @@ def test_image_outputs_are_stored_and_served_to_their_tenant_only(server: Server
         assert ca.get("/v1/files/nosuchfile").status_code == 404
         again = wait(ca, submit(ca, kind="image", input="a red fox")["id"])
         assert ca.get(again["result"]["files"][0]["url"]).content == r.content  # deterministic
+
+
+def test_a_rate_limit_retry_waits_at_least_retry_after(server: Server, key: str) -> None:
+    params = {"mock_fail_attempts": 1, "mock_error": "rate_limited", "mock_retry_after": 1.0}
+    with server.client(key) as c:
+        done = wait(c, submit(c, params=params)["id"])
+    assert done["status"] == "SUCCESS"
+    first, second = done["history"]
+    assert first["error"]["type"] == "rate_limited"
+    gap = datetime.fromisoformat(second["started_at"]) - datetime.fromisoformat(first["ended_at"])
+    assert gap.total_seconds() >= 0.99  # the route's own backoff is 0.05 s: Retry-After won
