@@ -249,7 +249,7 @@ def test_list_filters_and_cursor_pagination(server: Server, key: str) -> None:
 
 def test_event_stream_reports_the_life_of_a_task(server: Server, key: str) -> None:
     with server.client(key) as c:
-        task = submit(c, input="one two three", params={"stream": True, "mock_latency_ms": 300})
+        task = submit(c, input="one two three", params={"stream": True, "mock_latency_ms": 1200})
         events = []
         with c.stream("GET", f"/v1/tasks/{task['id']}/events") as r:
             assert r.headers["content-type"].startswith("text/event-stream")
