@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import Any
 
@@ -352,3 +353,27 @@ def test_a_rate_limit_retry_waits_at_least_retry_after(server: Server, key: str)
     assert first["error"]["type"] == "rate_limited"
     gap = datetime.fromisoformat(second["started_at"]) - datetime.fromisoformat(first["ended_at"])
     assert gap.total_seconds() >= 0.99  # the route's own backoff is 0.05 s: Retry-After won
+
+
+def test_event_stream_of_a_waiting_task_shows_its_position(make_server: Any) -> None:
+    route = mock_route(instances=[{"name": "only", "max_concurrency": 1}])
+    server: Server = make_server([route])
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        submit(c, params={"mock_latency_ms": 1500})
+        first_waiting = submit(c, params={"mock_latency_ms": 1500})  # > one SSE tick
+        second_waiting = submit(c)
+        events = []
+        with c.stream("GET", f"/v1/tasks/{second_waiting['id']}/events") as r:
+            name = None
+            for line in r.iter_lines():
+                if line.startswith("event:"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    events.append((name, json.loads(line[5:])))
+    assert events[0][0] == "queued" and events[0][1]["position"] == 2
+    assert ("position", {"task_id": second_waiting["id"], "position": 1}) in events
+    names = [n for n, _ in events]
+    assert names.index("position") < names.index("started") < names.index("finished")
+    assert events[-1][1]["status"] == "SUCCESS"
+    assert wait(c, first_waiting["id"])["status"] == "SUCCESS"
