@@ -371,9 +371,9 @@ def test_event_stream_of_a_waiting_task_shows_its_position(make_server: Any) -> 
                     name = line.split(":", 1)[1].strip()
                 elif line.startswith("data:"):
                     events.append((name, json.loads(line[5:])))
+        assert wait(c, first_waiting["id"])["status"] == "SUCCESS"
     assert events[0][0] == "queued" and events[0][1]["position"] == 2
     assert ("position", {"task_id": second_waiting["id"], "position": 1}) in events
     names = [n for n, _ in events]
     assert names.index("position") < names.index("started") < names.index("finished")
     assert events[-1][1]["status"] == "SUCCESS"
-    assert wait(c, first_waiting["id"])["status"] == "SUCCESS"
