@@ -2,7 +2,8 @@
 flusher writes everything that queued up while the previous write was running.
 
 At low load a lone item is written at once, adding no latency; under load many items share one
-transaction and one commit. Each item gets its own result or exception.
+transaction and one commit. Each item gets its own result or exception: when a shared write
+fails, every item is written again on its own, so a bad item fails only its own caller.
 """
 
 from __future__ import annotations
@@ -49,11 +50,16 @@ class Batcher(Generic[T, R]):
             results = await self._flush([item for item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"flush gave {len(results)} results for {len(batch)} items")
-        except BaseException as exc:  # the whole write failed: every caller hears why
-            _fail(batch, exc)
-            if not isinstance(exc, Exception):
-                raise
+        except Exception as exc:
+            if len(batch) > 1:  # one bad item must not fail its neighbours: write each alone
+                for one in batch:
+                    await self._write([one])
+            else:
+                _fail(batch, exc)
             return
+        except BaseException as exc:  # cancelled: every caller hears it
+            _fail(batch, exc)
+            raise
         for (_, fut), res in zip(batch, results, strict=True):
             if fut.done():
                 continue

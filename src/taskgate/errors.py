@@ -2,7 +2,8 @@
 
     TaskgateError
     ├── ApiError                   refused requests; each carries its HTTP status
-    │   ├── BadRequest             400  malformed body, unknown model or kind, wrong types
+    │   ├── BadRequest             400  malformed JSON, unknown model or kind, unstorable input
+    │   │                          (a body that breaks the request schema: 422 invalid_request)
     │   ├── Unauthorized           401  missing, unknown or revoked key
     │   ├── Forbidden              403  key lacks the role
     │   ├── NotFound               404  no such object in the caller's tenant

@@ -1,6 +1,6 @@
 """What every API dialect does with tasks: accept, read, wait, cancel, list, always within the
 caller's tenant. Routers (native, and the seed and OpenAI dialects) translate their shapes to
-these calls; none of them touches the store or the scheduler directly.
+these calls; none of them reads or writes tasks, or talks to the scheduler, any other way.
 """
 
 from __future__ import annotations
@@ -46,13 +46,16 @@ class Gateway:
         self.settings = settings
         self.store = store
         self.events = events
+        # the configured kinds, and those a routed provider declares (a plugin's own kinds)
+        declared = (lookup(r.provider).kinds or frozenset() for r in settings.routes)
+        self.kinds = sorted(set(settings.kinds).union(*declared))
 
     # --- accepting -----------------------------------------------------------------------
 
     def route_for(self, kind: str, model: str) -> Route:
-        if kind not in self.settings.kinds:
+        if kind not in self.kinds:
             raise BadRequest(
-                f"unknown kind {kind!r}; known kinds: {', '.join(self.settings.kinds)}",
+                f"unknown kind {kind!r}; known kinds: {', '.join(self.kinds)}",
                 field="kind",
             )
         route = self.settings.resolve(model)
@@ -80,6 +83,10 @@ class Gateway:
         """Accept a task durably. Returns (task, created); created is False on an idempotent
         replay of an earlier submission with the same key and body."""
         route = self.route_for(sub.kind, sub.model)
+        try:
+            orjson.dumps([sub.input, sub.params])
+        except TypeError as exc:  # e.g. an integer beyond 64 bits: the store could not keep it
+            raise BadRequest(f"input and params must be storable JSON: {exc}") from None
         if sub.idempotency_key is not None and not 0 < len(sub.idempotency_key) <= 200:
             raise BadRequest(
                 "idempotency key must have 1 to 200 characters", field="idempotency_key"

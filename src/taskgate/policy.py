@@ -206,6 +206,13 @@ def record_failure(inst: InstanceState, policy: HealthPolicy, now: float) -> Non
         inst.cooled_until = now + policy.cooldown
 
 
+def abort_call(inst: InstanceState) -> None:
+    """A call ended without an answer (cancelled): free its slot. If it was the probe of a
+    cooled-down instance it proved nothing, so another probe may run."""
+    inst.in_flight -= 1
+    inst.probing = False
+
+
 def start_call(inst: InstanceState, now: float) -> None:
     """Take a slot; a call on a cooled-down instance is its probe, and only one runs at a time."""
     inst.in_flight += 1

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from taskgate import errors, policy
 from taskgate.config import Instance, Route, Settings
 from taskgate.events import Events
@@ -59,7 +61,7 @@ class Running:
     instance: policy.InstanceState
     started_at: float
     job: asyncio.Task[None] | None = None
-    calling: bool = True  # the provider call is under way
+    calling: bool = False  # the provider call is under way: a cancel may stop it
     cancelled: bool = False
 
     def outcome(self, worker: str, status: Status, label: str, **kw: Any) -> Outcome:
@@ -97,7 +99,8 @@ class Scheduler:
         self.store = store
         self.events = events
         self.files = files
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        host = socket.gethostname()[:40]
+        self.worker_id = worker_id or f"{host}:{os.getpid()}:{os.urandom(3).hex()}"
         self.rng = rng or random.Random()
         conf = settings.scheduler
         weights = {p: conf.weight(p) for p in Priority}
@@ -149,7 +152,12 @@ class Scheduler:
 
     async def _dispatch_loop(self) -> None:
         interval = self.settings.scheduler.poll_interval
+        next_sweep = time.monotonic()
         while not self._stopping:
+            if time.monotonic() >= next_sweep:  # retries fall due; other gateways add work
+                next_sweep = time.monotonic() + interval
+                for lane in self.lanes.values():
+                    lane.dry.clear()
             try:
                 started = await self.dispatch_once()
             except Exception:
@@ -157,11 +165,8 @@ class Scheduler:
                 started = 0
             if started:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
-            except TimeoutError:
-                for lane in self.lanes.values():  # retries fall due; other gateways add work
-                    lane.dry.clear()
             self._wake.clear()
 
     async def dispatch_once(self) -> int:
@@ -213,6 +218,10 @@ class Scheduler:
         run.job = asyncio.create_task(self._run(run), name=f"task:{task.id}")
 
     async def _on_queue(self, message: dict[str, Any]) -> None:
+        self._due(message)
+
+    def _due(self, message: dict[str, Any]) -> None:
+        """A task became claimable on a lane: look there again."""
         lane = self.lanes.get(message.get("route", ""))
         if lane is not None:
             lane.dry.discard(Priority(message.get("priority", Priority.DEFAULT)))
@@ -222,6 +231,7 @@ class Scheduler:
 
     async def _run(self, run: Running) -> None:
         task = run.task
+        run.calling = True
         await self._publish(task, "started", attempt=task.attempts, instance=run.instance.name)
         result: Result | None = None
         error: errors.ProviderError | None = None
@@ -242,8 +252,7 @@ class Scheduler:
         except Exception:
             log.exception("could not record the outcome of task %s; its lease will expire", task.id)
         finally:
-            self.running.pop(task.id, None)
-            self.wake()
+            self._forget(run)
         if written is not None:
             await self._announce(written)
 
@@ -263,24 +272,33 @@ class Scheduler:
         )
         try:
             async with asyncio.timeout(timeout):
-                return await lane.provider.run(call)
+                result = await lane.provider.run(call)
+            orjson.dumps([result.output, result.usage])  # what the store must be able to keep
+            return result
         except TimeoutError as exc:
             raise errors.ProviderTimeout(
                 f"no answer within the run timeout of {timeout:g}s"
             ) from exc
         except errors.ProviderError:
             raise
-        except Exception as exc:  # a plugin's own bug: fail the task with its message, don't retry
+        except Exception as exc:  # a plugin's bug (or output that is not JSON): fail, don't retry
             log.exception("provider %s raised on task %s", lane.route.provider, task.id)
             raise errors.PermanentError(f"provider error: {type(exc).__name__}: {exc}") from exc
+
+    def _forget(self, run: Running) -> None:
+        """Drop a finished run (not a newer attempt of the same task) and look for work."""
+        if self.running.get(run.task.id) is run:
+            del self.running[run.task.id]
+        self.wake()
 
     @staticmethod
     def _release(run: Running, error: errors.ProviderError | None, cancelled: bool = False) -> None:
         """Free the slot. Only retryable errors count against the instance's health: an
         instance that rejected bad input answered; a cancelled call says nothing."""
-        run.instance.in_flight -= 1
         if cancelled:
+            policy.abort_call(run.instance)
             return
+        run.instance.in_flight -= 1
         if error is not None and error.retryable:
             policy.record_failure(run.instance, run.lane.route.health, time.time())
         else:
@@ -307,7 +325,8 @@ class Scheduler:
         )
         err = error.as_dict()
         if decision.action is policy.Action.RETRY:
-            asyncio.get_running_loop().call_later(decision.delay, self.wake)
+            due = {"route": decision.route or route.name, "priority": int(task.priority)}
+            asyncio.get_running_loop().call_later(decision.delay, self._due, due)
             return run.outcome(
                 self.worker_id,
                 Status.PENDING,
@@ -334,7 +353,7 @@ class Scheduler:
     async def _interrupted(self, run: Running) -> None:
         """The call was cancelled: by the client (the task is already CANCELLED in the store),
         because the lease was lost, or because this worker is stopping (hand the task back)."""
-        self.running.pop(run.task.id, None)
+        self._forget(run)
         label = "cancelled" if run.cancelled else "interrupted"
         base = run.outcome(self.worker_id, Status.PENDING, label, run_after=time.time())
         with contextlib.suppress(Exception):
@@ -362,8 +381,12 @@ class Scheduler:
         async with self.events.subscribe(topic) as sub:
             while True:
                 message = await sub.get()
-                if message is not None:
+                if message is None:
+                    continue
+                try:
                     await handler(message)
+                except Exception:
+                    log.exception("handling %s message %r failed", topic, message)
 
     async def _on_cancel(self, message: dict[str, Any]) -> None:
         run = self.running.get(message.get("task_id", ""))

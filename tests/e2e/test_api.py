@@ -55,6 +55,7 @@ def test_health_and_docs(server: Server) -> None:
         ({"kind": "chat", "model": "mock", "params": [1, 2]}, 422, "params"),
         ({"kind": "chat"}, 422, "model"),
         ({"kind": "chat", "model": "mock", "surprise": 1}, 422, "surprise"),
+        ({"kind": "chat", "model": "mock", "input": 2**70}, 400, "storable JSON"),
     ],
 )
 def test_bad_input_is_a_clear_4xx_and_stores_nothing(

@@ -81,7 +81,7 @@ async def test_per_item_exception_reaches_only_its_caller() -> None:
     assert sink.batches == [[2, 3, 4]]
 
 
-async def test_failed_flush_reaches_every_caller_of_its_batch_only() -> None:
+async def test_a_failed_shared_write_is_retried_item_by_item() -> None:
     batches: list[list[int]] = []
     gate = asyncio.Event()
 
@@ -89,18 +89,20 @@ async def test_failed_flush_reaches_every_caller_of_its_batch_only() -> None:
         batches.append(list(items))
         if len(batches) == 1:
             await gate.wait()
-            raise RuntimeError("disk full")
+            raise RuntimeError("one bad row spoils the transaction")
+        if list(items) == [2]:
+            raise RuntimeError("bad item 2")
         return [i * 10 for i in items]
 
     batcher: Batcher[int, int] = Batcher(flush)
-    doomed = await submit_all(batcher, [1, 2, 3])
+    first = await submit_all(batcher, [1, 2, 3])
     later = await submit_all(batcher, [4])  # queued behind the failing flush
     gate.set()
-    for task in doomed:
-        with pytest.raises(RuntimeError, match="disk full"):
-            await task
+    assert await first[0] == 10 and await first[2] == 30
+    with pytest.raises(RuntimeError, match="bad item 2"):  # only its own caller fails
+        await first[1]
     assert await later[0] == 40  # the batcher carries on after a failed flush
-    assert batches == [[1, 2, 3], [4]]
+    assert batches == [[1, 2, 3], [1], [2], [3], [4]]
 
 
 async def test_cancelled_caller_does_not_disturb_its_batch() -> None:

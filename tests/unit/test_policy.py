@@ -15,6 +15,7 @@ from taskgate.policy import (
     Action,
     InstanceState,
     SmoothWeightedRoundRobin,
+    abort_call,
     backoff,
     choose_instance,
     decide,
@@ -409,3 +410,14 @@ def test_free_slots_sums_healthy_free_capacity() -> None:
     assert free_slots(pool, NOW + 1) == 3
     assert free_slots(pool, NOW + HEALTH.cooldown) == 4  # plus one probe slot
     assert free_slots([], NOW) == 0
+
+
+def test_a_cancelled_probe_lets_another_probe_run() -> None:
+    health = HealthPolicy(failure_threshold=1, cooldown=5)
+    inst = InstanceState("a", capacity=4)
+    record_failure(inst, health, now=0)
+    start_call(inst, now=10)  # the probe
+    assert inst.probing and free_slots([inst], now=10) == 0
+    abort_call(inst)
+    assert inst.in_flight == 0 and not inst.probing
+    assert free_slots([inst], now=10) == 1  # the next call probes again

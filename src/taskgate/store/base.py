@@ -39,7 +39,7 @@ class Outcome:
     worker: str
     attempt: int
     status: Status
-    label: str  # the attempt's outcome: success | retry | failed | timeout | cancelled
+    label: str  # success | retry | failover | failed | timeout | cancelled | interrupted | lost
     instance: str
     route: str
     started_at: float

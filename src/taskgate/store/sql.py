@@ -139,14 +139,10 @@ class SqlStore:
         try:
             return await self._write(self._insert_in, batch)
         except IntegrityError:
-            # Two gateways raced on one idempotency key: settle each task on its own.
-            return [await self._insert_alone(new) for new in batch]
-
-    async def _insert_alone(self, new: NewTask) -> tuple[Task, bool] | BaseException:
-        try:
-            return (await self._write(self._insert_in, [new]))[0]
-        except IntegrityError:  # the other insert won; this one now finds it
-            return (await self._write(self._insert_in, [new]))[0]
+            if len(batch) > 1:
+                raise  # the batcher writes each task alone
+            # This task raced another gateway on its idempotency key; now it finds the winner.
+            return await self._write(self._insert_in, batch)
 
     def _insert_in(
         self, conn: Conn, batch: Sequence[NewTask]
@@ -513,8 +509,9 @@ def _finish_in(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
     """Write a batch of attempt endings with one executemany per kind, then read back which
     of them applied: a fenced-out ending (cancelled, lease lost, duplicate) changes no row.
 
-    Rows written here carry this batch's ``updated_at``; within our write transaction no
-    other writer can give a row that same stamp, so reading it back names exactly ours.
+    Rows written here carry this batch's ``updated_at`` (a float timestamp of this call);
+    another writer would have to end the same task in the same microsecond, inside our
+    transaction, to be mistaken for ours.
     """
     now = time.time()
     ends, retries = [], []
