@@ -121,6 +121,7 @@ class Scheduler:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._reclaim_from_dead_local_workers()
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._lease_loop(), name="leases"),
@@ -128,6 +129,30 @@ class Scheduler:
             asyncio.create_task(self._listen("queue", self._on_queue), name="queue-listener"),
             asyncio.create_task(self._listen("cancel", self._on_cancel), name="cancel-listener"),
         ]
+
+    async def _reclaim_from_dead_local_workers(self) -> None:
+        """Tasks held by a worker process of this host that no longer runs (this server
+        before a crash) go back to the queue now, not when their leases run out."""
+        host = self.worker_id.split(":", 1)[0]
+        dead = [w for w in await self.store.processing_workers() if self._dead_here(w, host)]
+        if dead:
+            log.warning("requeueing the tasks of dead local workers %s", ", ".join(dead))
+            await self.store.expire_leases(dead)
+
+    def _dead_here(self, worker: str, host: str) -> bool:
+        worker_host, _, rest = worker.partition(":")
+        pid = rest.partition(":")[0]
+        if worker_host != host or not pid.isdigit() or worker == self.worker_id:
+            return False
+        if int(pid) == os.getpid():  # an earlier life of this very process id (a container)
+            return True
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, under another user
+            return False
+        return False
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let running calls finish for ``grace`` seconds, hand back the rest."""

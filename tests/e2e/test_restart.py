@@ -12,7 +12,7 @@ import httpx
 from tests.e2e.conftest import Server
 
 
-def sidefx_server(make_server: Any, journal: Path, latency_ms: int) -> Server:
+def sidefx_server(make_server: Any, journal: Path, latency_ms: int, lease: float = 1) -> Server:
     route = {
         "name": "fx",
         "models": ["fx"],
@@ -24,7 +24,7 @@ def sidefx_server(make_server: Any, journal: Path, latency_ms: int) -> Server:
     server: Server = make_server(
         [route],
         plugins=["tests.e2e.plugins.sidefx"],
-        scheduler={"lease_seconds": 1, "poll_interval": 0.2},
+        scheduler={"lease_seconds": lease, "poll_interval": 0.2},
     )
     return server
 
@@ -51,7 +51,9 @@ def test_kill_and_restart_loses_no_task_and_repeats_no_finished_work(
     make_server: Any, tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal.txt"
-    server = sidefx_server(make_server, journal, latency_ms=1000)
+    # A lease far longer than the test: the restarted server must see that the process
+    # holding those tasks is gone, rather than wait for the leases to run out.
+    server = sidefx_server(make_server, journal, latency_ms=1000, lease=600)
     server.start()
     key = server.create_key("acme")
     with server.client(key) as c:

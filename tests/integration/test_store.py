@@ -17,6 +17,7 @@ from taskgate.errors import Conflict
 from taskgate.models import Priority, Status, Task
 from taskgate.store import NewTask, Outcome, SqlStore, TaskFilter
 from taskgate.store.schema import api_keys
+from taskgate.store.sql import SWEEP_BATCH
 from tests.integration.db import on_db
 
 ROUTE = "chat-main"
@@ -723,3 +724,22 @@ async def test_has_admin_key(store: SqlStore) -> None:
     assert await store.has_admin_key() is True
     await store.revoke_key(admin.id)
     assert await store.has_admin_key() is False  # a revoked admin key leaves none usable
+
+
+async def test_one_sweep_requeues_more_lost_tasks_than_a_batch(store: SqlStore) -> None:
+    n = SWEEP_BATCH + 20
+    await asyncio.gather(*(store.insert(new_task()) for _ in range(n)))
+    claimed = await claim(store, n, lease=0.01)
+    assert len(claimed) == n
+    await wait_past(max(t.lease_until or 0 for t in claimed))
+    assert len(await store.sweep()) == n
+
+
+async def test_expire_leases_ends_only_the_named_workers_leases(store: SqlStore) -> None:
+    mine = await claim_only(store, await add_one(store, route="a"), worker="dead:1:x")
+    other = await claim_only(store, await add_one(store, route="b"), worker="alive:2:y")
+    assert await store.processing_workers() == {"dead:1:x", "alive:2:y"}
+    await store.expire_leases(["dead:1:x"])
+    assert ids(await store.sweep()) == [mine.id]
+    still = await store.get(other.id)
+    assert still is not None and still.status is Status.PROCESSING

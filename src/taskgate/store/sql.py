@@ -345,8 +345,27 @@ class SqlStore:
 
     async def sweep(self) -> list[Task]:
         """Requeue tasks whose worker stopped renewing its lease (failing those out of
-        attempts) and time out pending tasks past their queue-wait deadline."""
-        return await self._write(_sweep_in, time.time())
+        attempts) and time out pending tasks past their queue-wait deadline. Works in
+        transactions of at most ``SWEEP_BATCH`` lost tasks, as many as there are."""
+        changed: list[Task] = []
+        while True:
+            batch, more = await self._write(_sweep_in, time.time())
+            changed += batch
+            if not more:
+                return changed
+
+    async def processing_workers(self) -> set[str]:
+        q = sa.select(tasks.c.worker).where(tasks.c.status == PROCESSING).distinct()
+        return {row["worker"] for row in await self._read(_all, q)}
+
+    async def expire_leases(self, workers: Iterable[str]) -> None:
+        """End the leases of workers known to be dead, so the next sweep requeues their tasks."""
+        stmt = (
+            tasks.update()
+            .where(tasks.c.status == PROCESSING, tasks.c.worker.in_(list(workers)))
+            .values(lease_until=0.0)
+        )
+        await self._write(_execute, stmt)
 
     # --- files -----------------------------------------------------------------------------
 
@@ -426,7 +445,7 @@ def _tuples(conn: Conn, stmt: sa.Executable) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(stmt).all()]
 
 
-def _execute(conn: Conn, stmt: sa.Executable, params: list[dict[str, Any]]) -> None:
+def _execute(conn: Conn, stmt: sa.Executable, params: list[dict[str, Any]] | None = None) -> None:
     conn.execute(stmt, params)
 
 
@@ -555,13 +574,14 @@ def _attempt_row(o: Outcome, now: float) -> dict[str, Any]:
     }
 
 
-def _sweep_in(conn: Conn, now: float) -> list[Task]:
+SWEEP_BATCH = 500
+
+
+def _sweep_in(conn: Conn, now: float) -> tuple[list[Task], bool]:
+    """One bounded sweep; also says whether more lost tasks may remain."""
     expired = sa.select(tasks).where(tasks.c.status == PROCESSING, tasks.c.lease_until < now)
-    changed = [
-        t
-        for row in _all(conn, expired.limit(500))
-        if (t := _requeue_lost(conn, Task.from_row(row), now))
-    ]
+    lost = _all(conn, expired.limit(SWEEP_BATCH))
+    changed = [t for row in lost if (t := _requeue_lost(conn, Task.from_row(row), now))]
     error = {"type": "deadline", "message": "the queue-wait deadline passed before it started"}
     timed_out = (
         tasks.update()
@@ -570,7 +590,7 @@ def _sweep_in(conn: Conn, now: float) -> list[Task]:
         .returning(*tasks.c)
     )
     changed += [Task.from_row(r) for r in _all(conn, timed_out)]
-    return changed
+    return changed, len(lost) == SWEEP_BATCH
 
 
 def _requeue_lost(conn: Conn, t: Task, now: float) -> Task | None:
