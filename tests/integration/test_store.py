@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from taskgate.errors import Conflict
 from taskgate.models import Priority, Status, Task
 from taskgate.store import NewTask, Outcome, SqlStore, TaskFilter
+from taskgate.store.ops import SWEEP_BATCH
 from taskgate.store.schema import api_keys
-from taskgate.store.sql import SWEEP_BATCH
 from tests.integration.db import on_db
 
 ROUTE = "chat-main"

@@ -1,6 +1,7 @@
 """The SQL store on SQLite (embedded default) and PostgreSQL, through SQLAlchemy Core.
 
-Every operation is one synchronous function of a ``Connection``, written once and run two ways:
+Every operation is one synchronous function of a ``Connection`` (most of them in ``ops.py``),
+written once and run two ways:
 on PostgreSQL through the async engine (asyncpg, ``AsyncConnection.run_sync``); on SQLite
 directly on the event loop's thread. A local SQLite statement takes tens of microseconds,
 less than handing it to a driver thread and back (aiosqlite costs 3-4x as much per statement
@@ -32,9 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskgate.batching import Batcher
-from taskgate.errors import Conflict
 from taskgate.models import ApiKey, Attempt, Priority, Status, StoredFile, Task, new_id
-from taskgate.policy import fair_seq
+from taskgate.store import ops
 from taskgate.store.base import NewTask, Outcome, TaskFilter
 from taskgate.store.schema import api_keys, attempts, files, tasks
 
@@ -159,12 +159,12 @@ class SqlStore:
             ident = (new.tenant, new.idempotency_key)
             if ident in first_with_key:
                 repeats.append((i, first_with_key[ident]))
-            elif (existing := _by_idempotency_key(conn, *ident)) is not None:
-                results[i] = _replay(existing, new)
+            elif (existing := ops.by_idempotency_key(conn, *ident)) is not None:
+                results[i] = ops.replay(existing, new)
             else:
                 first_with_key[ident] = i
                 fresh.append((i, new))
-        seqs = _fair_seqs(conn, [n for _, n in fresh])
+        seqs = ops.fair_seqs(conn, [n for _, n in fresh])
         rows = [self._new_row(n, seq, now) for (_, n), seq in zip(fresh, seqs, strict=True)]
         if rows:
             conn.execute(tasks.insert(), rows)
@@ -173,7 +173,7 @@ class SqlStore:
         for i, first in repeats:
             stored = results[first]
             assert isinstance(stored, tuple)
-            results[i] = _replay(stored[0], batch[i])
+            results[i] = ops.replay(stored[0], batch[i])
         return [r for r in results if r is not None]
 
     @staticmethod
@@ -215,11 +215,11 @@ class SqlStore:
         q = sa.select(tasks).where(tasks.c.id == task_id)
         if tenant is not None:
             q = q.where(tasks.c.tenant == tenant)
-        return await self._read(_one_task, q)
+        return await self._read(ops.one_task, q)
 
     async def history(self, task_id: str) -> list[Attempt]:
         q = sa.select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.id)
-        rows = await self._read(_all, q)
+        rows = await self._read(ops.rows, q)
         return [Attempt(**{k: v for k, v in r.items() if k != "id"}) for r in rows]
 
     async def list_tasks(self, f: TaskFilter) -> list[Task]:
@@ -239,7 +239,7 @@ class SqlStore:
         if f.before_id:
             conds.append(tasks.c.id < f.before_id)
         q = sa.select(tasks).where(*conds).order_by(tasks.c.id.desc()).limit(f.limit)
-        return [Task.from_row(r) for r in await self._read(_all, q)]
+        return [Task.from_row(r) for r in await self._read(ops.rows, q)]
 
     async def position(self, task: Task) -> int:
         """1-based place of a pending task in its lane (route and priority), in claim order."""
@@ -247,12 +247,12 @@ class SqlStore:
             tasks.c.fair_seq < task.fair_seq,
             sa.and_(tasks.c.fair_seq == task.fair_seq, tasks.c.id < task.id),
         )
-        q = sa.select(sa.func.count()).where(*_lane(task.route, int(task.priority)), ahead)
-        return int(await self._read(_scalar, q) or 0) + 1
+        q = sa.select(sa.func.count()).where(*ops.in_lane(task.route, int(task.priority)), ahead)
+        return int(await self._read(ops.scalar, q) or 0) + 1
 
     async def counts(self) -> dict[str, int]:
         q = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
-        return {s: int(n) for s, n in await self._read(_tuples, q)}
+        return {s: int(n) for s, n in await self._read(ops.tuples, q)}
 
     # --- claiming and leases -------------------------------------------------------------
 
@@ -264,7 +264,7 @@ class SqlStore:
         pick = (
             sa.select(tasks.c.id)
             .where(
-                *_lane(route, int(priority)),
+                *ops.in_lane(route, int(priority)),
                 tasks.c.run_after <= now,
                 sa.or_(tasks.c.deadline.is_(None), tasks.c.deadline > now),
             )
@@ -292,7 +292,7 @@ class SqlStore:
             )
             .returning(*tasks.c)
         )
-        rows = await self._write(_all, stmt)
+        rows = await self._write(ops.rows, stmt)
         return sorted((Task.from_row(r) for r in rows), key=lambda t: (t.fair_seq, t.id))
 
     async def renew(self, ids: Iterable[str], worker: str, lease: float) -> set[str]:
@@ -306,7 +306,7 @@ class SqlStore:
             .values(lease_until=time.time() + lease)
             .returning(tasks.c.id)
         )
-        return {row["id"] for row in await self._write(_all, stmt)}
+        return {row["id"] for row in await self._write(ops.rows, stmt)}
 
     # --- ending attempts -------------------------------------------------------------------
 
@@ -316,11 +316,11 @@ class SqlStore:
         return await self._finishes.submit(outcome)
 
     async def _finish_batch(self, batch: Sequence[Outcome]) -> list[Task | None]:
-        return await self._write(_finish_in, batch)
+        return await self._write(ops.finish_batch, batch)
 
     async def record_attempt(self, o: Outcome) -> None:
         """Add an attempt to a task's history without touching the task (a cancelled call)."""
-        await self._write(_execute, attempts.insert(), [_attempt_row(o, time.time())])
+        await self._write(ops.execute, attempts.insert(), [ops.attempt_row(o, time.time())])
 
     async def cancel(self, task_id: str, tenant: str | None) -> Task | None:
         """Cancel a pending or running task. Returns the task after the attempt (already
@@ -341,7 +341,7 @@ class SqlStore:
             )
             .returning(*tasks.c)
         )
-        return await self._write(_one_task, stmt) or await self.get(task_id, tenant)
+        return await self._write(ops.one_task, stmt) or await self.get(task_id, tenant)
 
     async def sweep(self) -> list[Task]:
         """Requeue tasks whose worker stopped renewing its lease (failing those out of
@@ -349,14 +349,14 @@ class SqlStore:
         transactions of at most ``SWEEP_BATCH`` lost tasks, as many as there are."""
         changed: list[Task] = []
         while True:
-            batch, more = await self._write(_sweep_in, time.time())
+            batch, more = await self._write(ops.sweep_once, time.time())
             changed += batch
             if not more:
                 return changed
 
     async def processing_workers(self) -> set[str]:
         q = sa.select(tasks.c.worker).where(tasks.c.status == PROCESSING).distinct()
-        return {row["worker"] for row in await self._read(_all, q)}
+        return {row["worker"] for row in await self._read(ops.rows, q)}
 
     async def expire_leases(self, workers: Iterable[str]) -> None:
         """End the leases of workers known to be dead, so the next sweep requeues their tasks."""
@@ -365,18 +365,18 @@ class SqlStore:
             .where(tasks.c.status == PROCESSING, tasks.c.worker.in_(list(workers)))
             .values(lease_until=0.0)
         )
-        await self._write(_execute, stmt)
+        await self._write(ops.execute, stmt)
 
     # --- files -----------------------------------------------------------------------------
 
     async def add_file(self, f: StoredFile) -> None:
-        await self._write(_execute, files.insert(), [f.as_dict()])
+        await self._write(ops.execute, files.insert(), [f.as_dict()])
 
     async def get_file(self, file_id: str, tenant: str | None) -> StoredFile | None:
         q = sa.select(files).where(files.c.id == file_id)
         if tenant is not None:
             q = q.where(files.c.tenant == tenant)
-        rows = await self._read(_all, q)
+        rows = await self._read(ops.rows, q)
         return StoredFile(**rows[0]) if rows else None
 
     # --- API keys ------------------------------------------------------------------------
@@ -392,20 +392,20 @@ class SqlStore:
             created_at=time.time(),
             prefix=secret[:10],
         )
-        row = {**_key_row(key), "hash": _hash_key(secret)}
-        await self._write(_execute, api_keys.insert(), [row])
+        row = {**ops.key_row(key), "hash": _hash_key(secret)}
+        await self._write(ops.execute, api_keys.insert(), [row])
         return key, secret
 
     async def key_for_secret(self, secret: str) -> ApiKey | None:
         q = sa.select(api_keys).where(api_keys.c.hash == _hash_key(secret))
-        rows = await self._read(_all, q)
-        return _key_from_row(rows[0]) if rows else None
+        rows = await self._read(ops.rows, q)
+        return ops.key_from_row(rows[0]) if rows else None
 
     async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
         q = sa.select(api_keys).order_by(api_keys.c.created_at)
         if tenant is not None:
             q = q.where(api_keys.c.tenant == tenant)
-        return [_key_from_row(r) for r in await self._read(_all, q)]
+        return [ops.key_from_row(r) for r in await self._read(ops.rows, q)]
 
     async def revoke_key(self, key_id: str) -> bool:
         stmt = (
@@ -414,7 +414,7 @@ class SqlStore:
             .values(revoked_at=time.time())
             .returning(api_keys.c.id)
         )
-        return bool(await self._write(_all, stmt))
+        return bool(await self._write(ops.rows, stmt))
 
     async def has_admin_key(self) -> bool:
         q = (
@@ -422,227 +422,7 @@ class SqlStore:
             .where(api_keys.c.admin.is_(True), api_keys.c.revoked_at.is_(None))
             .limit(1)
         )
-        return await self._read(_scalar, q) is not None
-
-
-# --- statements, as functions of a connection -------------------------------------------------
-
-
-def _all(conn: Conn, stmt: sa.Executable) -> list[sa.RowMapping]:
-    return list(conn.execute(stmt).mappings().all())
-
-
-def _one_task(conn: Conn, stmt: sa.Executable) -> Task | None:
-    row = conn.execute(stmt).mappings().first()
-    return Task.from_row(row) if row else None
-
-
-def _scalar(conn: Conn, stmt: sa.Executable) -> Any:
-    return conn.execute(stmt).scalar()
-
-
-def _tuples(conn: Conn, stmt: sa.Executable) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in conn.execute(stmt).all()]
-
-
-def _execute(conn: Conn, stmt: sa.Executable, params: list[dict[str, Any]] | None = None) -> None:
-    conn.execute(stmt, params)
-
-
-def _lane(route: str, priority: int) -> tuple[sa.ColumnElement[bool], ...]:
-    return (tasks.c.status == PENDING, tasks.c.route == route, tasks.c.priority == priority)
-
-
-def _replay(existing: Task, new: NewTask) -> tuple[Task, bool] | Conflict:
-    """A repeated idempotency key: the stored task if the request is the same, else 409."""
-    if existing.request_hash == new.request_hash:
-        return existing, False
-    return Conflict(
-        "idempotency key reused with a different request",
-        idempotency_key=new.idempotency_key,
-        task_id=existing.id,
-    )
-
-
-def _by_idempotency_key(conn: Conn, tenant: str, key: str) -> Task | None:
-    q = sa.select(tasks).where(tasks.c.tenant == tenant, tasks.c.idempotency_key == key)
-    return _one_task(conn, q)
-
-
-def _fair_seqs(conn: Conn, batch: Sequence[NewTask]) -> list[int]:
-    """Number each new task within its lane so that keys share the lane fairly."""
-    fronts: dict[tuple[str, int], int | None] = {}
-    lasts: dict[tuple[str, int, str], int | None] = {}
-    out = []
-    for new in batch:
-        lane = (new.route, int(new.priority))
-        if lane not in fronts:
-            fronts[lane] = conn.scalar(
-                sa.select(sa.func.min(tasks.c.fair_seq)).where(*_lane(*lane))
-            )
-        key = (*lane, new.api_key_id)
-        if key not in lasts:
-            lasts[key] = conn.scalar(
-                sa.select(sa.func.max(tasks.c.fair_seq)).where(
-                    *_lane(*lane), tasks.c.api_key_id == new.api_key_id
-                )
-            )
-        seq = fair_seq(fronts[lane], lasts[key])
-        lasts[key] = seq
-        out.append(seq)
-    return out
-
-
-def _fence(o: Outcome) -> dict[str, Any]:
-    return {"b_id": o.task_id, "b_worker": o.worker, "b_attempt": o.attempt}
-
-
-_FENCED = tasks.update().where(
-    tasks.c.id == sa.bindparam("b_id"),
-    tasks.c.status == PROCESSING,
-    tasks.c.worker == sa.bindparam("b_worker"),
-    tasks.c.attempts == sa.bindparam("b_attempt"),
-)
-_END = _FENCED.values(
-    status=sa.bindparam("b_status"),
-    instance=sa.bindparam("b_instance"),
-    result=sa.bindparam("b_result", type_=tasks.c.result.type),
-    error=sa.bindparam("b_error", type_=tasks.c.error.type),
-    updated_at=sa.bindparam("b_now"),
-    finished_at=sa.bindparam("b_now"),
-    lease_until=None,
-)
-_RETRY = _FENCED.values(
-    status=PENDING,
-    instance=sa.bindparam("b_instance"),
-    error=sa.bindparam("b_error", type_=tasks.c.error.type),
-    route=sa.bindparam("b_route"),
-    run_after=sa.bindparam("b_run_after"),
-    updated_at=sa.bindparam("b_now"),
-    worker=None,
-    lease_until=None,
-)
-
-
-def _finish_in(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
-    """Write a batch of attempt endings with one executemany per kind, then read back which
-    of them applied: a fenced-out ending (cancelled, lease lost, duplicate) changes no row.
-
-    Rows written here carry this batch's ``updated_at`` (a float timestamp of this call);
-    another writer would have to end the same task in the same microsecond, inside our
-    transaction, to be mistaken for ours.
-    """
-    now = time.time()
-    ends, retries = [], []
-    for o in batch:
-        common = {**_fence(o), "b_instance": o.instance, "b_error": o.error, "b_now": now}
-        if o.status is Status.PENDING:
-            retries.append(
-                {**common, "b_route": o.next_route or o.route, "b_run_after": o.run_after}
-            )
-        else:
-            ends.append({**common, "b_status": o.status.value, "b_result": o.result})
-    if ends:
-        conn.execute(_END, ends)
-    if retries:
-        conn.execute(_RETRY, retries)
-    ids = [o.task_id for o in batch]
-    written = sa.select(tasks).where(tasks.c.id.in_(ids), tasks.c.updated_at == now)
-    applied = {r["id"]: Task.from_row(r) for r in conn.execute(written).mappings()}
-    out: list[Task | None] = []
-    history = []
-    for o in batch:
-        task = applied.pop(o.task_id, None)  # pop: a duplicate in the batch gets None
-        out.append(task)
-        if task is not None:
-            history.append(_attempt_row(o, now))
-    if history:
-        conn.execute(attempts.insert(), history)
-    return out
-
-
-def _attempt_row(o: Outcome, now: float) -> dict[str, Any]:
-    return {
-        "task_id": o.task_id,
-        "number": o.attempt,
-        "route": o.route,
-        "instance": o.instance,
-        "started_at": o.started_at,
-        "ended_at": now,
-        "outcome": o.label,
-        "error": o.error,
-    }
-
-
-SWEEP_BATCH = 500
-
-
-def _sweep_in(conn: Conn, now: float) -> tuple[list[Task], bool]:
-    """One bounded sweep; also says whether more lost tasks may remain."""
-    expired = sa.select(tasks).where(tasks.c.status == PROCESSING, tasks.c.lease_until < now)
-    lost = _all(conn, expired.limit(SWEEP_BATCH))
-    changed = [t for row in lost if (t := _requeue_lost(conn, Task.from_row(row), now))]
-    error = {"type": "deadline", "message": "the queue-wait deadline passed before it started"}
-    timed_out = (
-        tasks.update()
-        .where(tasks.c.status == PENDING, tasks.c.deadline < now)
-        .values(status=Status.TIMEOUT.value, error=error, finished_at=now, updated_at=now)
-        .returning(*tasks.c)
-    )
-    changed += [Task.from_row(r) for r in _all(conn, timed_out)]
-    return changed, len(lost) == SWEEP_BATCH
-
-
-def _requeue_lost(conn: Conn, t: Task, now: float) -> Task | None:
-    error = {"type": "worker_lost", "message": f"worker {t.worker} stopped renewing its lease"}
-    values: dict[str, Any] = {"error": error, "updated_at": now, "lease_until": None}
-    if t.attempts >= t.max_attempts:
-        values.update(status=Status.FAILED.value, finished_at=now)
-    else:
-        values.update(status=PENDING, worker=None, run_after=now)
-    stmt = (
-        tasks.update()
-        .where(
-            tasks.c.id == t.id,
-            tasks.c.status == PROCESSING,
-            tasks.c.worker == t.worker,
-            tasks.c.attempts == t.attempts,
-            tasks.c.lease_until < now,
-        )
-        .values(**values)
-        .returning(*tasks.c)
-    )
-    task = _one_task(conn, stmt)
-    if task is not None:
-        lost = Outcome(
-            task_id=t.id,
-            worker=t.worker or "",
-            attempt=t.attempts,
-            status=task.status,
-            label="lost",
-            instance=t.instance or "",
-            route=t.route,
-            started_at=t.claimed_at or now,
-            error=error,
-        )
-        conn.execute(attempts.insert(), [_attempt_row(lost, now)])
-    return task
-
-
-def _key_row(key: ApiKey) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "tenant": key.tenant,
-        "name": key.name,
-        "admin": key.admin,
-        "prefix": key.prefix,
-        "created_at": key.created_at,
-        "revoked_at": key.revoked_at,
-    }
-
-
-def _key_from_row(row: Any) -> ApiKey:
-    return ApiKey(**{k: v for k, v in row.items() if k != "hash"})
+        return await self._read(ops.scalar, q) is not None
 
 
 def _sqlite_setup(engine: sa.Engine) -> None:

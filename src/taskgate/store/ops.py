@@ -1,0 +1,239 @@
+"""The store's statements, each a synchronous function of a ``Connection``.
+
+:class:`~taskgate.store.sql.SqlStore` runs them in a transaction: inline on SQLite, through
+``AsyncConnection.run_sync`` on PostgreSQL. Nothing here awaits, reads the clock of its own
+accord or holds state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from taskgate.errors import Conflict
+from taskgate.models import ApiKey, Status, Task
+from taskgate.policy import fair_seq
+from taskgate.store.base import NewTask, Outcome
+from taskgate.store.schema import attempts, tasks
+
+Conn = sa.Connection
+PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
+
+
+def rows(conn: Conn, stmt: sa.Executable) -> list[sa.RowMapping]:
+    return list(conn.execute(stmt).mappings().all())
+
+
+def one_task(conn: Conn, stmt: sa.Executable) -> Task | None:
+    row = conn.execute(stmt).mappings().first()
+    return Task.from_row(row) if row else None
+
+
+def scalar(conn: Conn, stmt: sa.Executable) -> Any:
+    return conn.execute(stmt).scalar()
+
+
+def tuples(conn: Conn, stmt: sa.Executable) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(stmt).all()]
+
+
+def execute(conn: Conn, stmt: sa.Executable, params: list[dict[str, Any]] | None = None) -> None:
+    conn.execute(stmt, params)
+
+
+def in_lane(route: str, priority: int) -> tuple[sa.ColumnElement[bool], ...]:
+    return (tasks.c.status == PENDING, tasks.c.route == route, tasks.c.priority == priority)
+
+
+def replay(existing: Task, new: NewTask) -> tuple[Task, bool] | Conflict:
+    """A repeated idempotency key: the stored task if the request is the same, else 409."""
+    if existing.request_hash == new.request_hash:
+        return existing, False
+    return Conflict(
+        "idempotency key reused with a different request",
+        idempotency_key=new.idempotency_key,
+        task_id=existing.id,
+    )
+
+
+def by_idempotency_key(conn: Conn, tenant: str, key: str) -> Task | None:
+    q = sa.select(tasks).where(tasks.c.tenant == tenant, tasks.c.idempotency_key == key)
+    return one_task(conn, q)
+
+
+def fair_seqs(conn: Conn, batch: Sequence[NewTask]) -> list[int]:
+    """Number each new task within its lane so that keys share the lane fairly."""
+    fronts: dict[tuple[str, int], int | None] = {}
+    lasts: dict[tuple[str, int, str], int | None] = {}
+    out = []
+    for new in batch:
+        lane = (new.route, int(new.priority))
+        if lane not in fronts:
+            front = sa.select(sa.func.min(tasks.c.fair_seq)).where(*in_lane(*lane))
+            fronts[lane] = conn.scalar(front)
+        key = (*lane, new.api_key_id)
+        if key not in lasts:
+            lasts[key] = conn.scalar(
+                sa.select(sa.func.max(tasks.c.fair_seq)).where(
+                    *in_lane(*lane), tasks.c.api_key_id == new.api_key_id
+                )
+            )
+        seq = fair_seq(fronts[lane], lasts[key])
+        lasts[key] = seq
+        out.append(seq)
+    return out
+
+
+def _fence(o: Outcome) -> dict[str, Any]:
+    return {"b_id": o.task_id, "b_worker": o.worker, "b_attempt": o.attempt}
+
+
+_FENCED = tasks.update().where(
+    tasks.c.id == sa.bindparam("b_id"),
+    tasks.c.status == PROCESSING,
+    tasks.c.worker == sa.bindparam("b_worker"),
+    tasks.c.attempts == sa.bindparam("b_attempt"),
+)
+_END = _FENCED.values(
+    status=sa.bindparam("b_status"),
+    instance=sa.bindparam("b_instance"),
+    result=sa.bindparam("b_result", type_=tasks.c.result.type),
+    error=sa.bindparam("b_error", type_=tasks.c.error.type),
+    updated_at=sa.bindparam("b_now"),
+    finished_at=sa.bindparam("b_now"),
+    lease_until=None,
+)
+_RETRY = _FENCED.values(
+    status=PENDING,
+    instance=sa.bindparam("b_instance"),
+    error=sa.bindparam("b_error", type_=tasks.c.error.type),
+    route=sa.bindparam("b_route"),
+    run_after=sa.bindparam("b_run_after"),
+    updated_at=sa.bindparam("b_now"),
+    worker=None,
+    lease_until=None,
+)
+
+
+def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
+    """Write a batch of attempt endings with one executemany per kind, then read back which
+    of them applied: a fenced-out ending (cancelled, lease lost, duplicate) changes no row.
+
+    Rows written here carry this batch's ``updated_at`` (a float timestamp of this call);
+    another writer would have to end the same task in the same microsecond, inside our
+    transaction, to be mistaken for ours.
+    """
+    now = time.time()
+    ends, retries = [], []
+    for o in batch:
+        common = {**_fence(o), "b_instance": o.instance, "b_error": o.error, "b_now": now}
+        if o.status is Status.PENDING:
+            retries.append(
+                {**common, "b_route": o.next_route or o.route, "b_run_after": o.run_after}
+            )
+        else:
+            ends.append({**common, "b_status": o.status.value, "b_result": o.result})
+    if ends:
+        conn.execute(_END, ends)
+    if retries:
+        conn.execute(_RETRY, retries)
+    ids = [o.task_id for o in batch]
+    written = sa.select(tasks).where(tasks.c.id.in_(ids), tasks.c.updated_at == now)
+    applied = {r["id"]: Task.from_row(r) for r in conn.execute(written).mappings()}
+    out: list[Task | None] = []
+    history = []
+    for o in batch:
+        task = applied.pop(o.task_id, None)  # pop: a duplicate in the batch gets None
+        out.append(task)
+        if task is not None:
+            history.append(attempt_row(o, now))
+    if history:
+        conn.execute(attempts.insert(), history)
+    return out
+
+
+def attempt_row(o: Outcome, now: float) -> dict[str, Any]:
+    return {
+        "task_id": o.task_id,
+        "number": o.attempt,
+        "route": o.route,
+        "instance": o.instance,
+        "started_at": o.started_at,
+        "ended_at": now,
+        "outcome": o.label,
+        "error": o.error,
+    }
+
+
+SWEEP_BATCH = 500
+
+
+def sweep_once(conn: Conn, now: float) -> tuple[list[Task], bool]:
+    """One bounded sweep; also says whether more lost tasks may remain."""
+    expired = sa.select(tasks).where(tasks.c.status == PROCESSING, tasks.c.lease_until < now)
+    lost = rows(conn, expired.limit(SWEEP_BATCH))
+    changed = [t for row in lost if (t := _requeue_lost(conn, Task.from_row(row), now))]
+    error = {"type": "deadline", "message": "the queue-wait deadline passed before it started"}
+    timed_out = (
+        tasks.update()
+        .where(tasks.c.status == PENDING, tasks.c.deadline < now)
+        .values(status=Status.TIMEOUT.value, error=error, finished_at=now, updated_at=now)
+        .returning(*tasks.c)
+    )
+    changed += [Task.from_row(r) for r in rows(conn, timed_out)]
+    return changed, len(lost) == SWEEP_BATCH
+
+
+def _requeue_lost(conn: Conn, t: Task, now: float) -> Task | None:
+    error = {"type": "worker_lost", "message": f"worker {t.worker} stopped renewing its lease"}
+    values: dict[str, Any] = {"error": error, "updated_at": now, "lease_until": None}
+    if t.attempts >= t.max_attempts:
+        values.update(status=Status.FAILED.value, finished_at=now)
+    else:
+        values.update(status=PENDING, worker=None, run_after=now)
+    stmt = (
+        tasks.update()
+        .where(
+            tasks.c.id == t.id,
+            tasks.c.status == PROCESSING,
+            tasks.c.worker == t.worker,
+            tasks.c.attempts == t.attempts,
+            tasks.c.lease_until < now,
+        )
+        .values(**values)
+        .returning(*tasks.c)
+    )
+    task = one_task(conn, stmt)
+    if task is not None:
+        lost = Outcome(
+            task_id=t.id,
+            worker=t.worker or "",
+            attempt=t.attempts,
+            status=task.status,
+            label="lost",
+            instance=t.instance or "",
+            route=t.route,
+            started_at=t.claimed_at or now,
+            error=error,
+        )
+        conn.execute(attempts.insert(), [attempt_row(lost, now)])
+    return task
+
+
+def key_row(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "tenant": key.tenant,
+        "name": key.name,
+        "admin": key.admin,
+        "prefix": key.prefix,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+def key_from_row(row: Any) -> ApiKey:
+    return ApiKey(**{k: v for k, v in row.items() if k != "hash"})
