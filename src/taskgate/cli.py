@@ -124,10 +124,6 @@ URL = click.option("--url", envvar="TASKGATE_URL", default=DEFAULT_URL, show_def
 KEY = click.option("--key", envvar="TASKGATE_KEY", required=True, help="API key ($TASKGATE_KEY).")
 
 
-def _client(url: str, key: str) -> Client:
-    return Client(url, key)
-
-
 def _print(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -167,7 +163,7 @@ def submit(
     input: str,
 ) -> None:
     """Submit a task; by default wait for it, showing its progress."""
-    with _client(url, key) as c:
+    with Client(url, key) as c:
         task = _api(
             lambda: c.submit(
                 kind,
@@ -232,7 +228,7 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("task_id")
 def status(url: str, key: str, task_id: str) -> None:
     """Show a task."""
-    with _client(url, key) as c:
+    with Client(url, key) as c:
         _print(_api(lambda: c.get(task_id)))
 
 
@@ -243,7 +239,7 @@ def status(url: str, key: str, task_id: str) -> None:
 @click.argument("task_id")
 def wait(url: str, key: str, timeout: float | None, task_id: str) -> None:
     """Wait for a task to end and show it."""
-    with _client(url, key) as c:
+    with Client(url, key) as c:
         task = _api(lambda: c.wait(task_id, timeout))
         _print(task)
         if task["status"] != "SUCCESS":
@@ -256,7 +252,7 @@ def wait(url: str, key: str, timeout: float | None, task_id: str) -> None:
 @click.argument("task_id")
 def cancel(url: str, key: str, task_id: str) -> None:
     """Cancel a task."""
-    with _client(url, key) as c:
+    with Client(url, key) as c:
         _print(_api(lambda: c.cancel(task_id)))
 
 
@@ -278,7 +274,7 @@ def tasks(
     cursor: str | None,
 ) -> None:
     """List tasks, newest first."""
-    with _client(url, key) as c:
+    with Client(url, key) as c:
         page = _api(
             lambda: c.list(
                 status=list(statuses) or None, kind=kind, model=model, limit=limit, cursor=cursor
