@@ -81,6 +81,10 @@ def test_malformed_json_oversized_body_and_unknown_id(make_server: Any) -> None:
         r = c.post("/v1/tasks", json={"kind": "chat", "model": "mock", "input": "x" * 20_000})
         assert r.status_code == 413
         assert r.json()["error"]["type"] == "payload_too_large"
+        chunked = (b"x" * 4096 for _ in range(5))  # no Content-Length: cut off while read
+        r = c.post("/v1/tasks", content=chunked, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert r.json()["error"]["type"] == "payload_too_large"
         assert c.get("/v1/tasks/doesnotexist").status_code == 404
         assert c.delete("/v1/tasks/doesnotexist").status_code == 404
         assert c.get("/v1/tasks").json()["data"] == []
