@@ -177,10 +177,10 @@ class Scheduler:
 
     async def _dispatch_loop(self) -> None:
         interval = self.settings.scheduler.poll_interval
-        next_sweep = time.monotonic()
+        next_reread = time.monotonic()
         while not self._stopping:
-            if time.monotonic() >= next_sweep:  # retries fall due; other gateways add work
-                next_sweep = time.monotonic() + interval
+            if time.monotonic() >= next_reread:  # retries fall due; other gateways add work
+                next_reread = time.monotonic() + interval
                 for lane in self.lanes.values():
                     lane.dry.clear()
             try:
