@@ -31,13 +31,14 @@ import contextlib
 import hashlib
 import json
 import re
-import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes import in_thread
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 CHAT_FIELDS = {
@@ -148,20 +149,9 @@ class FakeOpenAI:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    @contextlib.contextmanager
-    def in_thread(self) -> Iterator[FakeOpenAI]:
+    def in_thread(self) -> contextlib.AbstractContextManager[FakeOpenAI]:
         """Serve from a thread with its own event loop, for tests that block."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
-            yield self
-        finally:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
+        return in_thread(self)
 
     # --- handling ------------------------------------------------------------------------
 
