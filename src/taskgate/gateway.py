@@ -46,8 +46,11 @@ class Gateway:
         self.settings = settings
         self.store = store
         self.events = events
-        # the configured kinds, and those a routed provider declares (a plugin's own kinds)
-        declared = (lookup(r.provider).kinds or frozenset() for r in settings.routes)
+        # the configured kinds, and those each route (or else its provider) declares serving
+        declared = (
+            r.kinds if r.kinds is not None else lookup(r.provider).kinds or ()
+            for r in settings.routes
+        )
         self.kinds = sorted(set(settings.kinds).union(*declared))
 
     # --- accepting -----------------------------------------------------------------------

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import web
 from pydantic import SecretStr
 
 import taskgate.providers.http  # noqa: F401  (registers "http")
@@ -19,64 +15,9 @@ from taskgate import errors
 from taskgate.config import Instance, Route
 from taskgate.providers import Call, Result, build
 from tests.e2e.conftest import free_port
+from tests.fakes.http_server import FakeServer
 
 KEY = "in-house-5e1b7c9a20d3"
-
-
-@dataclass(frozen=True)
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any  # parsed JSON; None when empty or not JSON
-
-
-class FakeServer:
-    """Records every request; answers with the queued replies, else echoes the body back."""
-
-    def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self.replies: deque[web.Response] = deque()
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def reply(
-        self, status: int = 200, body: Any = None, text: str | None = None, **kw: Any
-    ) -> None:
-        if text is None:
-            self.replies.append(web.json_response(body, status=status, **kw))
-        else:
-            self.replies.append(web.Response(status=status, text=text, **kw))
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        self.requests.append(Recorded(request.method, request.path, dict(request.headers), body))
-        if request.path == "/slow":
-            await asyncio.sleep(3)
-        if self.replies:
-            return self.replies.popleft()
-        return web.json_response({"echo": body, "usage": {"tokens": 3}})
-
-    async def __aenter__(self) -> FakeServer:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 @pytest.fixture

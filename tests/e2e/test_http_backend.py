@@ -1,0 +1,54 @@
+"""A taskgate server process whose route uses the YAML-described ``http`` provider against a
+fake in-house model server running in this test process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Server
+from tests.e2e.test_api import submit, wait
+from tests.fakes import in_thread
+from tests.fakes.http_server import FakeServer
+
+KEY = "in-house-e2e-77aa31"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    with in_thread(FakeServer()) as server:
+        yield server
+
+
+def test_an_in_house_server_described_in_yaml_runs_tasks(
+    make_server: Any, fake: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANKER_KEY", KEY)
+    route = {
+        "name": "ranker",
+        "models": ["ranker-*"],
+        "provider": "http",
+        "kinds": ["rank"],  # a kind of our own: declaring it on the route makes it known
+        "instances": [{"name": "r1", "endpoint": fake.url, "secret_env": "RANKER_KEY"}],
+        "options": {
+            "path": "/v1/rank",
+            "headers": {"Authorization": "Bearer {secret}"},
+            "body": {"model": "{{model}}", "query": "{{input.query}}", "k": "{{params.k}}"},
+            "result_path": "echo",
+            "usage_path": "usage",
+        },
+    }
+    server: Server = make_server([route])
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        task = submit(c, kind="rank", model="ranker-v2", input={"query": "cats"}, params={"k": 3})
+        done = wait(c, task["id"])
+    assert done["status"] == "SUCCESS", done
+    assert done["result"]["output"] == {"model": "ranker-v2", "query": "cats", "k": 3}
+    assert done["result"]["usage"] == {"tokens": 3}
+    sent = fake.requests[-1]
+    assert (sent.method, sent.path) == ("POST", "/v1/rank")
+    assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert KEY not in server.log.read_text()
