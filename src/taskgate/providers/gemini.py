@@ -26,27 +26,16 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 
 from taskgate import errors
-from taskgate.config import Route
-from taskgate.providers.base import Call, Provider, Result
-from taskgate.providers.openai import (
-    SNIPPET,
-    as_dict,
-    bad_response,
-    loads,
-    parse_object,
-    request_timeout,
-    retry_after,
-    scrub,
-    upstream_model,
-)
+from taskgate.providers.base import Call, Result
+from taskgate.providers.openai import as_dict, loads, parse_object, upstream_model
 from taskgate.providers.registry import register_provider
+from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, scrub
 
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com"
 ROLES = {"user": "user", "assistant": "model"}
@@ -69,16 +58,11 @@ SOFT_REFUSALS = (
     "i am unable to",
 )
 DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,([A-Za-z0-9+/=\s]+)", re.ASCII)
-CONNECT_TIMEOUT = 10.0
 
 
 @register_provider("gemini")
-class GeminiProvider(Provider):
+class GeminiProvider(WebProvider):
     kinds = frozenset({"chat"})
-
-    def __init__(self, route: Route) -> None:
-        super().__init__(route)
-        self._session: aiohttp.ClientSession | None = None
 
     async def run(self, call: Call) -> Result:
         if call.kind != "chat":
@@ -88,39 +72,13 @@ class GeminiProvider(Provider):
             data = parse_object(await resp.read(), call)
         return reply_result(data, call)
 
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @contextlib.asynccontextmanager
-    async def _post(
+    def _post(
         self, call: Call, body: dict[str, Any]
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST ``body``; yield a 2xx response; turn everything else into our errors."""
-        url = generate_url(call)
-        timeout = request_timeout(call)
-        try:
-            async with self._client().post(
-                url, data=orjson.dumps(body), headers=headers(call), timeout=timeout
-            ) as resp:
-                if resp.status >= 400:
-                    raise await http_error(resp, call)
-                yield resp
-        except TimeoutError as exc:  # aiohttp's own timeouts; the run timeout cancels instead
-            raise errors.ProviderTimeout(
-                f"{url}: timed out (connect {timeout.sock_connect:g}s, read {timeout.sock_read:g}s)"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            text = f"connection to {url} failed: {type(exc).__name__}: {exc}"
-            raise errors.ConnectionFailed(scrub(text, call)) from exc
+    ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self._request(call, "POST", generate_url(call), orjson.dumps(body), headers(call))
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0)  # the scheduler bounds concurrency
-            )
-        return self._session
+    async def http_error(self, resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
+        return await gemini_error(resp, call)
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -258,7 +216,7 @@ def usage_of(raw: Any) -> dict[str, Any]:
 # --- errors ------------------------------------------------------------------------------
 
 
-async def http_error(resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
+async def gemini_error(resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
     text = await resp.text(errors="replace")
     error = as_dict(as_dict(loads(text)).get("error"))
     message = str(error.get("message") or text.strip()[:SNIPPET] or "(empty reply)")

@@ -52,15 +52,14 @@ import aiohttp
 import orjson
 
 from taskgate import errors
-from taskgate.config import Instance, Route
-from taskgate.providers.base import Call, Provider, Result
+from taskgate.config import Route
+from taskgate.providers.base import Call, Result
 from taskgate.providers.registry import register_provider
+from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, scrub
 
 PLACEHOLDERS = frozenset({"input", "params", "model", "kind", "task_id"})
 FIELD_PLACEHOLDERS = frozenset({"input", "params"})  # the ones that take ``.FIELD``
 DEFAULT_BODY: dict[str, Any] = {"model": "{{model}}", "input": "{{input}}", "params": "{{params}}"}
-CONNECT_TIMEOUT = 10.0
-SNIPPET = 300  # characters of an unexpected body quoted in an error
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _UNSET = object()
@@ -159,7 +158,7 @@ def validate_path(path: Any, option: str) -> None:
 
 
 @register_provider("http")
-class HttpProvider(Provider):
+class HttpProvider(WebProvider):
     kinds = None  # the server decides what it can do
 
     def __init__(self, route: Route) -> None:
@@ -175,48 +174,25 @@ class HttpProvider(Provider):
                 raise ValueError(
                     f"route {route.name!r}, instance {instance.name!r}: {exc}"
                 ) from exc
-        self._session: aiohttp.ClientSession | None = None
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def run(self, call: Call) -> Result:
         url = str(call.instance.endpoint).rstrip("/") + str(call.option("path", "") or "")
         method = str(call.option("method", "POST")).upper()
         body = request_body(call)
-        timeout = request_timeout(call)
-        try:
-            async with self._client().request(
-                method,
-                url,
-                data=None if body is _UNSET else orjson.dumps(body),
-                headers=request_headers(call),
-                timeout=timeout,
-            ) as resp:
-                if resp.status >= 400:
-                    raise await http_error(resp, call)
-                raw = await resp.read()
-        except TimeoutError as exc:  # aiohttp's own timeouts; the run timeout cancels instead
-            raise errors.ProviderTimeout(
-                scrub(
-                    f"{method} {url}: timed out "
-                    f"(connect {timeout.sock_connect:g}s, read {timeout.sock_read:g}s)",
-                    call.instance,
-                )
-            ) from exc
-        except aiohttp.ClientError as exc:
-            text = f"connection to {url} failed: {type(exc).__name__}: {exc}"
-            raise errors.ConnectionFailed(scrub(text, call.instance)) from exc
+        data = None if body is _UNSET else orjson.dumps(body)
+        async with self._request(call, method, url, data, request_headers(call)) as resp:
+            raw = await resp.read()
         return reply_result(raw, call)
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0)  # the scheduler bounds concurrency
-            )
-        return self._session
+    async def http_error(self, resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
+        text = await resp.text(errors="replace")
+        message, code = error_detail(text)
+        return errors.from_http_status(
+            resp.status,
+            scrub(message, call),
+            provider_code=None if code is None else scrub(code, call),
+            retry_after=retry_after(resp.headers.get("Retry-After")),
+        )
 
 
 def validate_options(options: Mapping[str, Any]) -> None:
@@ -273,11 +249,6 @@ def request_headers(call: Call) -> dict[str, str]:
     return out
 
 
-def request_timeout(call: Call) -> aiohttp.ClientTimeout:
-    read = float(call.option("read_timeout", call.route.timeout))
-    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=read)
-
-
 # --- replies -----------------------------------------------------------------------------
 
 
@@ -306,17 +277,6 @@ def pick(data: Any, path: str, option: str, raw: bytes, call: Call) -> Any:
 # --- errors ------------------------------------------------------------------------------
 
 
-async def http_error(resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
-    text = await resp.text(errors="replace")
-    message, code = error_detail(text)
-    return errors.from_http_status(
-        resp.status,
-        scrub(message, call.instance),
-        provider_code=None if code is None else scrub(code, call.instance),
-        retry_after=retry_after(resp.headers.get("Retry-After")),
-    )
-
-
 def error_detail(text: str) -> tuple[str, str | None]:
     """Message and code from ``error.message``, ``message`` or ``detail``; else the raw text."""
     try:
@@ -340,22 +300,3 @@ def error_detail(text: str) -> tuple[str, str | None]:
                 )
                 return message[:SNIPPET], None if code is None else str(code)
     return text.strip()[:SNIPPET] or "(empty reply)", None
-
-
-def retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds; an HTTP date is ignored (the backoff decides)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def bad_response(what: str, raw: bytes, call: Call) -> errors.BadResponse:
-    snippet = raw[:SNIPPET].decode(errors="replace")
-    return errors.BadResponse(scrub(f"{what}: {snippet}" if snippet else what, call.instance))
-
-
-def scrub(text: str, instance: Instance) -> str:
-    """Blank the instance's secret out of text that came from outside."""
-    secret = instance.secret.get_secret_value() if instance.secret else ""
-    return text.replace(secret, "***") if secret else text

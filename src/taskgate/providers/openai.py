@@ -21,7 +21,6 @@ text the backend sent back.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +29,9 @@ import orjson
 
 from taskgate import errors
 from taskgate.config import Route
-from taskgate.providers.base import Call, Provider, Result
+from taskgate.providers.base import Call, Result
 from taskgate.providers.registry import register_provider
+from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, scrub
 
 CHAT_PARAMS = (
     "temperature",
@@ -44,21 +44,19 @@ CHAT_PARAMS = (
     "seed",
 )
 EMBEDDING_PARAMS = ("dimensions",)
-CONNECT_TIMEOUT = 10.0
 READ_BUFSIZE = 1 << 20  # an SSE line may be up to twice this long
-SNIPPET = 300  # characters of an unexpected body quoted in an error
 
 
 @register_provider("openai")
-class OpenAIProvider(Provider):
+class OpenAIProvider(WebProvider):
     kinds = frozenset({"chat", "embedding"})
+    read_bufsize = READ_BUFSIZE
 
     def __init__(self, route: Route) -> None:
         super().__init__(route)
         missing = [i.name for i in route.instances if not i.endpoint]
         if missing:
             raise ValueError(f"route {route.name!r}: openai instances need an endpoint: {missing}")
-        self._session: aiohttp.ClientSession | None = None
 
     async def run(self, call: Call) -> Result:
         if call.kind == "chat":
@@ -68,11 +66,6 @@ class OpenAIProvider(Provider):
         raise errors.InvalidInput(
             f"the openai provider serves chat and embedding, not kind {call.kind!r}"
         )
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def _chat(self, call: Call) -> Result:
         body = chat_body(call)
@@ -87,35 +80,21 @@ class OpenAIProvider(Provider):
         async with self._post(call, "/embeddings", embedding_body(call)) as resp:
             return embedding_result(await read_object(resp, call), call)
 
-    @contextlib.asynccontextmanager
-    async def _post(
+    def _post(
         self, call: Call, path: str, body: dict[str, Any]
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST ``body``; yield a 2xx response; turn everything else into our errors."""
+    ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
         url = str(call.instance.endpoint).rstrip("/") + path
-        timeout = request_timeout(call)
-        try:
-            async with self._client().post(
-                url, data=orjson.dumps(body), headers=headers(call), timeout=timeout
-            ) as resp:
-                if resp.status >= 400:
-                    raise await http_error(resp, call)
-                yield resp
-        except TimeoutError as exc:  # aiohttp's own timeouts; the run timeout cancels instead
-            raise errors.ProviderTimeout(
-                f"{url}: timed out (connect {timeout.sock_connect:g}s, read {timeout.sock_read:g}s)"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            text = f"connection to {url} failed: {type(exc).__name__}: {exc}"
-            raise errors.ConnectionFailed(scrub(text, call)) from exc
+        return self._request(call, "POST", url, orjson.dumps(body), headers(call))
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),  # the scheduler bounds concurrency
-                read_bufsize=READ_BUFSIZE,
-            )
-        return self._session
+    async def http_error(self, resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
+        text = await resp.text(errors="replace")
+        message, code = error_detail(loads(text), text)
+        return errors.from_http_status(
+            resp.status,
+            scrub(message, call),
+            provider_code=code,
+            retry_after=retry_after(resp.headers.get("Retry-After")),
+        )
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -126,11 +105,6 @@ def headers(call: Call) -> dict[str, str]:
     if call.instance.secret is not None:
         out["Authorization"] = f"Bearer {call.instance.secret.get_secret_value()}"
     return out
-
-
-def request_timeout(call: Call) -> aiohttp.ClientTimeout:
-    read = float(call.option("read_timeout", call.route.timeout))
-    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=read)
 
 
 def upstream_model(call: Call) -> str:
@@ -304,17 +278,6 @@ def as_dict(value: Any) -> dict[str, Any]:
 # --- errors ------------------------------------------------------------------------------
 
 
-async def http_error(resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
-    text = await resp.text(errors="replace")
-    message, code = error_detail(loads(text), text)
-    return errors.from_http_status(
-        resp.status,
-        scrub(message, call),
-        provider_code=code,
-        retry_after=retry_after(resp.headers.get("Retry-After")),
-    )
-
-
 def stream_error(chunk: dict[str, Any], call: Call) -> errors.ProviderError:
     code = as_dict(chunk["error"]).get("code")
     status = code if isinstance(code, int) and code >= 400 else 500
@@ -336,22 +299,3 @@ def loads(text: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return None
-
-
-def retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds; an HTTP date is ignored (the backoff decides)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def bad_response(what: str, raw: bytes, call: Call) -> errors.BadResponse:
-    snippet = raw[:SNIPPET].decode(errors="replace")
-    return errors.BadResponse(scrub(f"{what}: {snippet}" if snippet else what, call))
-
-
-def scrub(text: str, call: Call) -> str:
-    """Blank the instance's secret out of text that came from outside."""
-    secret = call.instance.secret.get_secret_value() if call.instance.secret else ""
-    return text.replace(secret, "***") if secret else text

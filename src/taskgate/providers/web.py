@@ -1,0 +1,93 @@
+"""What every provider that calls a backend over HTTP shares: one aiohttp session per
+provider, connect and read timeouts, transport errors converted into taskgate's error tree at
+the boundary, and the instance's secret blanked out of whatever text comes back."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from taskgate import errors
+from taskgate.providers.base import Call, Provider
+
+CONNECT_TIMEOUT = 10.0
+SNIPPET = 300  # characters of an unexpected body quoted in an error
+
+
+class WebProvider(Provider):
+    """A provider over aiohttp. Subclasses call :meth:`_request` and say in
+    :meth:`http_error` what an error reply of their backend means."""
+
+    read_bufsize = 1 << 16  # aiohttp's default; a streaming backend may want more
+
+    _session: aiohttp.ClientSession | None = None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),  # the scheduler bounds concurrency
+                read_bufsize=self.read_bufsize,
+            )
+        return self._session
+
+    @contextlib.asynccontextmanager
+    async def _request(
+        self, call: Call, method: str, url: str, body: bytes | None, headers: dict[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send one request; yield a 2xx response; turn everything else into our errors."""
+        timeout = request_timeout(call)
+        try:
+            async with self._client().request(
+                method, url, data=body, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status >= 400:
+                    raise await self.http_error(resp, call)
+                yield resp
+        except TimeoutError as exc:  # aiohttp's own timeouts; the run timeout cancels instead
+            limits = f"connect {timeout.sock_connect:g}s, read {timeout.sock_read:g}s"
+            raise errors.ProviderTimeout(
+                scrub(f"{method} {url}: timed out ({limits})", call)
+            ) from exc
+        except aiohttp.ClientError as exc:
+            text = f"connection to {url} failed: {type(exc).__name__}: {exc}"
+            raise errors.ConnectionFailed(scrub(text, call)) from exc
+
+    async def http_error(self, resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
+        """The error an HTTP error reply stands for; by default its text as the message."""
+        text = await resp.text(errors="replace")
+        return errors.from_http_status(
+            resp.status,
+            scrub(text.strip()[:SNIPPET] or "(empty reply)", call),
+            retry_after=retry_after(resp.headers.get("Retry-After")),
+        )
+
+
+def request_timeout(call: Call) -> aiohttp.ClientTimeout:
+    read = float(call.option("read_timeout", call.route.timeout))
+    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=read)
+
+
+def retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds; an HTTP date is ignored (the backoff decides)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def bad_response(what: str, raw: bytes, call: Call) -> errors.BadResponse:
+    snippet = raw[:SNIPPET].decode(errors="replace")
+    return errors.BadResponse(scrub(f"{what}: {snippet}" if snippet else what, call))
+
+
+def scrub(text: str, call: Call) -> str:
+    """Blank the instance's secret out of text that came from outside."""
+    secret = call.instance.secret.get_secret_value() if call.instance.secret else ""
+    return text.replace(secret, "***") if secret else text
