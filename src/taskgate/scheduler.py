@@ -273,13 +273,27 @@ class Scheduler:
         self._release(run, error)
         written = None
         try:
-            written = await self.store.finish(await self._outcome(run, result, error))
+            written = await self.store.finish(await self._settle(run, result, error))
         except Exception:
             log.exception("could not record the outcome of task %s; its lease will expire", task.id)
         finally:
             self._forget(run)
         if written is not None:
             await self._announce(written)
+
+    async def _settle(
+        self, run: Running, result: Result | None, error: errors.ProviderError | None
+    ) -> Outcome:
+        """The attempt's outcome. If its result cannot be kept (a file that fails to save),
+        the attempt counts as failed and is retried like any other."""
+        try:
+            return await self._outcome(run, result, error)
+        except OSError as exc:
+            if error is not None:
+                raise
+            log.exception("could not keep the result of task %s", run.task.id)
+            lost = errors.BadResponse(f"the result could not be kept: {exc}")
+            return await self._outcome(run, None, lost)
 
     async def _call(self, run: Running) -> Result:
         task, lane = run.task, run.lane

@@ -17,6 +17,7 @@ from taskgate.events import MemoryEvents
 from taskgate.files import Files, LocalBlobs
 from taskgate.gateway import Gateway, Submission
 from taskgate.models import ApiKey, Priority, Status
+from taskgate.providers import OutputFile
 from taskgate.scheduler import Scheduler
 from taskgate.store import SqlStore
 from tests.conftest import reset_postgres, store_url
@@ -198,3 +199,46 @@ async def test_a_failing_instance_cools_down_and_is_probed(rig_factory: Any) -> 
         policy.record_failure(lane.instances[0], conf.routes[0].health, now)
     assert lane.free(now) == 4  # only b's slots
     assert lane.free(now + conf.routes[0].health.cooldown) == 5  # b's four plus one probe of a
+
+
+@register_provider("filer")
+class FileProvider(Provider):
+    async def run(self, call: Call) -> Result:
+        return Result({"ok": True}, files=(OutputFile(b"\x89PNG...", "image/png", "x.png"),))
+
+
+async def test_a_result_that_cannot_be_kept_fails_the_attempt(tmp_path: Path) -> None:
+    conf = Settings.model_validate(
+        {
+            "routes": [
+                {
+                    "name": "f",
+                    "models": ["f"],
+                    "provider": "filer",
+                    "instances": [{"name": "i"}],
+                    "retry": {"max_attempts": 2, "backoff_base": 0.01},
+                }
+            ],
+            "scheduler": {"poll_interval": 0.05},
+        }
+    )
+    store = SqlStore(store_url("sqlite", tmp_path))
+    await store.open()
+    (tmp_path / "not-a-folder").write_text("")  # the blob root cannot be created
+    events = MemoryEvents()
+    scheduler = Scheduler(conf, store, events, Files(store, LocalBlobs(tmp_path / "not-a-folder")))
+    try:
+        await scheduler.start()
+        task, _ = await Gateway(conf, store, events).submit(
+            key("a"), Submission("image", "f", "x", {})
+        )
+        for _ in range(200):
+            if (t := await store.get(task.id)) is not None and t.terminal:
+                break
+            await asyncio.sleep(0.02)
+        assert t is not None and t.status is Status.FAILED
+        assert t.error is not None and "could not be kept" in t.error["message"]
+        assert [a.outcome for a in await store.history(task.id)] == ["retry", "failed"]
+    finally:
+        await scheduler.stop(grace=1)
+        await store.close()
