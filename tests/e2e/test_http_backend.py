@@ -31,7 +31,7 @@ def test_an_in_house_server_described_in_yaml_runs_tasks(
         "models": ["ranker-*"],
         "provider": "http",
         "kinds": ["rank"],  # a kind of our own: declaring it on the route makes it known
-        "instances": [{"name": "r1", "endpoint": fake.url, "secret_env": "RANKER_KEY"}],
+        "instances": [{"name": "r1", "endpoint": fake.base_url, "secret_env": "RANKER_KEY"}],
         "options": {
             "path": "/v1/rank",
             "headers": {"Authorization": "Bearer {secret}"},

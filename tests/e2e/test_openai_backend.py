@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Server
 from tests.e2e.test_api import submit, wait
+from tests.fakes import in_thread
 from tests.fakes.openai_server import FakeOpenAI
 
 KEY = "sk-e2e-4b1d7e09c6a2f835"
@@ -19,7 +20,7 @@ KEY = "sk-e2e-4b1d7e09c6a2f835"
 
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(key=KEY).in_thread() as server:
+    with in_thread(FakeOpenAI(key=KEY)) as server:
         yield server
 
 

@@ -1,4 +1,9 @@
-"""Fakes of outside services that speak their real wire protocols, for tests."""
+"""Fakes of outside services that speak their real wire protocols, for tests.
+
+Each fake is a :class:`LoopbackServer`: an aiohttp app on a free port of 127.0.0.1, used as
+``async with Fake() as fake:`` in async tests, or ``with in_thread(Fake()) as fake:`` where the
+test itself blocks (a taskgate server subprocess driven with sync httpx).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,46 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import Protocol, TypeVar
+from typing import Any, Self, TypeVar
+
+from aiohttp import web
 
 
-class Startable(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
+class LoopbackServer:
+    """Lifecycle shared by the fakes; a subclass only adds its routes in :meth:`routes`."""
+
+    port = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
 
 
-F = TypeVar("F", bound=Startable)
+F = TypeVar("F", bound=LoopbackServer)
 
 
 @contextlib.contextmanager
@@ -33,4 +69,4 @@ def in_thread(fake: F) -> Iterator[F]:
         loop.close()
 
 
-__all__ = ["in_thread"]
+__all__ = ["LoopbackServer", "in_thread"]

@@ -34,6 +34,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes import LoopbackServer
+
 BODY_FIELDS = {"contents", "systemInstruction", "generationConfig", "safetySettings", "tools"}
 CONFIG_FIELDS = {"temperature", "maxOutputTokens", "topP", "topK", "stopSequences"}
 ROLES = ("user", "model")
@@ -97,18 +99,12 @@ class Recorded:
     body: Any  # the parsed JSON, or None when it was not JSON
 
 
-class FakeGemini:
+class FakeGemini(LoopbackServer):
     def __init__(self, key: str = "AIza-fake-key", slow_seconds: float = 5.0) -> None:
         self.key = key
         self.slow_seconds = slow_seconds
         self.requests: list[Recorded] = []
-        self.port = 0
         self._modes: deque[str] = deque()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def script(self, *modes: str) -> None:
         unknown = set(modes) - set(CANNED) - set(OTHER_MODES)
@@ -116,25 +112,8 @@ class FakeGemini:
             raise ValueError(f"unknown fake modes {sorted(unknown)}")
         self._modes.extend(modes)
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1beta/models/{action}", self._generate)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeGemini:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["action"].rpartition(":")

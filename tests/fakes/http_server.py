@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes import LoopbackServer
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -20,18 +22,12 @@ class Recorded:
     body: Any  # parsed JSON; None when empty or not JSON
 
 
-class FakeServer:
+class FakeServer(LoopbackServer):
     """Records every request; answers with the queued replies, else echoes the body back."""
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.replies: deque[web.Response] = deque()
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def reply(
         self, status: int = 200, body: Any = None, text: str | None = None, **kw: Any
@@ -54,22 +50,5 @@ class FakeServer:
             return self.replies.popleft()
         return web.json_response({"echo": body, "usage": {"tokens": 3}})
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()

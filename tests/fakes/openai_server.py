@@ -2,7 +2,7 @@
 
     async with FakeOpenAI(key="sk-test") as fake:         # in the test's event loop
         url = fake.base_url                                # http://127.0.0.1:PORT/v1
-    with FakeOpenAI(key="sk-test").in_thread() as fake:    # its own loop, for sync tests
+    with in_thread(FakeOpenAI(key="sk-test")) as fake:    # its own loop, for sync tests
 
 It checks the bearer key (401) and the request's shape (400), both with OpenAI's error body;
 answers chat with ``echo: <last user message>`` (``deepseek-r1*`` models also reason, and a
@@ -27,7 +27,6 @@ each request that follows:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import re
@@ -38,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes import in_thread
+from tests.fakes import LoopbackServer
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 CHAT_FIELDS = {
@@ -99,15 +98,13 @@ class Recorded:
     body: Any  # the parsed JSON, or None when it was not JSON
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     def __init__(self, key: str = "sk-fake-key", slow_seconds: float = 5.0) -> None:
         self.key = key
         self.slow_seconds = slow_seconds
         self.requests: list[Recorded] = []
-        self.port = 0
         self._modes: deque[str] = deque()
         self._released = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -127,31 +124,10 @@ class FakeOpenAI:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def routes(self, app: web.Application) -> None:
         self._loop = asyncio.get_running_loop()
-        app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def in_thread(self) -> contextlib.AbstractContextManager[FakeOpenAI]:
-        """Serve from a thread with its own event loop, for tests that block."""
-        return in_thread(self)
 
     # --- handling ------------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ AUTH = {"Authorization": "Bearer {secret}", "X-Team": "search"}
 
 
 async def test_the_default_request(fake: FakeServer) -> None:
-    async with harness(fake.url) as h:
+    async with harness(fake.base_url) as h:
         result = await h.run({"text": "hi"}, temperature=0.2)
     sent = fake.requests[-1]
     assert (sent.method, sent.path) == ("POST", "/")
@@ -99,7 +99,7 @@ async def test_method_path_headers_and_rendered_body(fake: FakeServer) -> None:
         "fixed": [1, "two", None],
     }
     async with harness(
-        fake.url + "/api/", method="put", path="/v2/rank", headers=AUTH, body=body
+        fake.base_url + "/api/", method="put", path="/v2/rank", headers=AUTH, body=body
     ) as h:
         await h.run({"query": "cats", "ids": [3, 4]}, kind="rank", top_k=5)
     sent = fake.requests[-1]
@@ -115,7 +115,7 @@ async def test_method_path_headers_and_rendered_body(fake: FakeServer) -> None:
 
 
 async def test_instance_options_win_over_route_options(fake: FakeServer) -> None:
-    instance = Instance(name="b", endpoint=fake.url, options={"path": "/from-instance"})
+    instance = Instance(name="b", endpoint=fake.base_url, options={"path": "/from-instance"})
     route = Route(
         name="r", models=["*"], provider="http", instances=[instance], options={"path": "/route"}
     )
@@ -129,7 +129,7 @@ async def test_instance_options_win_over_route_options(fake: FakeServer) -> None
 
 
 async def test_a_null_body_sends_nothing(fake: FakeServer) -> None:
-    async with harness(fake.url, method="GET", path="/health", body=None) as h:
+    async with harness(fake.base_url, method="GET", path="/health", body=None) as h:
         result = await h.run()
     assert fake.requests[-1].method == "GET"
     assert fake.requests[-1].body is None
@@ -137,20 +137,20 @@ async def test_a_null_body_sends_nothing(fake: FakeServer) -> None:
 
 
 async def test_a_configured_content_type_replaces_the_default(fake: FakeServer) -> None:
-    async with harness(fake.url, headers={"content-type": "application/vnd.x+json"}) as h:
+    async with harness(fake.base_url, headers={"content-type": "application/vnd.x+json"}) as h:
         await h.run()
     assert fake.requests[-1].headers["Content-Type"] == "application/vnd.x+json"
 
 
 async def test_a_missing_input_field_is_invalid_input(fake: FakeServer) -> None:
-    async with harness(fake.url, body={"q": "{{input.query}}"}) as h:
+    async with harness(fake.base_url, body={"q": "{{input.query}}"}) as h:
         error = await h.fails(errors.InvalidInput, {"other": 1})
     assert "'query'" in error.message
     assert fake.requests == []
 
 
 async def test_a_secret_header_without_a_secret_is_auth_failed(fake: FakeServer) -> None:
-    async with harness(fake.url, secret=None, headers=AUTH) as h:
+    async with harness(fake.base_url, secret=None, headers=AUTH) as h:
         await h.fails(errors.AuthFailed)
     assert fake.requests == []
 
@@ -166,7 +166,7 @@ async def test_result_path_and_usage_path_pick_from_the_reply(fake: FakeServer) 
         }
     )
     async with harness(
-        fake.url, result_path="choices.0.message.content", usage_path="meta.usage"
+        fake.base_url, result_path="choices.0.message.content", usage_path="meta.usage"
     ) as h:
         result = await h.run()
     assert result.output == {"value": "hello!"}
@@ -175,22 +175,22 @@ async def test_result_path_and_usage_path_pick_from_the_reply(fake: FakeServer) 
 
 async def test_a_mapping_is_the_output_as_it_is(fake: FakeServer) -> None:
     fake.reply(body={"data": [{"label": "cat", "score": 0.9}]})
-    async with harness(fake.url, result_path="data.0") as h:
+    async with harness(fake.base_url, result_path="data.0") as h:
         assert (await h.run()).output == {"label": "cat", "score": 0.9}
 
 
 async def test_a_list_or_null_result_is_wrapped(fake: FakeServer) -> None:
     fake.reply(body=[1, 2])
     fake.reply(body={"x": None})
-    async with harness(fake.url, result_path="") as h:
+    async with harness(fake.base_url, result_path="") as h:
         assert (await h.run()).output == {"value": [1, 2]}
-    async with harness(fake.url, result_path="x") as h:
+    async with harness(fake.base_url, result_path="x") as h:
         assert (await h.run()).output == {"value": None}
 
 
 async def test_a_missing_result_path_is_bad_response(fake: FakeServer) -> None:
     fake.reply(body={"choices": [], "note": KEY})
-    async with harness(fake.url, headers=AUTH, result_path="choices.0.message.content") as h:
+    async with harness(fake.base_url, headers=AUTH, result_path="choices.0.message.content") as h:
         error = await h.fails(errors.BadResponse)
     assert "result_path 'choices.0.message.content'" in error.message
     assert "***" in error.message  # the reply quoted, with the secret blanked out
@@ -198,20 +198,20 @@ async def test_a_missing_result_path_is_bad_response(fake: FakeServer) -> None:
 
 async def test_a_usage_path_that_is_not_a_mapping_is_bad_response(fake: FakeServer) -> None:
     fake.reply(body={"out": 1, "usage": 5})
-    async with harness(fake.url, result_path="out", usage_path="usage") as h:
+    async with harness(fake.base_url, result_path="out", usage_path="usage") as h:
         error = await h.fails(errors.BadResponse)
     assert "usage_path 'usage'" in error.message
 
 
 async def test_a_missing_usage_path_is_bad_response(fake: FakeServer) -> None:
-    async with harness(fake.url, usage_path="meta.usage") as h:
+    async with harness(fake.base_url, usage_path="meta.usage") as h:
         error = await h.fails(errors.BadResponse)
     assert "usage_path 'meta.usage'" in error.message
 
 
 async def test_a_reply_that_is_not_json_is_bad_response(fake: FakeServer) -> None:
     fake.reply(text="<html>ok?</html>", content_type="text/html")
-    async with harness(fake.url) as h:
+    async with harness(fake.base_url) as h:
         error = await h.fails(errors.BadResponse)
     assert "not JSON" in error.message
     assert "<html>ok?</html>" in error.message
@@ -224,7 +224,7 @@ async def test_429_with_retry_after_is_rate_limited(fake: FakeServer) -> None:
     fake.reply(
         429, {"error": {"message": "slow down", "code": "rate"}}, headers={"Retry-After": "7"}
     )
-    async with harness(fake.url) as h:
+    async with harness(fake.base_url) as h:
         error = await h.fails(errors.RateLimited)
     assert error.retry_after == 7.0
     assert error.message == "slow down"
@@ -233,7 +233,7 @@ async def test_429_with_retry_after_is_rate_limited(fake: FakeServer) -> None:
 
 async def test_500_is_overloaded(fake: FakeServer) -> None:
     fake.reply(500, text="Internal Server Error")
-    async with harness(fake.url) as h:
+    async with harness(fake.base_url) as h:
         error = await h.fails(errors.Overloaded)
     assert error.message == "Internal Server Error"
     assert error.retry_after is None
@@ -241,7 +241,7 @@ async def test_500_is_overloaded(fake: FakeServer) -> None:
 
 async def test_422_detail_is_invalid_input_with_that_message(fake: FakeServer) -> None:
     fake.reply(422, {"detail": "bad field"})
-    async with harness(fake.url) as h:
+    async with harness(fake.base_url) as h:
         error = await h.fails(errors.InvalidInput)
     assert error.message == "bad field"
     assert error.details["status"] == 422
@@ -249,19 +249,19 @@ async def test_422_detail_is_invalid_input_with_that_message(fake: FakeServer) -
 
 async def test_a_message_field_is_used(fake: FakeServer) -> None:
     fake.reply(400, {"message": "prompt too long"})
-    async with harness(fake.url) as h:
+    async with harness(fake.base_url) as h:
         assert (await h.fails(errors.InvalidInput)).message == "prompt too long"
 
 
 async def test_401_quoting_the_key_is_auth_failed_without_the_key(fake: FakeServer) -> None:
     fake.reply(401, {"detail": f"bad key {KEY}"})
-    async with harness(fake.url, headers=AUTH) as h:
+    async with harness(fake.base_url, headers=AUTH) as h:
         error = await h.fails(errors.AuthFailed)
     assert error.message == "bad key ***"
 
 
 async def test_a_silent_server_times_out(fake: FakeServer) -> None:
-    async with harness(fake.url, path="/slow", read_timeout=0.2) as h:
+    async with harness(fake.base_url, path="/slow", read_timeout=0.2) as h:
         error = await h.fails(errors.ProviderTimeout)
     assert "timed out" in error.message
 
