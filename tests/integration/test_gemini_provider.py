@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 import taskgate.providers.gemini  # noqa: F401  (registers "gemini")
 from taskgate import errors
-from taskgate.config import Instance, Route
-from taskgate.providers import Call, Result, lookup
+from taskgate.providers import lookup
 from taskgate.providers.gemini import (
     DEFAULT_ENDPOINT,
     GeminiProvider,
@@ -22,6 +18,7 @@ from taskgate.providers.gemini import (
 )
 from tests.e2e.conftest import free_port
 from tests.fakes.gemini_server import FakeGemini
+from tests.integration.provider_harness import ProviderHarness
 
 KEY = "AIza-test-7f3a9c2e51d84b06"
 PNG = (  # a 1x1 PNG
@@ -35,57 +32,14 @@ async def fake() -> AsyncIterator[FakeGemini]:
         yield server
 
 
-class Harness:
-    """One provider on one route whose instance points at ``endpoint``."""
-
-    def __init__(self, endpoint: str | None, secret: str | None = KEY, **options: Any) -> None:
-        instance = Instance(
-            name="gemini-1",
-            endpoint=endpoint,
-            secret=SecretStr(secret) if secret else None,
-            options=options,
-        )
-        self.route = Route(name="r", models=["*"], provider="gemini", instances=[instance])
-        self.provider = GeminiProvider(self.route)
-
-    def call(self, input: Any, kind: str, model: str, params: dict[str, Any]) -> Call:
-        return Call(
-            task_id="t1",
-            kind=kind,
-            model=model,
-            input=input,
-            params=params,
-            attempt=1,
-            instance=self.route.instances[0],
-            route=self.route,
-        )
-
-    async def run(
-        self, input: Any = "hello", *, kind: str = "chat", model: str = "gemini-test", **params: Any
-    ) -> Result:
-        return await self.provider.run(self.call(input, kind, model, params))
-
-    async def fails(self, cls: type[errors.ProviderError], *args: Any, **kw: Any) -> Any:
-        """Run, expecting ``cls``; check that the secret is nowhere in the error."""
-        with pytest.raises(cls) as caught:
-            await self.run(*args, **kw)
-        assert KEY not in str(caught.value)
-        assert KEY not in json.dumps(caught.value.as_dict())
-        assert KEY not in repr(caught.value.__cause__)
-        return caught.value
-
-
-@contextlib.asynccontextmanager
-async def harness(endpoint: str | None, **kw: Any) -> AsyncIterator[Harness]:
-    h = Harness(endpoint, **kw)
-    try:
-        yield h
-    finally:
-        await h.provider.aclose()
+def harness(endpoint: str | None, secret: str | None = KEY, **options: Any) -> ProviderHarness:
+    return ProviderHarness(
+        "gemini", endpoint, watch=KEY, secret=secret, model="gemini-test", instance_options=options
+    )
 
 
 @pytest.fixture
-async def gate(fake: FakeGemini) -> AsyncIterator[Harness]:
+async def gate(fake: FakeGemini) -> AsyncIterator[ProviderHarness]:
     async with harness(fake.base_url) as h:
         yield h
 
@@ -110,7 +64,7 @@ def test_registered_as_gemini() -> None:
 
 
 async def test_plain_chat_sends_one_user_turn_and_maps_the_reply(
-    gate: Harness, fake: FakeGemini
+    gate: ProviderHarness, fake: FakeGemini
 ) -> None:
     result = await gate.run("hello there")
     assert result.output == {"text": "echo: hello there", "finish_reason": "stop"}
@@ -123,7 +77,7 @@ async def test_plain_chat_sends_one_user_turn_and_maps_the_reply(
 
 
 async def test_system_instruction_and_generation_config_are_sent(
-    gate: Harness, fake: FakeGemini
+    gate: ProviderHarness, fake: FakeGemini
 ) -> None:
     messages = [
         {"role": "system", "content": "answer in French"},
@@ -165,7 +119,9 @@ async def test_prompt_input_and_upstream_model_option(fake: FakeGemini) -> None:
     assert fake.requests[-1].model == "gemini-2.0-flash"
 
 
-async def test_an_image_data_url_becomes_inline_data(gate: Harness, fake: FakeGemini) -> None:
+async def test_an_image_data_url_becomes_inline_data(
+    gate: ProviderHarness, fake: FakeGemini
+) -> None:
     text = {"type": "text", "text": "what is this"}
     result = await gate.run(user_turn(text, image_part(f"data:image/png;base64,{PNG}")))
     assert last_body(fake)["contents"][0]["parts"] == [
@@ -177,12 +133,11 @@ async def test_an_image_data_url_becomes_inline_data(gate: Harness, fake: FakeGe
 
 
 def test_the_default_endpoint_is_googles() -> None:
-    h = Harness(None)
-    call = h.call("hi", "chat", "gemini-2.5-pro", {})
+    call = harness(None).call("hi", "chat", "gemini-2.5-pro")
     assert generate_url(call) == f"{DEFAULT_ENDPOINT}/v1beta/models/gemini-2.5-pro:generateContent"
 
 
-async def test_a_closed_provider_opens_a_new_session(gate: Harness) -> None:
+async def test_a_closed_provider_opens_a_new_session(gate: ProviderHarness) -> None:
     await gate.run("first")
     await gate.provider.aclose()
     assert (await gate.run("second")).output["text"] == "echo: second"
@@ -204,14 +159,16 @@ async def test_a_closed_provider_opens_a_new_session(gate: Harness) -> None:
     ],
 )
 async def test_unsupported_kinds_and_inputs_fail_before_any_request(
-    gate: Harness, fake: FakeGemini, kind: str, input: Any, needle: str
+    gate: ProviderHarness, fake: FakeGemini, kind: str, input: Any, needle: str
 ) -> None:
     error = await gate.fails(errors.InvalidInput, input, kind=kind)
     assert needle in error.message
     assert fake.requests == []
 
 
-async def test_a_bad_request_is_invalid_input_with_the_servers_message(gate: Harness) -> None:
+async def test_a_bad_request_is_invalid_input_with_the_servers_message(
+    gate: ProviderHarness,
+) -> None:
     error = await gate.fails(errors.InvalidInput, {"messages": [{"role": "user", "content": []}]})
     assert error.message == (
         "* GenerateContentRequest.contents[0].parts: contents.parts must not be empty."
@@ -236,7 +193,7 @@ async def test_no_key_is_auth_failed_and_sends_no_header(fake: FakeGemini) -> No
 
 
 async def test_an_invalid_key_400_is_auth_failed_and_the_echoed_key_is_blanked(
-    gate: Harness, fake: FakeGemini
+    gate: ProviderHarness, fake: FakeGemini
 ) -> None:
     fake.script("key_invalid")
     error = await gate.fails(errors.AuthFailed)
@@ -257,7 +214,7 @@ async def test_an_invalid_key_400_is_auth_failed_and_the_echoed_key_is_blanked(
     ],
 )
 async def test_scripted_failures_map_onto_the_error_tree(
-    gate: Harness, fake: FakeGemini, mode: str, cls: type[errors.ProviderError], needle: str
+    gate: ProviderHarness, fake: FakeGemini, mode: str, cls: type[errors.ProviderError], needle: str
 ) -> None:
     fake.script(mode)
     error = await gate.fails(cls)
@@ -266,7 +223,7 @@ async def test_scripted_failures_map_onto_the_error_tree(
 
 
 async def test_429_carries_retry_after_and_the_providers_status(
-    gate: Harness, fake: FakeGemini
+    gate: ProviderHarness, fake: FakeGemini
 ) -> None:
     fake.script("rate_limit", "quota")
     error = await gate.fails(errors.RateLimited)
@@ -276,7 +233,7 @@ async def test_429_carries_retry_after_and_the_providers_status(
     assert error.retry_after == 7.0  # from the RetryInfo detail when there is no header
 
 
-async def test_refusal_codes(gate: Harness, fake: FakeGemini) -> None:
+async def test_refusal_codes(gate: ProviderHarness, fake: FakeGemini) -> None:
     fake.script("blocked", "safety", "refusal")
     codes = [(await gate.fails(errors.ContentRefused)).details["provider_code"] for _ in "abc"]
     assert codes == ["SAFETY", "SAFETY", "soft_refusal"]
@@ -291,7 +248,7 @@ def test_soft_refusal_phrases(text: str) -> None:
     assert not is_soft_refusal(f"Sure. {text}")
 
 
-async def test_a_500_then_success(gate: Harness, fake: FakeGemini) -> None:
+async def test_a_500_then_success(gate: ProviderHarness, fake: FakeGemini) -> None:
     fake.script("server_error")
     await gate.fails(errors.Overloaded)
     assert (await gate.run("again")).output["text"] == "echo: again"

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 import taskgate.providers.http  # noqa: F401  (registers "http")
 from taskgate import errors
 from taskgate.config import Instance, Route
-from taskgate.providers import Call, Result, build
+from taskgate.providers import Call, build
 from tests.e2e.conftest import free_port
 from tests.fakes.http_server import FakeServer
+from tests.integration.provider_harness import ProviderHarness
 
 KEY = "in-house-5e1b7c9a20d3"
 
@@ -26,51 +24,10 @@ async def fake() -> AsyncIterator[FakeServer]:
         yield server
 
 
-class Harness:
-    def __init__(self, endpoint: str, secret: str | None, route_options: dict[str, Any]) -> None:
-        instance = Instance(
-            name="box-1", endpoint=endpoint, secret=SecretStr(secret) if secret else None
-        )
-        self.route = Route(
-            name="r", models=["*"], provider="http", instances=[instance], options=route_options
-        )
-        self.provider = build(self.route)
-
-    async def run(
-        self, input: Any = "hello", *, kind: str = "chat", model: str = "m-1", **params: Any
-    ) -> Result:
-        call = Call(
-            task_id="t1",
-            kind=kind,
-            model=model,
-            input=input,
-            params=params,
-            attempt=1,
-            instance=self.route.instances[0],
-            route=self.route,
-        )
-        return await self.provider.run(call)
-
-    async def fails(self, cls: type[errors.ProviderError], *args: Any, **kw: Any) -> Any:
-        """Run, expecting exactly ``cls``; check that the secret is nowhere in the error."""
-        with pytest.raises(errors.ProviderError) as caught:
-            await self.run(*args, **kw)
-        assert type(caught.value) is cls, repr(caught.value)
-        assert KEY not in str(caught.value)
-        assert KEY not in json.dumps(caught.value.as_dict())
-        assert caught.value.__cause__ is None or KEY not in str(caught.value.__cause__)
-        return caught.value
-
-
-@contextlib.asynccontextmanager
-async def harness(
-    endpoint: str, secret: str | None = KEY, **options: Any
-) -> AsyncIterator[Harness]:
-    h = Harness(endpoint, secret, options)
-    try:
-        yield h
-    finally:
-        await h.provider.aclose()
+def harness(endpoint: str, secret: str | None = KEY, **options: Any) -> ProviderHarness:
+    return ProviderHarness(
+        "http", endpoint, watch=KEY, secret=secret, model="m-1", route_options=options
+    )
 
 
 AUTH = {"Authorization": "Bearer {secret}", "X-Team": "search"}

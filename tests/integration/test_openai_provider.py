@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from taskgate import errors
 from taskgate.config import Instance, Route
-from taskgate.providers import Call, Result, lookup
+from taskgate.providers import lookup
 from taskgate.providers.openai import OpenAIProvider
 from tests.e2e.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI, fake_embedding
+from tests.integration.provider_harness import ProviderHarness
 
 KEY = "sk-test-7f3a9c2e51d84b06"
 
@@ -26,62 +25,14 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
         yield server
 
 
-class Harness:
-    """One provider on one route whose instance points at ``endpoint``; records progress."""
-
-    def __init__(self, endpoint: str, secret: str | None = KEY, **options: Any) -> None:
-        instance = Instance(
-            name="fake-1",
-            endpoint=endpoint,
-            secret=SecretStr(secret) if secret else None,
-            options=options,
-        )
-        self.route = Route(name="r", models=["*"], provider="openai", instances=[instance])
-        self.provider = OpenAIProvider(self.route)
-        self.events: list[dict[str, Any]] = []
-
-    async def emit(self, data: dict[str, Any]) -> None:
-        self.events.append(data)
-
-    async def run(
-        self, input: Any = "hello", *, kind: str = "chat", model: str = "gpt-test", **params: Any
-    ) -> Result:
-        call = Call(
-            task_id="t1",
-            kind=kind,
-            model=model,
-            input=input,
-            params=params,
-            attempt=1,
-            instance=self.route.instances[0],
-            route=self.route,
-            emit=self.emit,
-        )
-        return await self.provider.run(call)
-
-    async def fails(self, cls: type[errors.ProviderError], *args: Any, **kw: Any) -> Any:
-        """Run, expecting ``cls``; check that the secret is nowhere in the error."""
-        with pytest.raises(cls) as caught:
-            await self.run(*args, **kw)
-        assert KEY not in str(caught.value)
-        assert KEY not in json.dumps(caught.value.as_dict())
-        return caught.value
-
-    def deltas(self, kind: str = "delta") -> list[str]:
-        return [e[kind] for e in self.events if kind in e]
-
-
-@contextlib.asynccontextmanager
-async def harness(endpoint: str, **kw: Any) -> AsyncIterator[Harness]:
-    h = Harness(endpoint, **kw)
-    try:
-        yield h
-    finally:
-        await h.provider.aclose()
+def harness(endpoint: str, secret: str | None = KEY, **options: Any) -> ProviderHarness:
+    return ProviderHarness(
+        "openai", endpoint, watch=KEY, secret=secret, model="gpt-test", instance_options=options
+    )
 
 
 @pytest.fixture
-async def gate(fake: FakeOpenAI) -> AsyncIterator[Harness]:
+async def gate(fake: FakeOpenAI) -> AsyncIterator[ProviderHarness]:
     async with harness(fake.base_url) as h:
         yield h
 
@@ -98,7 +49,7 @@ def test_registered_as_openai() -> None:
 
 
 async def test_plain_chat_sends_one_user_message_and_maps_the_reply(
-    gate: Harness, fake: FakeOpenAI
+    gate: ProviderHarness, fake: FakeOpenAI
 ) -> None:
     result = await gate.run("hello there")
     assert result.output == {
@@ -117,7 +68,9 @@ async def test_plain_chat_sends_one_user_message_and_maps_the_reply(
     assert gate.events == []
 
 
-async def test_system_prompt_and_params_are_passed_through(gate: Harness, fake: FakeOpenAI) -> None:
+async def test_system_prompt_and_params_are_passed_through(
+    gate: ProviderHarness, fake: FakeOpenAI
+) -> None:
     params: dict[str, Any] = {
         "temperature": 0.2,
         "max_tokens": 50,
@@ -146,7 +99,7 @@ async def test_system_prompt_and_params_are_passed_through(gate: Harness, fake: 
     ],
 )
 async def test_dict_inputs_become_messages(
-    gate: Harness, fake: FakeOpenAI, input: Any, messages: list[Any]
+    gate: ProviderHarness, fake: FakeOpenAI, input: Any, messages: list[Any]
 ) -> None:
     await gate.run(input)
     assert last_body(fake)["messages"] == messages
@@ -159,7 +112,7 @@ async def test_upstream_model_option_names_the_model_sent(fake: FakeOpenAI) -> N
 
 
 async def test_streaming_emits_deltas_in_order_and_assembles_the_reply(
-    gate: Harness, fake: FakeOpenAI
+    gate: ProviderHarness, fake: FakeOpenAI
 ) -> None:
     result = await gate.run("one two three", stream=True)
     assert gate.deltas() == ["echo: ", "one ", "two ", "three"]
@@ -175,7 +128,7 @@ async def test_streaming_emits_deltas_in_order_and_assembles_the_reply(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_reasoning_is_kept_apart_from_the_text(gate: Harness, stream: bool) -> None:
+async def test_reasoning_is_kept_apart_from_the_text(gate: ProviderHarness, stream: bool) -> None:
     result = await gate.run("why", model="deepseek-r1-distill", stream=stream)
     assert result.output["text"] == "echo: why"
     assert result.output["reasoning"] == "thinking about: why"
@@ -186,7 +139,9 @@ async def test_reasoning_is_kept_apart_from_the_text(gate: Harness, stream: bool
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_tool_calls_come_back_whole(gate: Harness, fake: FakeOpenAI, stream: bool) -> None:
+async def test_tool_calls_come_back_whole(
+    gate: ProviderHarness, fake: FakeOpenAI, stream: bool
+) -> None:
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
     result = await gate.run("weather", tools=tools, stream=stream)
     assert last_body(fake)["tools"] == tools
@@ -200,7 +155,7 @@ async def test_tool_calls_come_back_whole(gate: Harness, fake: FakeOpenAI, strea
     ]
 
 
-async def test_a_closed_provider_opens_a_new_session(gate: Harness) -> None:
+async def test_a_closed_provider_opens_a_new_session(gate: ProviderHarness) -> None:
     await gate.run("first")
     await gate.provider.aclose()
     assert (await gate.run("second")).output["text"] == "echo: second"
@@ -210,7 +165,7 @@ async def test_a_closed_provider_opens_a_new_session(gate: Harness) -> None:
 
 
 @pytest.mark.parametrize("input", ["one text", ["first text", "second"]])
-async def test_embeddings(gate: Harness, fake: FakeOpenAI, input: str | list[str]) -> None:
+async def test_embeddings(gate: ProviderHarness, fake: FakeOpenAI, input: str | list[str]) -> None:
     result = await gate.run(input, kind="embedding", model="text-embed", dimensions=6)
     texts = [input] if isinstance(input, str) else input
     assert result.output == {"embeddings": [fake_embedding(t, 6) for t in texts]}
@@ -232,7 +187,7 @@ async def test_embeddings(gate: Harness, fake: FakeOpenAI, input: str | list[str
     ],
 )
 async def test_unsupported_kinds_and_inputs_fail_before_any_request(
-    gate: Harness, fake: FakeOpenAI, kind: str, input: Any, needle: str
+    gate: ProviderHarness, fake: FakeOpenAI, kind: str, input: Any, needle: str
 ) -> None:
     error = await gate.fails(errors.InvalidInput, input, kind=kind)
     assert needle in error.message
@@ -253,7 +208,9 @@ async def test_wrong_key_is_auth_failed_and_the_echoed_key_is_blanked(fake: Fake
     assert "Incorrect API key provided: ***" in error.message
 
 
-async def test_a_bad_request_is_invalid_input_with_the_servers_message(gate: Harness) -> None:
+async def test_a_bad_request_is_invalid_input_with_the_servers_message(
+    gate: ProviderHarness,
+) -> None:
     error = await gate.fails(errors.InvalidInput, {"messages": [{"role": "wizard", "content": ""}]})
     assert error.message == "Invalid value for 'messages[0].role': 'wizard'."
     assert error.details["status"] == 400
@@ -276,7 +233,7 @@ async def test_a_bad_request_is_invalid_input_with_the_servers_message(gate: Har
     ],
 )
 async def test_scripted_failures_map_onto_the_error_tree(
-    gate: Harness,
+    gate: ProviderHarness,
     fake: FakeOpenAI,
     mode: str,
     stream: bool,
@@ -290,7 +247,7 @@ async def test_scripted_failures_map_onto_the_error_tree(
 
 
 async def test_429_carries_retry_after_and_the_providers_code(
-    gate: Harness, fake: FakeOpenAI
+    gate: ProviderHarness, fake: FakeOpenAI
 ) -> None:
     fake.script("rate_limit")
     error = await gate.fails(errors.RateLimited)
@@ -298,14 +255,14 @@ async def test_429_carries_retry_after_and_the_providers_code(
     assert error.details == {"provider_code": "rate_limit_exceeded", "status": 429}
 
 
-async def test_a_500_then_success(gate: Harness, fake: FakeOpenAI) -> None:
+async def test_a_500_then_success(gate: ProviderHarness, fake: FakeOpenAI) -> None:
     fake.script("server_error")
     await gate.fails(errors.Overloaded)
     assert (await gate.run("again")).output["text"] == "echo: again"
 
 
 async def test_streamed_deltas_before_a_failure_were_emitted(
-    gate: Harness, fake: FakeOpenAI
+    gate: ProviderHarness, fake: FakeOpenAI
 ) -> None:
     fake.script("stream_error")
     await gate.fails(errors.Overloaded, "one two three", stream=True)
