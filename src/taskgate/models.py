@@ -176,3 +176,6 @@ class ApiKey:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

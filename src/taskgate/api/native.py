@@ -201,15 +201,7 @@ async def keyring(request: Request) -> KeyRing:
 
 
 def key_json(k: ApiKey) -> dict[str, Any]:
-    return {
-        "id": k.id,
-        "tenant": k.tenant,
-        "name": k.name,
-        "admin": k.admin,
-        "prefix": k.prefix,
-        "created_at": iso(k.created_at),
-        "revoked_at": iso(k.revoked_at),
-    }
+    return {**k.as_dict(), "created_at": iso(k.created_at), "revoked_at": iso(k.revoked_at)}
 
 
 @router.post("/v1/keys", status_code=201, tags=["keys"])

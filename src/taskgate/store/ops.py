@@ -223,17 +223,5 @@ def _requeue_lost(conn: Conn, t: Task, now: float) -> Task | None:
     return task
 
 
-def key_row(key: ApiKey) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "tenant": key.tenant,
-        "name": key.name,
-        "admin": key.admin,
-        "prefix": key.prefix,
-        "created_at": key.created_at,
-        "revoked_at": key.revoked_at,
-    }
-
-
 def key_from_row(row: Any) -> ApiKey:
     return ApiKey(**{k: v for k, v in row.items() if k != "hash"})

@@ -392,7 +392,7 @@ class SqlStore:
             created_at=time.time(),
             prefix=secret[:10],
         )
-        row = {**ops.key_row(key), "hash": _hash_key(secret)}
+        row = {**key.as_dict(), "hash": _hash_key(secret)}
         await self._write(ops.execute, api_keys.insert(), [row])
         return key, secret
 
