@@ -40,6 +40,17 @@ class RetryPolicy(_Model):
     jitter: float = Field(0.25, ge=0, le=1)
 
 
+class PollPolicy(_Model):
+    """How a job running on the backend's side (a video) is polled, and for how long a
+    result that comes after the task timed out here is still collected."""
+
+    interval: float = Field(2.0, gt=0)  # before the first poll, then doubling
+    max_interval: float = Field(30.0, gt=0)
+    jitter: float = Field(0.25, ge=0, le=1)
+    max_errors: int = Field(3, ge=1)  # failed polls in a row that end the wait
+    late_results_for: float = Field(3600.0, ge=0)
+
+
 class HealthPolicy(_Model):
     failure_threshold: int = Field(3, ge=1)  # consecutive failures before cooling down
     cooldown: float = Field(10.0, ge=0)  # seconds before a probe call is allowed
@@ -63,6 +74,7 @@ class Route(_Model):
     instances: list[Instance] = Field(min_length=1)
     timeout: float = Field(300.0, gt=0)
     retry: RetryPolicy = RetryPolicy()
+    poll: PollPolicy = PollPolicy()
     health: HealthPolicy = HealthPolicy()
     fallbacks: list[str] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)

@@ -156,7 +156,10 @@ class Gateway:
         if task is None:
             raise NotFound(f"no task {task_id!r}")
         if task.status is Status.CANCELLED:  # stop the call, on whichever worker runs it
-            await self.events.publish("cancel", {"task_id": task.id})
+            message: dict[str, Any] = {"task_id": task.id, "worker": task.worker}
+            if task.provider_job:  # a backend job to cancel, even if no worker holds it
+                message.update(provider_job=task.provider_job, kind=task.kind, model=task.model)
+            await self.events.publish("cancel", message)
         await self.events.publish(
             f"task:{task.id}", {"type": "finished", "task_id": task.id, "status": task.status.value}
         )
@@ -189,6 +192,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "params": task.params,
         "result": task.result,
         "error": task.error,
+        "provider_job": _job_json(task.provider_job),
         "attempts": task.attempts,
         "max_attempts": task.max_attempts,
         "idempotency_key": task.idempotency_key,
@@ -197,6 +201,18 @@ def task_json(task: Task) -> dict[str, Any]:
         "started_at": iso(task.started_at),
         "finished_at": iso(task.finished_at),
         "deadline": iso(task.deadline),
+    }
+
+
+def _job_json(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The backend's job as clients see it: its id, where and when it was submitted."""
+    if not job:
+        return None
+    return {
+        "id": job.get("id"),
+        "route": job.get("route"),
+        "instance": job.get("instance"),
+        "submitted_at": iso(job.get("submitted_at")),
     }
 
 

@@ -69,7 +69,7 @@ class Priority(enum.IntEnum):
         return self.name.lower()
 
 
-BUILTIN_KINDS = ("chat", "image", "image_edit", "video", "speech", "embedding")
+BUILTIN_KINDS = ("chat", "image", "image_edit", "video", "speech", "transcription", "embedding")
 
 
 def new_id(prefix: str = "") -> str:
@@ -120,6 +120,7 @@ class Task:
     request_hash: str | None = None
     result: Any = None
     error: dict[str, Any] | None = None
+    provider_job: dict[str, Any] | None = None  # {id, data, route, instance, submitted_at}
     worker: str | None = None
     instance: str | None = None
     lease_until: float | None = None

@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from taskgate.config import HealthPolicy, RetryPolicy
+from taskgate.config import HealthPolicy, PollPolicy, RetryPolicy
 from taskgate.errors import ProviderError, ProviderTimeout
 from taskgate.models import Priority, Status
 
@@ -24,11 +24,26 @@ def backoff(
 
     A provider's ``Retry-After`` is a floor: we never come back sooner than it asked.
     """
-    base = min(policy.backoff_max, policy.backoff_base * 2 ** max(0, attempt - 1))
-    delay = base * (1 - policy.jitter * rng.random())
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+    return _exponential(
+        attempt, policy.backoff_base, policy.backoff_max, policy.jitter, rng, retry_after
+    )
+
+
+def poll_delay(
+    polls: int, policy: PollPolicy, rng: random.Random, retry_after: float | None = None
+) -> float:
+    """Seconds before the next poll of a backend's job, after ``polls`` polls: from
+    ``interval`` doubling up to ``max_interval``, with jitter; the backend's hint a floor."""
+    return _exponential(
+        polls + 1, policy.interval, policy.max_interval, policy.jitter, rng, retry_after
+    )
+
+
+def _exponential(
+    n: int, base: float, cap: float, jitter: float, rng: random.Random, floor: float | None
+) -> float:
+    delay = min(cap, base * 2 ** max(0, n - 1)) * (1 - jitter * rng.random())
+    return delay if floor is None else max(delay, floor)
 
 
 class Action(enum.Enum):

@@ -26,12 +26,12 @@ from typing import Any
 
 import orjson
 
-from taskgate import errors, policy
+from taskgate import errors, policy, polling
 from taskgate.config import Instance, Route, Settings
 from taskgate.events import Events
 from taskgate.files import Files, file_json
 from taskgate.models import Priority, Status, Task
-from taskgate.providers import Call, Provider, Result, build
+from taskgate.providers import Call, Job, OutputFile, Provider, Result, build
 from taskgate.store import Outcome, SqlStore
 
 log = logging.getLogger("taskgate.scheduler")
@@ -60,12 +60,20 @@ class Running:
     lane: Lane
     instance: policy.InstanceState
     started_at: float
-    job: asyncio.Task[None] | None = None
+    handle: asyncio.Task[None] | None = None
+    call: Call | None = None
     calling: bool = False  # the provider call is under way: a cancel may stop it
     cancelled: bool = False
+    holds_slot: bool = True  # False once a backend job is submitted (or when resuming one)
+    provider_job: dict[str, Any] | None = None  # the backend's job, kept on the task
+
+    @property
+    def polling(self) -> bool:
+        return self.provider_job is not None and not self.holds_slot
 
     def outcome(self, worker: str, status: Status, label: str, **kw: Any) -> Outcome:
         """The end of this attempt, fenced on the worker and attempt number."""
+        kw.setdefault("provider_job", self.provider_job)
         return Outcome(
             task_id=self.task.id,
             worker=worker,
@@ -81,6 +89,12 @@ class Running:
 
 def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
     return {"type": type_, "task_id": task.id, "status": task.status.value, **extra}
+
+
+def checked(result: Result) -> Result:
+    """A provider's result, once we know the store can keep it (JSON)."""
+    orjson.dumps([result.output, result.usage])
+    return result
 
 
 class Scheduler:
@@ -114,6 +128,7 @@ class Scheduler:
                     r, build(r), states, policy.SmoothWeightedRoundRobin(weights)
                 )
         self.running: dict[str, Running] = {}
+        self._late: set[asyncio.Task[None]] = set()  # collecting results after a timeout
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -157,16 +172,19 @@ class Scheduler:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let running calls finish for ``grace`` seconds, hand back the rest."""
         self._stopping = True
-        for loop in self._loops:
+        for loop in [*self._loops, *self._late]:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        jobs = [r.job for r in self.running.values() if r.job]
-        if jobs:
-            await asyncio.wait(jobs, timeout=grace)
+        await asyncio.gather(*self._loops, *self._late, return_exceptions=True)
+        for r in self.running.values():  # a job that only waits on the backend: hand back now
+            if r.polling and r.handle:
+                r.handle.cancel()
+        handles = [r.handle for r in self.running.values() if r.handle]
+        if handles:
+            await asyncio.wait(handles, timeout=grace)
         for r in list(self.running.values()):
-            if r.job and not r.job.done():
-                r.job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+            if r.handle and not r.handle.done():
+                r.handle.cancel()
+        await asyncio.gather(*handles, return_exceptions=True)
         for lane in self.lanes.values():
             await lane.provider.aclose()
 
@@ -233,14 +251,20 @@ class Scheduler:
 
     def _start(self, lane: Lane, task: Task) -> None:
         now = time.time()
-        avoid = [task.instance] if task.instance else []
-        inst = policy.choose_instance(lane.instances, now, avoid)
-        if inst is None:  # cannot happen: we claimed no more than the free slots
-            inst = lane.instances[0]
-        policy.start_call(inst, now)
-        run = Running(task, lane, inst, now)
+        job = task.provider_job
+        if job is not None:  # resume polling the backend's job, on the instance that has it
+            inst = next((i for i in lane.instances if i.name == job.get("instance")), None)
+            run = Running(task, lane, inst or lane.instances[0], now, holds_slot=False)
+            run.provider_job = job
+        else:
+            avoid = [task.instance] if task.instance else []
+            inst = policy.choose_instance(lane.instances, now, avoid)
+            if inst is None:  # cannot happen: we claimed no more than the free slots
+                inst = lane.instances[0]
+            policy.start_call(inst, now)
+            run = Running(task, lane, inst, now)
         self.running[task.id] = run
-        run.job = asyncio.create_task(self._run(run), name=f"task:{task.id}")
+        run.handle = asyncio.create_task(self._run(run), name=f"task:{task.id}")
 
     async def _on_queue(self, message: dict[str, Any]) -> None:
         self._due(message)
@@ -265,12 +289,14 @@ class Scheduler:
         except errors.ProviderError as exc:
             error = exc
         except asyncio.CancelledError:
-            self._release(run, None, cancelled=True)
+            if run.holds_slot:
+                self._release(run, None, cancelled=True)
             await self._interrupted(run)
             return
         finally:
             run.calling = False  # from here on, a cancel request has nothing to stop
-        self._release(run, error)
+        if run.holds_slot:
+            self._release(run, error)
         written = None
         try:
             written = await self.store.finish(await self._settle(run, result, error))
@@ -295,25 +321,48 @@ class Scheduler:
             lost = errors.BadResponse(f"the result could not be kept: {exc}")
             return await self._outcome(run, None, lost)
 
-    async def _call(self, run: Running) -> Result:
-        task, lane = run.task, run.lane
-        timeout = task.run_timeout or lane.route.timeout
-        call = Call(
+    def _make_call(self, run: Running) -> Call:
+        task = run.task
+        return Call(
             task_id=task.id,
             kind=task.kind,
             model=task.model,
             input=task.input,
             params=task.params,
             attempt=task.attempts,
-            instance=lane.instance_config(run.instance.name),
-            route=lane.route,
+            instance=run.lane.instance_config(run.instance.name),
+            route=run.lane.route,
             emit=lambda data: self._publish(task, "progress", data=data),
+            read_file=lambda file_id: self._read_file(task.tenant, file_id),
         )
+
+    async def _read_file(self, tenant: str, file_id: str) -> OutputFile:
         try:
-            async with asyncio.timeout(timeout):
-                result = await lane.provider.run(call)
-            orjson.dumps([result.output, result.usage])  # what the store must be able to keep
-            return result
+            f, data = await self.files.open(file_id, tenant)
+        except errors.NotFound as exc:
+            raise errors.InvalidInput(f"input file {file_id!r} not found") from exc
+        return OutputFile(data, f.content_type, f.name)
+
+    async def _call(self, run: Running) -> Result:
+        """Run the provider under the run timeout. A backend that answers with a job is
+        polled until the job ends, under the same timeout counted from its submission."""
+        task, lane = run.task, run.lane
+        timeout = task.run_timeout or lane.route.timeout
+        run.call = call = self._make_call(run)
+        try:
+            if run.provider_job is None:
+                async with asyncio.timeout(timeout):
+                    out = await lane.provider.run(call)
+                if isinstance(out, Result):
+                    return checked(out)
+                await self._submitted(run, out)
+            assert run.provider_job is not None
+            left = run.provider_job["submitted_at"] + timeout - time.time()
+            async with asyncio.timeout(max(0.0, left)):
+                result = await polling.poll_until_done(
+                    lane.provider, call, polling.job_of(run.provider_job), lane.route.poll, self.rng
+                )
+            return checked(result)
         except TimeoutError as exc:
             raise errors.ProviderTimeout(
                 f"no answer within the run timeout of {timeout:g}s"
@@ -323,6 +372,22 @@ class Scheduler:
         except Exception as exc:  # a plugin's bug (or output that is not JSON): fail, don't retry
             log.exception("provider %s raised on task %s", lane.route.provider, task.id)
             raise errors.PermanentError(f"provider error: {type(exc).__name__}: {exc}") from exc
+
+    async def _submitted(self, run: Running, job: Job) -> None:
+        """The backend took a job: keep it on the task, then free the slot while it runs."""
+        run.provider_job = polling.job_record(
+            job, run.lane.route.name, run.instance.name, time.time()
+        )
+        kept = await self.store.set_provider_job(
+            run.task.id, self.worker_id, run.task.attempts, run.provider_job
+        )
+        run.holds_slot = False
+        self._release(run, None)
+        self.wake()  # the slot is free for another task
+        if not kept:  # cancelled (or taken over) meanwhile: the job is not wanted
+            run.cancelled = True
+            raise asyncio.CancelledError
+        await self._publish(run.task, "progress", data={"provider_job": job.id})
 
     def _forget(self, run: Running) -> None:
         """Drop a finished run (not a newer attempt of the same task) and look for work."""
@@ -351,6 +416,8 @@ class Scheduler:
             assert result is not None
             kept = await self._keep_outputs(task, result)
             return run.outcome(self.worker_id, Status.SUCCESS, "success", result=kept)
+        if run.provider_job is not None and isinstance(error, errors.ProviderTimeout):
+            return self._job_timed_out(run, error)
         history = await self.store.history(task.id) if error.retryable else []
         decision = policy.decide(
             error,
@@ -373,6 +440,7 @@ class Scheduler:
                 error=err,
                 run_after=time.time() + decision.delay,
                 next_route=decision.route,
+                provider_job=None,  # the next attempt submits a new job
             )
         assert decision.status is not None
         label = decision.status.value.lower()
@@ -389,10 +457,44 @@ class Scheduler:
             out["files"] = [file_json(f) for f in saved]
         return out
 
+    def _job_timed_out(self, run: Running, error: errors.ProviderError) -> Outcome:
+        """The backend's job outlived the run timeout: the task ends as TIMEOUT (a new job
+        would cost again), and the job's result is still collected if it comes."""
+        assert run.provider_job is not None and run.call is not None
+        job = polling.job_of(run.provider_job)
+        conf = run.lane.route.poll
+        err = {**error.as_dict(), "provider_job": job.id}
+        if conf.late_results_for > 0:
+            err["message"] += f"; a result that comes within {conf.late_results_for:g}s is kept"
+            late = asyncio.create_task(self._collect_late(run.task, run.lane, run.call, job))
+            self._late.add(late)
+            late.add_done_callback(self._late.discard)
+        return run.outcome(self.worker_id, Status.TIMEOUT, "timeout", error=err)
+
+    async def _collect_late(self, task: Task, lane: Lane, call: Call, job: Job) -> None:
+        result = await polling.collect_late(lane.provider, call, job, lane.route.poll, self.rng)
+        if result is None:
+            return
+        try:
+            written = await self.store.record_late_result(
+                task.id, await self._keep_outputs(task, checked(result))
+            )
+        except Exception:
+            log.exception("could not keep the late result of task %s", task.id)
+            return
+        if written is not None:
+            log.info("kept the late result of job %s of task %s", job.id, task.id)
+            await self._publish(written, "late_result")
+
     async def _interrupted(self, run: Running) -> None:
         """The call was cancelled: by the client (the task is already CANCELLED in the store),
-        because the lease was lost, or because this worker is stopping (hand the task back)."""
+        because the lease was lost, or because this worker is stopping (hand the task back,
+        keeping a backend job to resume)."""
         self._forget(run)
+        if run.cancelled and run.provider_job is not None and run.call is not None:
+            await polling.cancel_quietly(
+                run.lane.provider, run.call, polling.job_of(run.provider_job)
+            )
         label = "cancelled" if run.cancelled else "interrupted"
         base = run.outcome(self.worker_id, Status.PENDING, label, run_after=time.time())
         with contextlib.suppress(Exception):
@@ -429,9 +531,30 @@ class Scheduler:
 
     async def _on_cancel(self, message: dict[str, Any]) -> None:
         run = self.running.get(message.get("task_id", ""))
-        if run is not None and run.job is not None and run.calling:
+        if run is not None and run.handle is not None and run.calling:
             run.cancelled = True
-            run.job.cancel()
+            run.handle.cancel()
+        elif run is None and message.get("provider_job") and not message.get("worker"):
+            await self._cancel_waiting_job(message)
+
+    async def _cancel_waiting_job(self, message: dict[str, Any]) -> None:
+        """A task cancelled while queued to resume its backend job: cancel that job too."""
+        record = message["provider_job"]
+        lane = self.lanes.get(record.get("route", ""))
+        name = record.get("instance")
+        if lane is None or not any(i.name == name for i in lane.route.instances):
+            return
+        call = Call(
+            task_id=message["task_id"],
+            kind=message.get("kind", ""),
+            model=message.get("model", ""),
+            input=None,
+            params={},
+            attempt=0,
+            instance=lane.instance_config(name),
+            route=lane.route,
+        )
+        await polling.cancel_quietly(lane.provider, call, polling.job_of(record))
 
     # --- leases and sweeping -------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, mock_route
 
 
 def sidefx_server(make_server: Any, journal: Path, latency_ms: int, lease: float = 1) -> Server:
@@ -99,3 +99,34 @@ def test_sigterm_hands_back_running_tasks_which_finish_after_restart(
     assert {t["status"] for t in done.values()} == {"SUCCESS"}
     for t in done.values():
         assert [a["outcome"] for a in t["history"]] == ["interrupted", "success"]
+
+
+def test_a_restart_in_the_middle_of_a_backend_job_resumes_polling_it(
+    make_server: Any,
+) -> None:
+    route = mock_route("video", kinds=["video"], poll={"interval": 0.05, "max_interval": 0.2})
+    server: Server = make_server([route], scheduler={"lease_seconds": 600, "poll_interval": 0.2})
+    server.start()
+    key = server.create_key("acme")
+    with server.client(key) as c:
+        params = {"mock_job_seconds": 2.5}
+        body = {"kind": "video", "model": "video", "input": "a cat", "params": params}
+        task_id = c.post("/v1/tasks", json=body).json()["id"]
+        job = until_job(c, task_id)
+    server.stop(kill=True)
+    server.start()
+    with server.client(key) as c:
+        done = c.get(f"/v1/tasks/{task_id}", params={"wait": 20}).json()
+    assert done["status"] == "SUCCESS", done
+    assert done["provider_job"] == job  # polled to its end, never submitted again
+    assert [a["outcome"] for a in done["history"]] == ["lost", "success"]
+
+
+def until_job(c: httpx.Client, task_id: str) -> dict[str, Any]:
+    for _ in range(100):
+        task = c.get(f"/v1/tasks/{task_id}").json()
+        if task["provider_job"]:
+            assert task["status"] == "PROCESSING"
+            return dict(task["provider_job"])
+        time.sleep(0.05)
+    raise AssertionError("the job was never submitted")

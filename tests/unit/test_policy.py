@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from taskgate import errors
-from taskgate.config import HealthPolicy, RetryPolicy
+from taskgate.config import HealthPolicy, PollPolicy, RetryPolicy
 from taskgate.models import Priority, Status
 from taskgate.policy import (
     Action,
@@ -21,6 +21,7 @@ from taskgate.policy import (
     decide,
     fair_seq,
     free_slots,
+    poll_delay,
     record_failure,
     record_success,
     start_call,
@@ -69,6 +70,16 @@ def test_backoff_jitter_stays_within_bounds(attempt: int) -> None:
     assert len(set(delays)) > 100  # jitter actually varies the delay
     assert backoff(attempt, policy, FixedRandom(0.0)) == full
     assert backoff(attempt, policy, FixedRandom(0.999999)) == pytest.approx(full * 0.75, rel=1e-5)
+
+
+def test_polls_back_off_from_the_interval_up_to_the_cap_honouring_the_hint() -> None:
+    conf = PollPolicy(interval=2.0, max_interval=30.0, jitter=0.0)
+    rng = random.Random(0)
+    assert [poll_delay(n, conf, rng) for n in range(6)] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert poll_delay(0, conf, rng, retry_after=10.0) == 10.0  # the backend asked for later
+    assert poll_delay(5, conf, rng, retry_after=0.0) == 30.0  # a hint never shortens it
+    jittered = PollPolicy(interval=2.0, max_interval=30.0, jitter=0.5)
+    assert poll_delay(1, jittered, FixedRandom(0.999999)) == pytest.approx(2.0, rel=1e-5)
 
 
 def test_retry_after_is_a_floor_not_a_ceiling() -> None:

@@ -3,6 +3,11 @@
 A provider turns one :class:`Call` into a :class:`Result` or raises an error of
 :mod:`taskgate.errors`' ``ProviderError`` tree. It does not retry, fail over, time out or
 meter: the scheduler wraps every provider with those.
+
+A backend that answers a long request (a video) with a job to poll returns a :class:`Job`
+from ``run`` instead. The scheduler stores the job on the task, frees the backend slot, and
+calls ``poll`` with backoff until it returns a ``Result`` (or raises); after a restart it
+resumes polling from the stored job. ``cancel_job`` is called when the task is cancelled.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from taskgate import errors
 from taskgate.config import Instance, Route
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -19,6 +25,10 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
 async def _no_progress(_: dict[str, Any]) -> None:
     return None
+
+
+async def _no_files(file_id: str) -> OutputFile:
+    raise errors.InvalidInput(f"file {file_id!r} cannot be read here")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +42,9 @@ class Call:
     instance: Instance
     route: Route
     emit: Emit = _no_progress  # progress: tokens, percent, provider job ids
+    # The bytes of a file of the task's tenant, by id (inputs that reference uploads);
+    # NotFound-style failures come back as errors.InvalidInput.
+    read_file: Callable[[str], Awaitable[OutputFile]] = _no_files
 
     def option(self, name: str, default: Any = None) -> Any:
         """An option of the instance, else of the route, else ``default``."""
@@ -40,7 +53,8 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class OutputFile:
-    """Bytes a provider produced (an image, audio, a video), kept in taskgate's storage."""
+    """A file's bytes: what a provider produced (an image, audio, a video; the scheduler
+    keeps it in taskgate's storage) or an input file read with ``Call.read_file``."""
 
     data: bytes
     content_type: str
@@ -58,6 +72,29 @@ class Result:
         return {"output": self.output, "usage": self.usage}
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job running on the backend's side. ``id`` is the backend's job id; ``data`` is
+    anything else ``poll`` needs (JSON-storable: it is kept on the task across restarts);
+    ``poll_after`` is the backend's hint, in seconds, for the first poll."""
+
+    id: str
+    data: dict[str, Any] = field(default_factory=dict)
+    poll_after: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A polled job that is still running: when to look again (seconds, the backend's
+    hint; else the scheduler's backoff) and progress to forward, such as a percentage."""
+
+    retry_after: float | None = None
+    progress: dict[str, Any] | None = None
+
+
 class Provider(abc.ABC):
     """Subclass, implement :meth:`run`, and register with ``@register_provider("name")``."""
 
@@ -67,7 +104,14 @@ class Provider(abc.ABC):
         self.route = route
 
     @abc.abstractmethod
-    async def run(self, call: Call) -> Result: ...
+    async def run(self, call: Call) -> Result | Job: ...
+
+    async def poll(self, call: Call, job: Job) -> Result | Pending:
+        """The state of a job that ``run`` returned: a Result when done, else Pending."""
+        raise NotImplementedError(f"{type(self).__name__} returned a job but cannot poll")
+
+    async def cancel_job(self, call: Call, job: Job) -> None:  # noqa: B027 - optional hook
+        """Cancel the backend's job, where the backend allows it (best effort)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         pass

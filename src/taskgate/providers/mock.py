@@ -6,6 +6,11 @@ by a hash of task id and attempt, so a run repeats exactly). A task's params may
 call: ``mock_latency_ms``, ``mock_fail_attempts`` (fail the first N attempts),
 ``mock_error`` (an error type such as ``rate_limited`` or ``invalid_input``),
 ``mock_retry_after`` and ``stream`` (chat words sent as progress).
+
+``mock_job_seconds`` makes the call a backend-side job: ``run`` returns a :class:`Job` that
+is done that many seconds after submission (a wall-clock time kept in the job, so it survives
+a restart), ``poll`` reports progress until then, and ``mock_job_error`` makes the finished
+job fail with that error type. Cancelled job ids are kept in ``cancelled``.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
+import time
 import zlib
 from typing import Any
 
 from taskgate import errors
-from taskgate.providers.base import Call, OutputFile, Provider, Result
+from taskgate.config import Route
+from taskgate.providers.base import Call, Job, OutputFile, Pending, Provider, Result
 from taskgate.providers.registry import register_provider
 
 _ERRORS: dict[str, type[errors.ProviderError]] = {
@@ -55,7 +62,31 @@ def prompt_of(value: Any) -> str:
 
 @register_provider("mock")
 class MockProvider(Provider):
-    async def run(self, call: Call) -> Result:
+    def __init__(self, route: Route) -> None:
+        super().__init__(route)
+        self.cancelled: list[str] = []
+
+    async def run(self, call: Call) -> Result | Job:
+        p = call.params
+        if "mock_job_seconds" in p:
+            self._maybe_fail(call)
+            done_at = time.time() + float(p["mock_job_seconds"])
+            return Job(f"mockjob-{call.task_id}-{call.attempt}", {"done_at": done_at}, 0.0)
+        return await self._answer(call)
+
+    async def poll(self, call: Call, job: Job) -> Result | Pending:
+        left = float(job.data["done_at"]) - time.time()
+        if left > 0:
+            return Pending(retry_after=min(left, 0.05), progress={"job": job.id, "left": left})
+        if "mock_job_error" in call.params:
+            cls = _ERRORS.get(str(call.params["mock_job_error"]), errors.Overloaded)
+            raise cls(f"mock job {job.id} failed", provider_code=f"mock_{cls.code}")
+        return await self._answer(call)
+
+    async def cancel_job(self, call: Call, job: Job) -> None:
+        self.cancelled.append(job.id)
+
+    async def _answer(self, call: Call) -> Result:
         p = call.params
         latency = float(p.get("mock_latency_ms", call.option("latency_ms", 0))) / 1000
         self._maybe_fail(call)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from taskgate import errors
-from taskgate.providers.base import Call, Provider
+from taskgate.providers.base import Call, OutputFile, Provider
 
 CONNECT_TIMEOUT = 10.0
 SNIPPET = 300  # characters of an unexpected body quoted in an error
@@ -91,3 +91,43 @@ def scrub(text: str, call: Call) -> str:
     """Blank the instance's secret out of text that came from outside."""
     secret = call.instance.secret.get_secret_value() if call.instance.secret else ""
     return text.replace(secret, "***") if secret else text
+
+
+GONE = frozenset({401, 403, 404, 410})  # how an expired or revoked signed URL answers
+
+
+async def download(
+    provider: WebProvider, call: Call, url: str, name: str, content_type: str | None = None
+) -> OutputFile:
+    """Fetch an output file the backend left at ``url`` (before it expires).
+
+    A URL that is already gone, or that cannot be read in full, fails the attempt as a bad
+    response, which is retried: the next attempt gets a fresh output.
+    """
+    limit = int(call.option("max_output_bytes", MAX_OUTPUT_BYTES))
+    try:
+        async with provider._client().get(url, timeout=request_timeout(call)) as resp:
+            if resp.status >= 300:
+                why = "expired or gone" if resp.status in GONE else "not readable"
+                raise errors.BadResponse(
+                    scrub(f"output URL {_short(url)} {why} (HTTP {resp.status})", call)
+                )
+            if (resp.content_length or 0) > limit:
+                raise errors.BadResponse(f"output file over {limit} bytes")
+            data = await resp.content.read(limit + 1)
+            if len(data) > limit:
+                raise errors.BadResponse(f"output file over {limit} bytes")
+            kind = content_type or resp.content_type or "application/octet-stream"
+    except TimeoutError as exc:
+        raise errors.ProviderTimeout(f"download of {_short(url)} timed out") from exc
+    except aiohttp.ClientError as exc:
+        raise errors.BadResponse(scrub(f"download of {_short(url)} failed: {exc}", call)) from exc
+    return OutputFile(data, kind, name)
+
+
+MAX_OUTPUT_BYTES = 1 << 30
+
+
+def _short(url: str) -> str:
+    """A URL without its query (signed URLs carry their credentials there)."""
+    return url.split("?", 1)[0]

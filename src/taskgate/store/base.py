@@ -33,6 +33,9 @@ class Outcome:
 
     ``status`` PENDING means "retry": the task goes back to the queue at ``run_after``,
     on ``next_route`` when failing over to a fallback route. ``route`` is where it ran.
+    ``provider_job`` is written as given: the backend's job stays on the task when the
+    attempt ends with it (done, or handed back to be resumed), and is cleared (None) when a
+    retry must submit a new one.
     """
 
     task_id: str
@@ -47,6 +50,7 @@ class Outcome:
     error: dict[str, Any] | None = None
     run_after: float = 0.0
     next_route: str | None = None
+    provider_job: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,7 @@ _END = _FENCED.values(
     instance=sa.bindparam("b_instance"),
     result=sa.bindparam("b_result", type_=tasks.c.result.type),
     error=sa.bindparam("b_error", type_=tasks.c.error.type),
+    provider_job=sa.bindparam("b_job", type_=tasks.c.provider_job.type),
     updated_at=sa.bindparam("b_now"),
     finished_at=sa.bindparam("b_now"),
     lease_until=None,
@@ -110,6 +111,7 @@ _RETRY = _FENCED.values(
     status=PENDING,
     instance=sa.bindparam("b_instance"),
     error=sa.bindparam("b_error", type_=tasks.c.error.type),
+    provider_job=sa.bindparam("b_job", type_=tasks.c.provider_job.type),
     route=sa.bindparam("b_route"),
     run_after=sa.bindparam("b_run_after"),
     updated_at=sa.bindparam("b_now"),
@@ -129,7 +131,13 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
     now = time.time()
     ends, retries = [], []
     for o in batch:
-        common = {**_fence(o), "b_instance": o.instance, "b_error": o.error, "b_now": now}
+        common = {
+            **_fence(o),
+            "b_instance": o.instance,
+            "b_error": o.error,
+            "b_job": o.provider_job,
+            "b_now": now,
+        }
         if o.status is Status.PENDING:
             retries.append(
                 {**common, "b_route": o.next_route or o.route, "b_run_after": o.run_after}
@@ -190,7 +198,9 @@ def sweep_once(conn: Conn, now: float) -> tuple[list[Task], bool]:
 def _requeue_lost(conn: Conn, t: Task, now: float) -> Task | None:
     error = {"type": "worker_lost", "message": f"worker {t.worker} stopped renewing its lease"}
     values: dict[str, Any] = {"error": error, "updated_at": now, "lease_until": None}
-    if t.attempts >= t.max_attempts:
+    # A task with a job on the backend's side is resumed whatever its attempts: polling
+    # again costs nothing, and failing it would throw away a job already paid for.
+    if t.attempts >= t.max_attempts and t.provider_job is None:
         values.update(status=Status.FAILED.value, finished_at=now)
     else:
         values.update(status=PENDING, worker=None, run_after=now)

@@ -43,6 +43,7 @@ tasks = Table(
     Column("params", Json),
     Column("result", Json),
     Column("error", Json),
+    Column("provider_job", Json),  # a job running on the backend's side: {id, data, ...}
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("run_timeout", Float),

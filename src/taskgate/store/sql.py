@@ -318,6 +318,39 @@ class SqlStore:
     async def _finish_batch(self, batch: Sequence[Outcome]) -> list[Task | None]:
         return await self._write(ops.finish_batch, batch)
 
+    async def set_provider_job(
+        self, task_id: str, worker: str, attempt: int, job: dict[str, Any]
+    ) -> bool:
+        """Keep the backend's job on the task, fenced like a finish. False: the attempt no
+        longer holds the task (cancelled meanwhile; the caller cancels the job)."""
+        stmt = (
+            tasks.update()
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status == PROCESSING,
+                tasks.c.worker == worker,
+                tasks.c.attempts == attempt,
+            )
+            .values(provider_job=job, updated_at=time.time())
+            .returning(tasks.c.id)
+        )
+        return bool(await self._write(ops.rows, stmt))
+
+    async def record_late_result(self, task_id: str, result: Any) -> Task | None:
+        """Keep the result of a backend job that finished after its task had timed out
+        here. The status stays TIMEOUT (a task ends once); the paid-for output is kept."""
+        stmt = (
+            tasks.update()
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status == Status.TIMEOUT.value,
+                tasks.c.provider_job.is_not(None),
+            )
+            .values(result=result, updated_at=time.time())
+            .returning(*tasks.c)
+        )
+        return await self._write(ops.one_task, stmt)
+
     async def record_attempt(self, o: Outcome) -> None:
         """Add an attempt to a task's history without touching the task (a cancelled call)."""
         await self._write(ops.execute, attempts.insert(), [ops.attempt_row(o, time.time())])

@@ -1,0 +1,74 @@
+"""Media going in and out of providers: input files a task references, and output files a
+backend returns as base64 or as a URL (downloaded at once: a provider's URL may expire, so
+it is never the only copy).
+
+An input file may be given as ``{"file_id": "..."}`` (a file of the task's tenant in
+taskgate's storage), a ``data:`` URI, or, where the backend fetches it itself, an
+``http(s)://`` URL. Providers ask for the form their backend needs: bytes (multipart) or a
+URL (a data URI when the file is ours).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+from typing import Any
+
+from taskgate import errors
+from taskgate.providers.base import Call, OutputFile
+
+
+def is_file_ref(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("file_id"), str)
+
+
+async def input_bytes(call: Call, ref: Any, what: str = "file") -> OutputFile:
+    """The bytes of an input file given by id or data URI."""
+    if is_file_ref(ref):
+        return await call.read_file(ref["file_id"])
+    if isinstance(ref, str) and ref.startswith("data:"):
+        return from_data_uri(ref, what)
+    raise errors.InvalidInput(
+        f"{what} must be {{'file_id': ...}} (an uploaded file) or a data: URI"
+    )
+
+
+async def input_url(call: Call, ref: Any, what: str = "file") -> str:
+    """A URL the backend can read: an http(s) URL as given, else a data URI."""
+    if isinstance(ref, str) and ref.startswith(("http://", "https://", "data:")):
+        return ref
+    f = await input_bytes(call, ref, what)
+    return data_uri(f)
+
+
+def data_uri(f: OutputFile) -> str:
+    return f"data:{f.content_type};base64,{base64.b64encode(f.data).decode()}"
+
+
+def from_data_uri(uri: str, what: str = "file") -> OutputFile:
+    head, sep, payload = uri.partition(",")
+    if not sep or not head.endswith(";base64"):
+        raise errors.InvalidInput(f"{what}: a data URI must be base64 (data:TYPE;base64,...)")
+    content_type = head.removeprefix("data:").removesuffix(";base64") or "application/octet-stream"
+    return OutputFile(b64decode(payload, what), content_type, name_for(what, content_type))
+
+
+def b64decode(text: str, what: str = "data") -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise errors.InvalidInput(f"{what}: not valid base64") from exc
+
+
+def output_from_b64(text: str, content_type: str, name: str) -> OutputFile:
+    """A base64 output of the backend; bad base64 from a backend is a bad response."""
+    try:
+        return OutputFile(base64.b64decode(text, validate=True), content_type, name)
+    except (binascii.Error, ValueError) as exc:
+        raise errors.BadResponse(f"{name}: the backend sent invalid base64") from exc
+
+
+def name_for(stem: str, content_type: str) -> str:
+    ext = mimetypes.guess_extension(content_type.split(";")[0].strip()) or ".bin"
+    return f"{stem}{ext}"
