@@ -15,6 +15,7 @@ cancellations.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -447,14 +448,18 @@ class Scheduler:
         return run.outcome(self.worker_id, decision.status, label, error=err)
 
     async def _keep_outputs(self, task: Task, result: Result) -> dict[str, Any]:
-        """The result as stored: files the provider returned are saved and listed by id."""
+        """The result as stored: files the provider returned are saved and listed by id
+        (with their bytes inline as base64 too when the task's ``return_base64`` asks)."""
         out = result.as_dict()
         if result.files:
-            saved = [
-                await self.files.save(task.tenant, f.data, f.content_type, f.name, task.id)
-                for f in result.files
-            ]
-            out["files"] = [file_json(f) for f in saved]
+            inline = bool(task.params.get("return_base64"))
+            out["files"] = []
+            for f in result.files:
+                saved = await self.files.save(task.tenant, f.data, f.content_type, f.name, task.id)
+                entry = file_json(saved)
+                if inline:
+                    entry["b64_json"] = base64.b64encode(f.data).decode()
+                out["files"].append(entry)
         return out
 
     def _job_timed_out(self, run: Running, error: errors.ProviderError) -> Outcome:

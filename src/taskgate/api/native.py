@@ -1,4 +1,4 @@
-"""taskgate's own API: ``/v1/tasks`` and ``/v1/keys``."""
+"""taskgate's own API: ``/v1/tasks``, ``/v1/files`` and ``/v1/keys``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from taskgate.api.auth import KeyRing, admin, caller
 from taskgate.api.responses import JSON
 from taskgate.errors import NotFound
+from taskgate.files import file_json
 from taskgate.gateway import Gateway, Submission, iso, scope, task_json
 from taskgate.models import ApiKey, Priority, Status
 from taskgate.store import TaskFilter
@@ -181,7 +182,45 @@ async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator
         yield _sse("finished", await gw.view(task))
 
 
+# --- models ----------------------------------------------------------------------------------
+
+
+@router.get("/v1/models", tags=["models"])
+async def list_models(_: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)) -> JSON:
+    """The model names taskgate routes, OpenAI-style: each route's declared names and globs
+    (``source``: ``declared``, ``glob``) and the names its backends list (``discovered``);
+    ``owned_by`` is the route."""
+    return JSON({"object": "list", "data": gw.models()})
+
+
 # --- files -----------------------------------------------------------------------------------
+
+
+@router.post("/v1/files", status_code=201, tags=["files"])
+async def upload_file(
+    request: Request,
+    file: UploadFile = File(description="the file's bytes"),
+    purpose: str = Form("input"),
+    key: ApiKey = Depends(caller),
+) -> JSON:
+    """Store a file of the caller's tenant; tasks reference it as ``{"file_id": ...}``.
+    Bodies over ``max_body_bytes`` (100 MB by default) are refused with 413."""
+    data = await file.read()
+    content_type = file.content_type or "application/octet-stream"
+    f = await request.app.state.files.save(
+        key.tenant, data, content_type, file.filename or "upload"
+    )
+    return JSON(
+        {
+            **file_json(f),
+            "object": "file",
+            "bytes": f.size,
+            "filename": f.name,
+            "purpose": purpose,
+            "created_at": int(f.created_at),
+        },
+        status_code=201,
+    )
 
 
 @router.get("/v1/files/{file_id}", tags=["files"], response_class=Response)

@@ -69,6 +69,26 @@ def output_from_b64(text: str, content_type: str, name: str) -> OutputFile:
         raise errors.BadResponse(f"{name}: the backend sent invalid base64") from exc
 
 
+# The media types models deal in, so names do not depend on the host's /etc/mime.types.
+EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "audio/mpeg": ".mp3",
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/ogg": ".ogg",
+    "audio/flac": ".flac",
+    "audio/aac": ".aac",
+    "audio/mp4": ".m4a",
+    "audio/webm": ".webm",
+}
+
+
 def name_for(stem: str, content_type: str) -> str:
-    ext = mimetypes.guess_extension(content_type.split(";")[0].strip()) or ".bin"
+    kind = content_type.split(";")[0].strip().lower()
+    ext = EXTENSIONS.get(kind) or mimetypes.guess_extension(kind) or ".bin"
     return f"{stem}{ext}"

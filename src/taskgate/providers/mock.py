@@ -5,7 +5,8 @@ Options (route or instance ``options``): ``latency_ms`` and ``failure_rate`` (0.
 by a hash of task id and attempt, so a run repeats exactly). A task's params may steer one
 call: ``mock_latency_ms``, ``mock_fail_attempts`` (fail the first N attempts),
 ``mock_error`` (an error type such as ``rate_limited`` or ``invalid_input``),
-``mock_retry_after`` and ``stream`` (chat words sent as progress).
+``mock_retry_after`` and ``stream`` (chat words sent as progress). An input with an
+``image`` (a file reference or data URI) is read, and its sha256 is in the output.
 
 ``mock_job_seconds`` makes the call a backend-side job: ``run`` returns a :class:`Job` that
 is done that many seconds after submission (a wall-clock time kept in the job, so it survives
@@ -25,6 +26,7 @@ from typing import Any
 from taskgate import errors
 from taskgate.config import Route
 from taskgate.providers.base import Call, Job, OutputFile, Pending, Provider, Result
+from taskgate.providers.media import input_bytes
 from taskgate.providers.registry import register_provider
 
 _ERRORS: dict[str, type[errors.ProviderError]] = {
@@ -99,7 +101,11 @@ class MockProvider(Provider):
         elif latency > 0:
             await asyncio.sleep(latency)
         usage = {"input_tokens": len(text.split())}
-        return Result(self._output(call, text), usage, self._files(call, text))
+        output = self._output(call, text)
+        if isinstance(call.input, dict) and "image" in call.input:  # an edit: read the input
+            image = await input_bytes(call, call.input["image"], "image")
+            output["input_sha256"] = hashlib.sha256(image.data).hexdigest()
+        return Result(output, usage, self._files(call, text))
 
     @staticmethod
     def _maybe_fail(call: Call) -> None:

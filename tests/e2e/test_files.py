@@ -1,0 +1,68 @@
+"""Files over HTTP: uploads, tasks whose inputs reference them, outputs inline as base64."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from tests.e2e.conftest import Server
+from tests.e2e.test_api import submit, wait
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
+
+
+def test_an_uploaded_file_is_an_input_of_its_tenants_tasks_only(server: Server) -> None:
+    a, b = server.create_key("tenant-a"), server.create_key("tenant-b")
+    with server.client(a) as ca, server.client(b) as cb:
+        r = ca.post("/v1/files", files={"file": ("cat.png", PNG, "image/png")})
+        assert r.status_code == 201, r.text
+        up = r.json()
+        assert up["bytes"] == len(PNG) and up["filename"] == "cat.png"
+        assert up["content_type"] == "image/png" and up["object"] == "file"
+        assert ca.get(up["url"]).content == PNG
+        assert cb.get(up["url"]).status_code == 404
+
+        edit = {"prompt": "make it blue", "image": {"file_id": up["id"]}}
+        done = wait(ca, submit(ca, kind="image_edit", input=edit)["id"])
+        assert done["status"] == "SUCCESS", done
+        assert done["result"]["output"]["input_sha256"] == hashlib.sha256(PNG).hexdigest()
+
+        stolen = wait(cb, submit(cb, kind="image_edit", input=edit)["id"])  # b cannot read it
+        assert stolen["status"] == "FAILED" and stolen["attempts"] == 1
+        assert stolen["error"]["type"] == "invalid_input"
+        assert up["id"] in stolen["error"]["message"]
+
+
+def test_a_data_uri_input_needs_no_upload(server: Server, key: str) -> None:
+    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    with server.client(key) as c:
+        done = wait(c, submit(c, kind="image_edit", input={"prompt": "x", "image": uri})["id"])
+        bad = wait(c, submit(c, kind="image_edit", input={"prompt": "x", "image": "data:,x"})["id"])
+    assert done["result"]["output"]["input_sha256"] == hashlib.sha256(PNG).hexdigest()
+    assert bad["status"] == "FAILED" and bad["error"]["type"] == "invalid_input"
+
+
+def test_outputs_come_back_as_base64_too_when_asked(server: Server, key: str) -> None:
+    with server.client(key) as c:
+        done = wait(c, submit(c, kind="image", input="fox", params={"return_base64": True})["id"])
+        [f] = done["result"]["files"]
+        assert base64.b64decode(f["b64_json"]) == c.get(f["url"]).content
+        plain = wait(c, submit(c, kind="image", input="fox")["id"])
+        assert "b64_json" not in plain["result"]["files"][0]
+
+
+def test_an_upload_over_the_size_limit_is_413_and_stores_nothing(make_server: Any) -> None:
+    server: Server = make_server(max_body_bytes=10_000)
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        r = c.post(
+            "/v1/files", files={"file": ("big.bin", b"x" * 20_000, "application/octet-stream")}
+        )
+        assert r.status_code == 413
+        assert r.json()["error"]["type"] == "payload_too_large"
+        r = c.post("/v1/files", data={"purpose": "input"})
+        assert r.status_code == 422  # no file part
+    assert [p for p in (server.root / "files").rglob("*") if p.is_file()] == []
