@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,7 +11,7 @@ import pytest
 
 import taskgate.providers.gemini  # noqa: F401  (registers "gemini")
 from taskgate import errors
-from taskgate.providers import lookup
+from taskgate.providers import OutputFile, lookup
 from taskgate.providers.gemini import (
     DEFAULT_ENDPOINT,
     GeminiProvider,
@@ -130,6 +132,21 @@ async def test_an_image_data_url_becomes_inline_data(
     ]
     assert result.output["text"] == "echo: what is this"
     assert result.usage == {"input_tokens": 3 + 258, "output_tokens": 4}
+
+
+async def test_an_image_part_may_name_an_uploaded_file(
+    gate: ProviderHarness, fake: FakeGemini
+) -> None:
+    async def read_file(file_id: str) -> OutputFile:
+        assert file_id == "f1"
+        return OutputFile(base64.b64decode(PNG), "image/png", "cat.png")
+
+    part = {"type": "image_url", "image_url": {"file_id": "f1"}}
+    call = dataclasses.replace(gate.call(user_turn(part)), read_file=read_file)
+    await gate.provider.run(call)
+    assert last_body(fake)["contents"][0]["parts"] == [
+        {"inlineData": {"mimeType": "image/png", "data": PNG}}
+    ]
 
 
 def test_the_default_endpoint_is_googles() -> None:

@@ -33,6 +33,7 @@ import orjson
 
 from taskgate import errors
 from taskgate.providers.base import Call, Result
+from taskgate.providers.media import inline_file_images
 from taskgate.providers.openai import as_dict, loads, parse_object, upstream_model
 from taskgate.providers.registry import register_provider
 from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, scrub
@@ -67,7 +68,7 @@ class GeminiProvider(WebProvider):
     async def run(self, call: Call) -> Result:
         if call.kind != "chat":
             raise errors.InvalidInput(f"the gemini provider serves chat, not kind {call.kind!r}")
-        body = request_body(call)
+        body = request_body(await inline_file_images(call))
         async with self._post(call, body) as resp:
             data = parse_object(await resp.read(), call)
         return reply_result(data, call)

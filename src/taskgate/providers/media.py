@@ -5,13 +5,15 @@ it is never the only copy).
 An input file may be given as ``{"file_id": "..."}`` (a file of the task's tenant in
 taskgate's storage), a ``data:`` URI, or, where the backend fetches it itself, an
 ``http(s)://`` URL. Providers ask for the form their backend needs: bytes (multipart) or a
-URL (a data URI when the file is ours).
+URL (a data URI when the file is ours). In chat messages, an image part may name an
+uploaded file as ``{"type": "image_url", "image_url": {"file_id": ...}}``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import mimetypes
 from typing import Any
 
@@ -40,6 +42,31 @@ async def input_url(call: Call, ref: Any, what: str = "file") -> str:
         return ref
     f = await input_bytes(call, ref, what)
     return data_uri(f)
+
+
+async def inline_file_images(call: Call) -> Call:
+    """The call with chat image parts that name an uploaded file,
+    ``{"type": "image_url", "image_url": {"file_id": ...}}``, turned into data URIs, the
+    form every chat backend accepts. Other input is left as it is."""
+    value = call.input
+    if not (isinstance(value, dict) and isinstance(value.get("messages"), list)):
+        return call
+    messages = [await _inline_message(call, m) for m in value["messages"]]
+    return dataclasses.replace(call, input={**value, "messages": messages})
+
+
+async def _inline_message(call: Call, message: Any) -> Any:
+    if not (isinstance(message, dict) and isinstance(message.get("content"), list)):
+        return message
+    parts = []
+    for part in message["content"]:
+        image = part.get("image_url") if isinstance(part, dict) else None
+        if is_file_ref(image):
+            url = data_uri(await call.read_file(image["file_id"]))
+            part = {**part, "image_url": {**image, "url": url}}
+            del part["image_url"]["file_id"]
+        parts.append(part)
+    return {**message, "content": parts}
 
 
 def data_uri(f: OutputFile) -> str:
