@@ -61,10 +61,10 @@ async def _inline_message(call: Call, message: Any) -> Any:
     parts = []
     for part in message["content"]:
         image = part.get("image_url") if isinstance(part, dict) else None
-        if is_file_ref(image):
+        if isinstance(image, dict) and is_file_ref(image):
+            rest = {k: v for k, v in image.items() if k != "file_id"}
             url = data_uri(await call.read_file(image["file_id"]))
-            part = {**part, "image_url": {**image, "url": url}}
-            del part["image_url"]["file_id"]
+            part = {**part, "image_url": {**rest, "url": url}}
         parts.append(part)
     return {**message, "content": parts}
 
