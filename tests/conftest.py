@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskgate.store import SqlStore
+from taskgate.store.schema import metadata
 
 PG_URL = os.environ.get("TASKGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -22,7 +23,7 @@ async def reset_postgres(url: str = PG_URL) -> None:
     engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
     try:
         async with engine.begin() as conn:
-            for table in ("attempts", "tasks", "api_keys", "files", "alembic_version"):
+            for table in [*metadata.tables, "alembic_version"]:
                 await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     finally:
         await engine.dispose()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,9 @@ class Instance(_Model):
 
 class Route(_Model):
     name: str
-    models: list[str]
+    # exact names or globs; may be empty on a route whose backends list its models
+    # (options.discover, see taskgate.discovery)
+    models: list[str] = Field(default_factory=list)
     provider: str
     kinds: list[str] | None = None  # None: any kind the provider accepts
     instances: list[Instance] = Field(min_length=1)
@@ -78,6 +80,12 @@ class Route(_Model):
     health: HealthPolicy = HealthPolicy()
     fallbacks: list[str] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _some_models(self) -> Route:
+        if not self.models and self.options.get("discover") is not True:
+            raise ValueError(f"route {self.name!r}: list its models, or set options.discover")
+        return self
 
     def serves(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, p) for p in self.models)
@@ -136,13 +144,16 @@ class Settings(_Model):
                 return r
         raise KeyError(name)
 
-    def resolve(self, model: str) -> Route | None:
-        """The route for a model: an exact name wins over a glob; then declaration order."""
+    def resolve(
+        self, model: str, discovered: Callable[[Route, str], bool] | None = None
+    ) -> Route | None:
+        """The route for a model: an exact name wins over a glob or a name a route's
+        backends listed (``discovered``); then declaration order."""
         for r in self.routes:
             if model in r.models:
                 return r
         for r in self.routes:
-            if r.serves(model):
+            if r.serves(model) or (discovered is not None and discovered(r, model)):
                 return r
         return None
 

@@ -27,7 +27,7 @@ above the provider boundary inspects HTTP codes or library exceptions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 
 class TaskgateError(Exception):
@@ -81,6 +81,9 @@ class PayloadTooLarge(ApiError):
 class ProviderError(TaskgateError):
     code = "provider_error"
     retryable = False
+    # Raised by Provider.poll: True when the backend's job itself ended in this error, False
+    # when only the poll request failed (then the job is polled again). See job_ended().
+    job_ended = False
 
     def __init__(
         self,
@@ -133,6 +136,16 @@ class AuthFailed(PermanentError):
 
 class ContentRefused(PermanentError):
     code = "content_refused"
+
+
+E = TypeVar("E", bound=ProviderError)
+
+
+def job_ended(error: E) -> E:
+    """Mark an error a provider's ``poll`` raises as the end of the backend's job, so the
+    scheduler decides on it at once instead of polling a job that will not change."""
+    error.job_ended = True
+    return error
 
 
 def from_http_status(

@@ -14,9 +14,11 @@ from typing import Any
 import orjson
 
 from taskgate.config import Route, Settings
+from taskgate.discovery import Discovery
 from taskgate.errors import BadRequest, NotFound
 from taskgate.events import Events
-from taskgate.models import ApiKey, Attempt, Priority, Status, Task
+from taskgate.events.topics import announce_cancelled, task_event
+from taskgate.models import ApiKey, Attempt, Batch, Priority, Status, Task, new_id
 from taskgate.providers import lookup
 from taskgate.store import NewTask, SqlStore, TaskFilter
 
@@ -52,6 +54,14 @@ class Gateway:
             for r in settings.routes
         )
         self.kinds = sorted(set(settings.kinds).union(*declared))
+        self.discovery = Discovery(settings.routes)
+
+    async def start(self) -> None:
+        """Learn the models of routes that discover them, and keep them fresh."""
+        await self.discovery.start()
+
+    async def stop(self) -> None:
+        await self.discovery.stop()
 
     # --- accepting -----------------------------------------------------------------------
 
@@ -61,7 +71,7 @@ class Gateway:
                 f"unknown kind {kind!r}; known kinds: {', '.join(self.kinds)}",
                 field="kind",
             )
-        route = self.settings.resolve(model)
+        route = self.resolve(model)
         if route is None:
             raise BadRequest(f"unknown model {model!r}: no route serves it", field="model")
         served = route.kinds if route.kinds is not None else lookup(route.provider).kinds
@@ -70,6 +80,27 @@ class Gateway:
                 f"model {model!r} (route {route.name!r}) does not serve kind {kind!r}", field="kind"
             )
         return route
+
+    def resolve(self, model: str) -> Route | None:
+        """The route serving a model: declared names and globs, and discovered names."""
+        return self.settings.resolve(model, self.discovery.serves)
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every model name routed, OpenAI-style: declared names and globs, and the names
+        discovered on a route that routes them (an earlier glob may take a name)."""
+        out: list[dict[str, Any]] = []
+        for r in self.settings.routes:
+            named = [(m, declared_as(m)) for m in r.models]
+            found = [
+                (m, "discovered")
+                for m in self.discovery.names(r)
+                if m not in r.models and self.resolve(m) is r
+            ]
+            out += [
+                {"id": m, "object": "model", "owned_by": r.name, "source": source}
+                for m, source in named + found
+            ]
+        return out
 
     def attempt_budget(self, route: Route) -> int:
         """Attempts over the route and every fallback it may reach (each counted once)."""
@@ -85,6 +116,29 @@ class Gateway:
     async def submit(self, key: ApiKey, sub: Submission) -> tuple[Task, bool]:
         """Accept a task durably. Returns (task, created); created is False on an idempotent
         replay of an earlier submission with the same key and body."""
+        task, created = await self.store.insert(self._new_task(key, sub))
+        if created:
+            await self._queued(task)
+        return task, created
+
+    async def submit_batch(
+        self, key: ApiKey, sub: Submission, models: list[str], first_wins: bool = False
+    ) -> tuple[Batch, list[Task]]:
+        """Fan one request out to several models: a task each, accepted all together."""
+        if not models or len(set(models)) != len(models):
+            raise BadRequest("a batch needs one or more distinct models", field="models")
+        batch = Batch(new_id(), key.tenant, key.id, sub.kind, first_wins, models, time.time())
+        news = [
+            self._new_task(key, dataclasses.replace(sub, model=m, idempotency_key=None), batch.id)
+            for m in models
+        ]
+        tasks = await self.store.insert_batch(batch, news)
+        for task in tasks:
+            await self._queued(task)
+        return batch, tasks
+
+    def _new_task(self, key: ApiKey, sub: Submission, batch_id: str | None = None) -> NewTask:
+        """A checked submission, ready for the store; refused with a 400 if not routable."""
         route = self.route_for(sub.kind, sub.model)
         try:
             orjson.dumps([sub.input, sub.params])
@@ -95,7 +149,7 @@ class Gateway:
                 "idempotency key must have 1 to 200 characters", field="idempotency_key"
             )
         now = time.time()
-        new = NewTask(
+        return NewTask(
             tenant=key.tenant,
             api_key_id=key.id,
             kind=sub.kind,
@@ -109,13 +163,11 @@ class Gateway:
             deadline=now + sub.queue_timeout if sub.queue_timeout else None,
             idempotency_key=sub.idempotency_key,
             request_hash=_request_hash(sub) if sub.idempotency_key else None,
+            batch_id=batch_id,
         )
-        task, created = await self.store.insert(new)
-        if created:
-            await self.events.publish(
-                "queue", {"route": task.route, "priority": int(task.priority)}
-            )
-        return task, created
+
+    async def _queued(self, task: Task) -> None:
+        await self.events.publish("queue", {"route": task.route, "priority": int(task.priority)})
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -155,18 +207,76 @@ class Gateway:
         task = await self.store.cancel(task_id, scope(key))
         if task is None:
             raise NotFound(f"no task {task_id!r}")
-        if task.status is Status.CANCELLED:  # stop the call, on whichever worker runs it
-            message: dict[str, Any] = {"task_id": task.id, "worker": task.worker}
-            if task.provider_job:  # a backend job to cancel, even if no worker holds it
-                message.update(provider_job=task.provider_job, kind=task.kind, model=task.model)
-            await self.events.publish("cancel", message)
-        await self.events.publish(
-            f"task:{task.id}", {"type": "finished", "task_id": task.id, "status": task.status.value}
-        )
+        if task.status is Status.CANCELLED:
+            await announce_cancelled(self.events, [task])
+        else:
+            await self.events.publish(f"task:{task.id}", task_event(task, "finished"))
         return task
+
+    async def get_batch(self, key: ApiKey, batch_id: str) -> tuple[Batch, list[Task]]:
+        found = await self.store.get_batch(batch_id, scope(key))
+        if found is None:
+            raise NotFound(f"no batch {batch_id!r}")
+        return found
+
+    async def wait_batch(
+        self, key: ApiKey, batch_id: str, timeout: float
+    ) -> tuple[Batch, list[Task]]:
+        """The batch once every task has ended, or as it is after ``timeout`` seconds."""
+        _, tasks = await self.get_batch(key, batch_id)
+        end = time.monotonic() + timeout
+        for task in tasks:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            await self.wait(key, task.id, left)
+        return await self.get_batch(key, batch_id)
+
+    async def cancel_batch(self, key: ApiKey, batch_id: str) -> tuple[Batch, list[Task]]:
+        batch, _ = await self.get_batch(key, batch_id)
+        await announce_cancelled(self.events, await self.store.cancel_batch(batch.id))
+        return await self.get_batch(key, batch_id)
 
     async def list_tasks(self, key: ApiKey, f: TaskFilter) -> list[Task]:
         return await self.store.list_tasks(dataclasses.replace(f, tenant=scope(key)))
+
+
+def declared_as(name: str) -> str:
+    return "glob" if any(c in name for c in "*?[") else "declared"
+
+
+def batch_json(batch: Batch, tasks: list[Task]) -> dict[str, Any]:
+    """A batch with a result per model, in the fields seed 003's clients read
+    (``batch_id``, ``status``, ``results[{model_name, status, response_text, cost_time}]``)."""
+    return {
+        "id": batch.id,
+        "batch_id": batch.id,
+        "status": batch.status(tasks),
+        "kind": batch.kind,
+        "first_wins": batch.first_wins,
+        "created_at": iso(batch.created_at),
+        "task_ids": [t.id for t in tasks],
+        "results": [batch_result(t) for t in tasks],
+    }
+
+
+def batch_result(task: Task) -> dict[str, Any]:
+    output = task.result.get("output") if isinstance(task.result, dict) else None
+    text = output.get("text") if isinstance(output, dict) else None
+    cost = (
+        round(task.finished_at - task.started_at, 3)
+        if task.finished_at is not None and task.started_at is not None
+        else None
+    )
+    return {
+        "task_id": task.id,
+        "model_name": task.model,
+        "status": task.status.value,
+        "response_text": text,
+        "cost_time": cost,
+        "result": task.result,
+        "error": task.error,
+    }
 
 
 def _request_hash(sub: Submission) -> str:
@@ -193,6 +303,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "result": task.result,
         "error": task.error,
         "provider_job": _job_json(task.provider_job),
+        "batch_id": task.batch_id,
         "attempts": task.attempts,
         "max_attempts": task.max_attempts,
         "idempotency_key": task.idempotency_key,

@@ -121,6 +121,7 @@ class Task:
     result: Any = None
     error: dict[str, Any] | None = None
     provider_job: dict[str, Any] | None = None  # {id, data, route, instance, submitted_at}
+    batch_id: str | None = None
     worker: str | None = None
     instance: str | None = None
     lease_until: float | None = None
@@ -142,6 +143,34 @@ class Task:
         values["priority"] = Priority(values["priority"])
         values["params"] = values.get("params") or {}
         return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One request fanned out to several models: a task per model. With ``first_wins``
+    the first success cancels the rest."""
+
+    id: str
+    tenant: str
+    api_key_id: str
+    kind: str
+    first_wins: bool
+    models: list[str]  # in the request's order; the results follow it
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> Batch:
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+
+    def status(self, tasks: list[Task]) -> str:
+        """``processing`` until every task has ended; then ``success`` (all succeeded, or
+        one did in a first-wins batch), ``partial`` (some did) or ``failed`` (none did)."""
+        if not all(t.terminal for t in tasks):
+            return "processing"
+        wins = sum(t.status is Status.SUCCESS for t in tasks)
+        if wins == len(tasks) or (self.first_wins and wins):
+            return "success"
+        return "partial" if wins else "failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ The scheduler submits the job (``Provider.run`` returns a :class:`Job`), keeps i
 frees the backend slot, then awaits :func:`poll_until_done`. Polls back off from the route's
 ``poll.interval`` up to ``poll.max_interval`` with jitter, never sooner than the backend asked.
 A poll that fails with a retryable error (the backend throttled or hiccupped) is tried again;
-``poll.max_errors`` such failures in a row end the wait with that error, so a job that failed
-for good on the backend's side is not polled forever. Nothing here touches the store.
+``poll.max_errors`` such failures in a row end the wait with that error. An error marked with
+:func:`taskgate.errors.job_ended` (the job itself failed, or the backend lost it) ends the
+wait at once. Nothing here touches the store.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def poll_until_done(
             state = await provider.poll(call, job)
         except errors.RetryableError as exc:
             failures += 1
-            if failures >= conf.max_errors:
+            if exc.job_ended or failures >= conf.max_errors:
                 raise
             log.warning("poll %d of job %s failed (%s); polling again", polls, job.id, exc)
             hint = exc.retry_after

@@ -30,6 +30,7 @@ import orjson
 from taskgate import errors, policy, polling
 from taskgate.config import Instance, Route, Settings
 from taskgate.events import Events
+from taskgate.events.topics import announce_cancelled, task_event
 from taskgate.files import Files, file_json
 from taskgate.models import Priority, Status, Task
 from taskgate.providers import Call, Job, OutputFile, Provider, Result, build
@@ -86,10 +87,6 @@ class Running:
             started_at=self.started_at,
             **kw,
         )
-
-
-def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
-    return {"type": type_, "task_id": task.id, "status": task.status.value, **extra}
 
 
 def checked(result: Result) -> Result:
@@ -522,6 +519,16 @@ class Scheduler:
             )
         else:
             await self._publish(task, "finished")
+            if task.status is Status.SUCCESS and task.batch_id is not None:
+                await self._first_wins(task)
+
+    async def _first_wins(self, task: Task) -> None:
+        """The first success of a first-wins batch cancels the rest of it."""
+        found = await self.store.get_batch(task.batch_id or "", None)
+        if found is not None and found[0].first_wins:
+            await announce_cancelled(
+                self.events, await self.store.cancel_batch(found[0].id, keep=task.id)
+            )
 
     async def _listen(self, topic: str, handler: Any) -> None:
         async with self.events.subscribe(topic) as sub:

@@ -3,6 +3,7 @@ server running in this test process."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,9 @@ import pytest
 from tests.e2e.conftest import Server
 from tests.e2e.test_api import submit, wait
 from tests.fakes import in_thread
+from tests.fakes.openai_media import fake_speech, fake_transcript
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.shelf import fake_image
 
 KEY = "sk-e2e-4b1d7e09c6a2f835"
 
@@ -35,7 +38,7 @@ def server(make_server: Any, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) 
     }
     route = {
         "name": "upstream",
-        "models": ["gpt-*"],
+        "models": ["gpt-*", "dall-e-*", "whisper-*", "tts-*"],
         "provider": "openai",
         "instances": [instance],
         "timeout": 30,
@@ -132,3 +135,82 @@ def test_a_backend_quoting_the_secret_does_not_leak_it(
         assert done["error"]["type"] == "auth_failed"
         assert "Incorrect API key provided: ***" in done["error"]["message"]
         assert_no_secret(c, done["id"], server)
+
+
+# --- images and audio --------------------------------------------------------------------
+
+PNG = fake_image("an uploaded picture")
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(48))
+
+
+def input_ref(c: httpx.Client, data: bytes, content_type: str, name: str) -> Any:
+    """An uploaded file's reference; a data: URI where the server takes no uploads."""
+    r = c.post("/v1/files", files={"file": (name, data, content_type)})
+    if r.status_code in (404, 405):
+        return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+    assert r.status_code == 201, r.text
+    return {"file_id": r.json()["id"]}
+
+
+def stored(c: httpx.Client, done: dict[str, Any]) -> httpx.Response:
+    assert done["status"] == "SUCCESS", done
+    [f] = done["result"]["files"]
+    r = c.get(f["url"])
+    assert r.status_code == 200 and r.headers["content-type"] == f["content_type"]
+    return r
+
+
+def test_an_image_url_is_copied_into_a_stored_file(
+    server: Server, key: str, fake: FakeOpenAI
+) -> None:
+    with server.client(key) as c:
+        done = wait(c, submit(c, kind="image", model="dall-e-3", input="a red fox")["id"])
+        assert stored(c, done).content == fake_image("a red fox")
+        [meta] = done["result"]["output"]["images"]
+        assert meta["revised_prompt"] == "A detailed picture of a red fox"
+        assert_no_secret(c, done["id"], server)
+    assert len(fake.shelf.downloads) == 1
+
+
+def test_an_expired_image_url_is_retried(server: Server, key: str, fake: FakeOpenAI) -> None:
+    fake.script("expired_url")
+    with server.client(key) as c:
+        done = wait(c, submit(c, kind="image", model="dall-e-2", input="a fox")["id"])
+        assert stored(c, done).content == fake_image("a fox")
+    assert [a["outcome"] for a in done["history"]] == ["retry", "success"]
+    assert done["history"][0]["error"]["type"] == "bad_response"
+
+
+def test_a_refused_image_prompt_fails_at_once(server: Server, key: str, fake: FakeOpenAI) -> None:
+    fake.script("content_policy")
+    with server.client(key) as c:
+        done = wait(c, submit(c, kind="image", model="gpt-image-1", input="no")["id"])
+    assert done["status"] == "FAILED" and done["attempts"] == 1
+    assert done["error"]["type"] == "content_refused"
+    assert done["error"]["provider_code"] == "content_policy_violation"
+
+
+def test_an_image_edit_of_an_uploaded_file(server: Server, key: str, fake: FakeOpenAI) -> None:
+    with server.client(key) as c:
+        image = input_ref(c, PNG, "image/png", "photo.png")
+        edit = {"prompt": "add a hat", "image": image}
+        done = wait(c, submit(c, kind="image_edit", model="gpt-image-1", input=edit)["id"])
+        assert stored(c, done).content == fake_image("add a hat")
+    form = fake.requests[-1].body
+    assert form["image"].data == PNG
+    assert form["image"].filename == ("photo.png" if isinstance(image, dict) else "image.png")
+    assert form["prompt"] == "add a hat"
+
+
+def test_a_transcription_and_a_speech_task(server: Server, key: str, fake: FakeOpenAI) -> None:
+    with server.client(key) as c:
+        audio = input_ref(c, WAV, "audio/wav", "memo.wav")
+        heard = wait(
+            c, submit(c, kind="transcription", model="whisper-1", input={"file": audio})["id"]
+        )
+        said = wait(c, submit(c, kind="speech", model="tts-1", input="Hello.")["id"])
+        assert said["result"]["output"] == {"format": "mp3"}
+        assert stored(c, said).content == fake_speech("Hello.")
+    assert heard["status"] == "SUCCESS", heard
+    assert heard["result"]["output"] == {"text": fake_transcript(WAV)}
+    assert heard["result"]["usage"] == {"seconds": 1}

@@ -8,8 +8,10 @@ It checks the bearer key (401) and the request's shape (400), both with OpenAI's
 answers chat with ``echo: <last user message>`` (``deepseek-r1*`` models also reason, and a
 request with ``tools`` calls the first tool); streams SSE chunks when asked, with a usage chunk
 when ``stream_options.include_usage``; makes embeddings (:func:`fake_embedding`); and records
-every request in ``fake.requests``. ``fake.script(*modes)`` queues behaviours, one taken by
-each request that follows:
+every request in ``fake.requests``. Images, image edits, transcriptions and speech are
+served as :mod:`tests.fakes.openai_media` describes; image URLs point at the fake itself
+(``fake.shelf``, see :mod:`tests.fakes.shelf`). ``fake.script(*modes)`` queues behaviours,
+one taken by each API request that follows:
 
     rate_limit      429 with Retry-After: 1
     server_error    500
@@ -22,11 +24,15 @@ each request that follows:
     content_filter  finish_reason ``content_filter``
     stream_error    (streams) the first deltas, then an error chunk
     truncated       (streams) the first deltas, then the end of the body without [DONE]
+    content_policy  400 with code ``content_policy_violation`` (an image prompt refused)
+    expired_url     answer, but the next image URL handed out answers 403 (expired)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -38,6 +44,8 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes import LoopbackServer
+from tests.fakes import openai_media as om
+from tests.fakes.shelf import Shelf, root_of
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 CHAT_FIELDS = {
@@ -88,6 +96,13 @@ CANNED: dict[str, Callable[[], web.Response]] = {
     ),
     "garbage": lambda: web.Response(text="this is not json", content_type="application/json"),
     "no_choices": lambda: web.json_response({"id": "chatcmpl-fake", "object": "chat.completion"}),
+    "content_policy": lambda: error_response(
+        400,
+        "Your request was rejected as a result of our safety system. Your prompt may contain "
+        "text that is not allowed by our safety system.",
+        "image_generation_user_error",
+        "content_policy_violation",
+    ),
 }
 
 
@@ -95,24 +110,35 @@ CANNED: dict[str, Callable[[], web.Response]] = {
 class Recorded:
     path: str
     headers: dict[str, str]
-    body: Any  # the parsed JSON, or None when it was not JSON
+    body: Any  # the parsed JSON or multipart form (om.Form), else None
+    method: str = "POST"
 
 
 class FakeOpenAI(LoopbackServer):
+    """Subclassed by the fake Ark server, which speaks the same chat protocol: the class
+    attributes and the ``error``/``unauthorized``/``canned`` methods are what differ."""
+
+    prefix = "/v1"
+    chat_fields = CHAT_FIELDS
+    reasoning_models: tuple[str, ...] = ("deepseek-r1",)
+    modes: frozenset[str] = frozenset()  # set below, once the module's tables exist
+
     def __init__(self, key: str = "sk-fake-key", slow_seconds: float = 5.0) -> None:
         self.key = key
         self.slow_seconds = slow_seconds
         self.requests: list[Recorded] = []
+        self.shelf = Shelf()
         self._modes: deque[str] = deque()
+        self._expire_next = False
         self._released = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     def script(self, *modes: str) -> None:
-        unknown = set(modes) - set(CANNED) - set(OTHER_MODES)
+        unknown = set(modes) - self.modes
         if unknown:
             raise ValueError(f"unknown fake modes {sorted(unknown)}")
         self._modes.extend(modes)
@@ -126,42 +152,80 @@ class FakeOpenAI(LoopbackServer):
 
     def routes(self, app: web.Application) -> None:
         self._loop = asyncio.get_running_loop()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/embeddings", self._embeddings)
+        post = app.router.add_post
+        post(f"{self.prefix}/chat/completions", self._chat)
+        post("/v1/embeddings", self._embeddings)
+        post("/v1/images/generations", self._images)
+        post("/v1/images/edits", self._edits)
+        post("/v1/audio/transcriptions", self._transcriptions)
+        post("/v1/audio/speech", self._speech)
+        self.shelf.add_route(app)
+
+    # --- what differs from one OpenAI-like backend to another ----------------------------
+
+    def error(self, status: int, message: str, code: str | None = None, **kw: Any) -> web.Response:
+        return error_response(status, message, code=code, **kw)
+
+    def unauthorized(self, token: str) -> web.Response:
+        return self.error(401, f"Incorrect API key provided: {token}.", "invalid_api_key")
+
+    def canned(self, mode: str | None) -> web.Response | None:
+        return CANNED[mode]() if mode in CANNED else None
 
     # --- handling ------------------------------------------------------------------------
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, chat_problem, self._answer_chat)
+        return await self._serve(
+            request, lambda body: chat_problem(body, self.chat_fields), self._answer_chat
+        )
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, embedding_problem, self._answer_embeddings)
 
+    async def _images(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, om.image_problem, self._answer_images)
+
+    async def _edits(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, om.edit_problem, self._answer_images)
+
+    async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, om.transcription_problem, self._answer_transcription)
+
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, om.speech_problem, self._answer_speech)
+
     async def _serve(
-        self, request: web.Request, problem_of: Callable[[Any], str | None], answer: Answer
+        self, request: web.Request, problem_of: Callable[[Any], om.Problem], answer: Answer
     ) -> web.StreamResponse:
         body = await self._record(request)
         mode = self._modes.popleft() if self._modes else None
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if mode == "revoked" or token != self.key:
-            return error_response(
-                401, f"Incorrect API key provided: {token}.", code="invalid_api_key"
-            )
-        if mode in CANNED:
-            return CANNED[mode]()
+            return self.unauthorized(token)
+        if (canned := self.canned(mode)) is not None:
+            return canned
+        self._expire_next |= mode == "expired_url"
         await self._pause(mode)
         problem = problem_of(body)
         if problem is not None:
-            return error_response(400, problem)
+            message, code = problem if isinstance(problem, tuple) else (problem, None)
+            return self.error(400, message, code)
         return await answer(request, body, mode)
 
     async def _record(self, request: web.Request) -> Any:
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            body = None
-        self.requests.append(Recorded(request.path, dict(request.headers), body))
+        body: Any = None
+        if request.content_type == "multipart/form-data":
+            body = await read_form(request)
+        else:
+            with contextlib.suppress(ValueError):
+                body = json.loads(await request.read())
+        self.requests.append(Recorded(request.path, dict(request.headers), body, request.method))
         return body
+
+    def put_file(self, request: web.Request, data: bytes, content_type: str, ext: str) -> str:
+        """Keep an output file on the shelf; its signed URL (expired if scripted so)."""
+        expired, self._expire_next = self._expire_next, False
+        return self.shelf.put(root_of(request), data, content_type, ext, expired)
 
     async def _pause(self, mode: str | None) -> None:
         if mode == "slow":
@@ -172,7 +236,7 @@ class FakeOpenAI(LoopbackServer):
     async def _answer_chat(
         self, request: web.Request, body: dict[str, Any], mode: str | None
     ) -> web.StreamResponse:
-        reply = chat_reply(body, mode)
+        reply = chat_reply(body, mode, self.reasoning_models)
         if body.get("stream"):
             return await stream_reply(request, reply, body, mode)
         return web.json_response(completion(reply, body["model"]))
@@ -192,8 +256,50 @@ class FakeOpenAI(LoopbackServer):
             {"object": "list", "data": data, "model": body["model"], "usage": usage}
         )
 
+    async def _answer_images(
+        self, request: web.Request, body: dict[str, Any], mode: str | None
+    ) -> web.StreamResponse:
+        put = functools.partial(self.put_file, request)
+        return web.json_response(om.image_reply(body, om.generated(body), put))
 
-OTHER_MODES = ("revoked", "slow", "hold", "content_filter", "stream_error", "truncated")
+    async def _answer_transcription(
+        self, request: web.Request, body: dict[str, Any], mode: str | None
+    ) -> web.StreamResponse:
+        return om.transcription_reply(om.Form(body))
+
+    async def _answer_speech(
+        self, request: web.Request, body: dict[str, Any], mode: str | None
+    ) -> web.StreamResponse:
+        return om.speech_reply(body)
+
+
+OTHER_MODES = (
+    "revoked",
+    "slow",
+    "hold",
+    "content_filter",
+    "stream_error",
+    "truncated",
+    "expired_url",
+)
+FakeOpenAI.modes = frozenset(CANNED) | frozenset(OTHER_MODES)
+
+
+async def read_form(request: web.Request) -> om.Form:
+    """A multipart body as a Form: text fields as strings, files as Uploads."""
+    form = om.Form()
+    for name, value in (await request.post()).items():
+        item = (
+            om.Upload(value.filename, value.content_type, value.file.read())
+            if isinstance(value, web.FileField)
+            else value
+        )
+        if name in form:
+            previous = form[name]
+            form[name] = [*previous, item] if isinstance(previous, list) else [previous, item]
+        else:
+            form[name] = [item] if name.endswith("[]") else item
+    return form
 
 
 # --- validation --------------------------------------------------------------------------
@@ -210,8 +316,8 @@ def common_problem(body: Any, fields: set[str]) -> str | None:
     return None
 
 
-def chat_problem(body: Any) -> str | None:
-    if (problem := common_problem(body, CHAT_FIELDS)) is not None:
+def chat_problem(body: Any, fields: set[str] = CHAT_FIELDS) -> str | None:
+    if (problem := common_problem(body, fields)) is not None:
         return problem
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -257,11 +363,13 @@ def words(value: Any) -> int:
     return len(str(value or "").split())
 
 
-def chat_reply(body: dict[str, Any], mode: str | None) -> ChatReply:
+def chat_reply(
+    body: dict[str, Any], mode: str | None, reasoning_models: tuple[str, ...] = ("deepseek-r1",)
+) -> ChatReply:
     messages = body["messages"]
     last = next((str(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")
     text = f"echo: {last}"
-    reasoning = f"thinking about: {last}" if body["model"].startswith("deepseek-r1") else None
+    reasoning = f"thinking about: {last}" if body["model"].startswith(reasoning_models) else None
     tools = body.get("tools")
     calls = [tool_call(tools[0], last)] if tools else None
     finish = "content_filter" if mode == "content_filter" else "tool_calls" if tools else "stop"

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from taskgate import errors
 from taskgate.config import Instance, Route
-from taskgate.providers import Call, Result, build
+from taskgate.providers import Call, OutputFile, Result, build
 
 
 class ProviderHarness:
@@ -44,6 +44,7 @@ class ProviderHarness:
         self.watch = watch  # text that must appear in no error
         self.model = model
         self.events: list[dict[str, Any]] = []
+        self.files: dict[str, OutputFile] = {}  # what Call.read_file finds, by file id
 
     async def emit(self, data: dict[str, Any]) -> None:
         self.events.append(data)
@@ -61,7 +62,13 @@ class ProviderHarness:
             instance=self.route.instances[0],
             route=self.route,
             emit=self.emit,
+            read_file=self.read_file,
         )
+
+    async def read_file(self, file_id: str) -> OutputFile:
+        if file_id not in self.files:
+            raise errors.InvalidInput(f"no file {file_id!r}")
+        return self.files[file_id]
 
     async def run(
         self, input: Any = "hello", *, kind: str = "chat", model: str | None = None, **params: Any

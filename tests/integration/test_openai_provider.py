@@ -180,7 +180,7 @@ async def test_embeddings(gate: ProviderHarness, fake: FakeOpenAI, input: str | 
 @pytest.mark.parametrize(
     ("kind", "input", "needle"),
     [
-        ("image", "a cat", "not kind 'image'"),
+        ("video", "a cat", "not kind 'video'"),
         ("chat", 42, "chat input must be"),
         ("chat", {"text": "x"}, "chat input must be"),
         ("embedding", [1, 2], "embedding input must be"),

@@ -54,6 +54,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         await _bootstrap_admin_key(db)
         scheduler = Scheduler(settings, db, bus, app.state.files) if run_scheduler else None
         app.state.scheduler = scheduler
+        await app.state.gateway.start()  # model discovery: before the first request
         if scheduler:
             await scheduler.start()
         try:
@@ -61,6 +62,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         finally:
             if scheduler:
                 await scheduler.stop(grace)
+            await app.state.gateway.stop()
             await bus.close()
             await db.close()
 

@@ -17,7 +17,7 @@ from taskgate.api.auth import KeyRing, admin, caller
 from taskgate.api.responses import JSON
 from taskgate.errors import NotFound
 from taskgate.files import file_json
-from taskgate.gateway import Gateway, Submission, iso, scope, task_json
+from taskgate.gateway import Gateway, Submission, batch_json, iso, scope, task_json
 from taskgate.models import ApiKey, Priority, Status
 from taskgate.store import TaskFilter
 
@@ -26,13 +26,14 @@ router = APIRouter()
 SSE_TICK = 1.0  # seconds between position updates of a waiting task
 
 
-class TaskIn(BaseModel):
+class WorkIn(BaseModel):
+    """What a task and a batch both carry."""
+
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(
         min_length=1, max_length=32, description="chat, image, ... or a plugin's kind"
     )
-    model: str = Field(min_length=1, max_length=200)
     input: Any = Field(None, description="the model input: a prompt, messages, ...")
     params: dict[str, Any] = Field(default_factory=dict, description="parameters for the model")
     priority: Literal["critical", "default", "low"] = "default"
@@ -40,7 +41,28 @@ class TaskIn(BaseModel):
     queue_timeout: float | None = Field(
         None, gt=0, description="longest wait in the queue before TIMEOUT, seconds"
     )
+
+    def submission(self, model: str, idempotency_key: str | None = None) -> Submission:
+        return Submission(
+            kind=self.kind,
+            model=model,
+            input=self.input,
+            params=self.params,
+            priority=Priority.parse(self.priority),
+            timeout=self.timeout,
+            queue_timeout=self.queue_timeout,
+            idempotency_key=idempotency_key,
+        )
+
+
+class TaskIn(WorkIn):
+    model: str = Field(min_length=1, max_length=200)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+class BatchIn(WorkIn):
+    models: list[str] = Field(min_length=1, max_length=32, description="one task per model")
+    first_wins: bool = Field(False, description="the first success cancels the other tasks")
 
 
 class KeyIn(BaseModel):
@@ -65,16 +87,7 @@ async def submit_task(
 ) -> JSON:
     """Queue a task. Returns 202 with the task, or 200 with the earlier task when the same
     idempotency key and body were sent before."""
-    sub = Submission(
-        kind=body.kind,
-        model=body.model,
-        input=body.input,
-        params=body.params,
-        priority=Priority.parse(body.priority),
-        timeout=body.timeout,
-        queue_timeout=body.queue_timeout,
-        idempotency_key=body.idempotency_key or idempotency_header,
-    )
+    sub = body.submission(body.model, body.idempotency_key or idempotency_header)
     task, created = await gw.submit(key, sub)
     return JSON(task_json(task), status_code=202 if created else 200)
 
@@ -144,6 +157,40 @@ async def cancel_task(
     returned unchanged."""
     task = await gw.cancel(key, task_id)
     return JSON(await gw.view(task, history=False))
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+@router.post("/v1/batches", status_code=202, tags=["batches"])
+async def submit_batch(
+    body: BatchIn, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+) -> JSON:
+    """Fan one request out to several models: a task per model, accepted together."""
+    batch, tasks = await gw.submit_batch(
+        key, body.submission(body.models[0]), body.models, body.first_wins
+    )
+    return JSON(batch_json(batch, tasks), status_code=202)
+
+
+@router.get("/v1/batches/{batch_id}", tags=["batches"])
+async def get_batch(
+    batch_id: str,
+    wait: float = Query(0, ge=0, le=300, description="long-poll until every task has ended"),
+    key: ApiKey = Depends(caller),
+    gw: Gateway = Depends(gateway),
+) -> JSON:
+    """A batch: its aggregate status and a result per model."""
+    found = await gw.wait_batch(key, batch_id, wait) if wait else await gw.get_batch(key, batch_id)
+    return JSON(batch_json(*found))
+
+
+@router.delete("/v1/batches/{batch_id}", tags=["batches"])
+async def cancel_batch(
+    batch_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+) -> JSON:
+    """Cancel every task of the batch that has not ended."""
+    return JSON(batch_json(*await gw.cancel_batch(key, batch_id)))
 
 
 @router.get("/v1/tasks/{task_id}/events", tags=["tasks"])

@@ -1,6 +1,7 @@
 """Providers: the plugin interface and the registry. Importing this package registers the
 built-in providers."""
 
+from taskgate.providers import ark as _ark  # noqa: F401  (registers "ark")
 from taskgate.providers import gemini as _gemini  # noqa: F401  (registers "gemini")
 from taskgate.providers import http as _http  # noqa: F401  (registers "http")
 from taskgate.providers import jimeng as _jimeng  # noqa: F401  (registers "jimeng")

@@ -8,6 +8,8 @@ A backend that answers a long request (a video) with a job to poll returns a :cl
 from ``run`` instead. The scheduler stores the job on the task, frees the backend slot, and
 calls ``poll`` with backoff until it returns a ``Result`` (or raises); after a restart it
 resumes polling from the stored job. ``cancel_job`` is called when the task is cancelled.
+``poll`` raises ``errors.job_ended(error)`` when the job itself failed; any other retryable
+error is taken as a failed poll request, and the job is polled again.
 """
 
 from __future__ import annotations

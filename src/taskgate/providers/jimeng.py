@@ -114,8 +114,10 @@ class JimengProvider(WebProvider):
         if status in RUNNING:
             return Pending(progress={"status": status})
         if status in GONE:  # retryable: the next attempt submits a new task
-            raise errors.BadResponse(
-                f"jimeng task {job.id} is {status} on the backend", provider_code=str(status)
+            raise errors.job_ended(
+                errors.BadResponse(
+                    f"jimeng task {job.id} is {status} on the backend", provider_code=str(status)
+                )
             )
         url = data.get("video_url")
         if status != "done" or not isinstance(url, str) or not url:

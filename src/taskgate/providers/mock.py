@@ -82,7 +82,9 @@ class MockProvider(Provider):
             return Pending(retry_after=min(left, 0.05), progress={"job": job.id, "left": left})
         if "mock_job_error" in call.params:
             cls = _ERRORS.get(str(call.params["mock_job_error"]), errors.Overloaded)
-            raise cls(f"mock job {job.id} failed", provider_code=f"mock_{cls.code}")
+            raise errors.job_ended(
+                cls(f"mock job {job.id} failed", provider_code=f"mock_{cls.code}")
+            )
         return await self._answer(call)
 
     async def cancel_job(self, call: Call, job: Job) -> None:

@@ -14,22 +14,39 @@ sent as progress ``{"delta": ...}`` and ``{"reasoning_delta": ...}``) and, passe
 plus ``tool_calls`` when the model made some. Embedding input is a string or a list of
 strings (param ``dimensions`` is passed through); the output is ``{"embeddings": [...]}``.
 
+``image`` (``/images/generations``): input a prompt string or ``{"prompt": ...}``; params
+``n``, ``size``, ``quality``, ``style``, ``response_format``, ``background``,
+``output_format`` and ``seed`` are passed through. ``image_edit`` (``/images/edits``,
+multipart): input ``{"prompt", "image": REF or [REF, ...], "mask": REF}``, where a REF is
+``{"file_id": ...}`` or a ``data:`` URI; params ``n``, ``size``, ``response_format``. Every
+image the backend returns (base64, or a URL fetched at once: it expires) becomes a file of
+the result; the output is ``{"images": [{"revised_prompt", "source_url"}, ...]}``.
+``transcription`` (``/audio/transcriptions``, multipart): input ``{"file": REF}`` or a REF;
+params ``language``, ``prompt``, ``temperature``, ``response_format``; the output is the
+backend's JSON (``{"text", ...}``). ``speech`` (``/audio/speech``): input the text or
+``{"input": ...}``; params ``voice`` (default ``alloy``), ``response_format``, ``speed``,
+``instructions``; the audio becomes the result's file, the output is ``{"format"}``.
+
 HTTP and aiohttp errors become :mod:`taskgate.errors` here, with the secret blanked out of any
-text the backend sent back.
+text the backend sent back; a refusal by the content policy (codes :data:`REFUSAL_CODES`) is
+``ContentRefused``.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 
 from taskgate import errors
 from taskgate.config import Route
-from taskgate.providers.base import Call, Result
+from taskgate.providers import openai_media as om
+from taskgate.providers.base import Call, Job, Result
 from taskgate.providers.registry import register_provider
 from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, scrub
 
@@ -44,28 +61,51 @@ CHAT_PARAMS = (
     "seed",
 )
 EMBEDDING_PARAMS = ("dimensions",)
+IMAGE_PARAMS = (
+    "n",
+    "size",
+    "quality",
+    "style",
+    "response_format",
+    "background",
+    "output_format",
+    "seed",
+)
+EDIT_PARAMS = ("n", "size", "response_format")
+TRANSCRIPTION_PARAMS = ("language", "prompt", "temperature", "response_format")
+SPEECH_PARAMS = ("response_format", "speed", "instructions")
+DEFAULT_VOICE = "alloy"
+# Error codes of a refusal by the content policy (a 400 that must not read as bad input).
+REFUSAL_CODES = frozenset({"content_policy_violation", "moderation_blocked", "content_filter"})
 READ_BUFSIZE = 1 << 20  # an SSE line may be up to twice this long
 
 
 @register_provider("openai")
 class OpenAIProvider(WebProvider):
-    kinds = frozenset({"chat", "embedding"})
+    """Each kind is served by the method ``_<kind>``; a subclass for another backend that
+    speaks this API (Ark) changes the kinds, bodies and error codes, not the plumbing."""
+
+    name: ClassVar[str] = "openai"
+    kinds = frozenset({"chat", "embedding", "image", "image_edit", "transcription", "speech"})
+    default_endpoint: ClassVar[str | None] = None
     read_bufsize = READ_BUFSIZE
 
     def __init__(self, route: Route) -> None:
         super().__init__(route)
-        missing = [i.name for i in route.instances if not i.endpoint]
+        missing = [i.name for i in route.instances if not (i.endpoint or self.default_endpoint)]
         if missing:
-            raise ValueError(f"route {route.name!r}: openai instances need an endpoint: {missing}")
+            raise ValueError(
+                f"route {route.name!r}: {self.name} instances need an endpoint: {missing}"
+            )
 
-    async def run(self, call: Call) -> Result:
-        if call.kind == "chat":
-            return await self._chat(call)
-        if call.kind == "embedding":
-            return await self._embed(call)
-        raise errors.InvalidInput(
-            f"the openai provider serves chat and embedding, not kind {call.kind!r}"
-        )
+    async def run(self, call: Call) -> Result | Job:
+        kinds = sorted(self.kinds or ())
+        if call.kind not in kinds:
+            raise errors.InvalidInput(
+                f"the {self.name} provider serves {', '.join(kinds)}, not kind {call.kind!r}"
+            )
+        handler: Callable[[Call], Awaitable[Result | Job]] = getattr(self, f"_{call.kind}")
+        return await handler(call)
 
     async def _chat(self, call: Call) -> Result:
         body = chat_body(call)
@@ -76,35 +116,101 @@ class OpenAIProvider(WebProvider):
                 reply = completion_reply(await read_object(resp, call), call)
         return reply.result()
 
-    async def _embed(self, call: Call) -> Result:
+    async def _embedding(self, call: Call) -> Result:
         async with self._post(call, "/embeddings", embedding_body(call)) as resp:
             return embedding_result(await read_object(resp, call), call)
+
+    async def _image(self, call: Call) -> Result:
+        async with self._post(call, "/images/generations", self.image_body(call)) as resp:
+            data = await read_object(resp, call)
+        return await om.image_result(self, call, data, partial(self.reported_error, call))
+
+    def image_body(self, call: Call) -> dict[str, Any]:
+        body = {"model": upstream_model(call), "prompt": om.prompt_of(call.input, "image")}
+        return body | passthrough(call.params, IMAGE_PARAMS)
+
+    async def _image_edit(self, call: Call) -> Result:
+        edit = om.edit_input(call.input)
+        fields = {"model": upstream_model(call), "prompt": edit.prompt}
+        form = om.form(fields | passthrough(call.params, EDIT_PARAMS))
+        await om.add_edit_files(form, call, edit)
+        async with self._post_form(call, "/images/edits", form) as resp:
+            data = await read_object(resp, call)
+        return await om.image_result(self, call, data, partial(self.reported_error, call))
+
+    async def _transcription(self, call: Call) -> Result:
+        audio = await om.audio_input(call)
+        fields = {"model": upstream_model(call), **passthrough(call.params, TRANSCRIPTION_PARAMS)}
+        form = om.form(fields)
+        om.add_file(form, "file", audio)
+        async with self._post_form(call, "/audio/transcriptions", form) as resp:
+            if resp.content_type == "application/json":
+                return om.transcription_result(await read_object(resp, call), call)
+            return om.transcription_text(await resp.text(errors="replace"), call)
+
+    async def _speech(self, call: Call) -> Result:
+        body = {
+            "model": upstream_model(call),
+            "input": om.speech_text(call.input),
+            "voice": call.params.get("voice", DEFAULT_VOICE),
+            **passthrough(call.params, SPEECH_PARAMS),
+        }
+        async with self._post(call, "/audio/speech", body) as resp:
+            return om.speech_result(await resp.read(), resp.content_type, call)
+
+    def _url(self, call: Call, path: str) -> str:
+        return str(call.instance.endpoint or self.default_endpoint).rstrip("/") + path
 
     def _post(
         self, call: Call, path: str, body: dict[str, Any]
     ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        url = str(call.instance.endpoint).rstrip("/") + path
-        return self._request(call, "POST", url, orjson.dumps(body), headers(call))
+        return self._request(call, "POST", self._url(call, path), orjson.dumps(body), headers(call))
+
+    @contextlib.asynccontextmanager
+    async def _post_form(
+        self, call: Call, path: str, form: aiohttp.FormData
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST multipart/form-data; aiohttp writes the form and its Content-Type."""
+        async with self._request(
+            call, "POST", self._url(call, path), form, auth_headers(call)
+        ) as resp:
+            yield resp
 
     async def http_error(self, resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
         text = await resp.text(errors="replace")
         message, code = error_detail(loads(text), text)
-        return errors.from_http_status(
-            resp.status,
-            scrub(message, call),
-            provider_code=code,
-            retry_after=retry_after(resp.headers.get("Retry-After")),
-        )
+        wait = retry_after(resp.headers.get("Retry-After"))
+        return self.error_for(resp.status, scrub(message, call), code, wait)
+
+    def reported_error(self, call: Call, error: Any) -> errors.ProviderError:
+        """An error the backend reported inside a 200 reply: one failed image, a failed job."""
+        detail = as_dict(error)
+        code = detail.get("code")
+        message = str(detail.get("message") or f"the backend reported {error!r}")
+        return self.error_for(None, scrub(message, call), None if code is None else str(code))
+
+    def error_for(
+        self, status: int | None, message: str, code: str | None, wait: float | None = None
+    ) -> errors.ProviderError:
+        """What an error of the backend means; ``status`` is None for one reported in a 200."""
+        if code in REFUSAL_CODES:
+            return errors.ContentRefused(message, provider_code=code, status=status)
+        if status is None:
+            return errors.BadResponse(message, provider_code=code)
+        return errors.from_http_status(status, message, provider_code=code, retry_after=wait)
 
 
 # --- requests ----------------------------------------------------------------------------
 
 
 def headers(call: Call) -> dict[str, str]:
-    out = {"Content-Type": "application/json"}
-    if call.instance.secret is not None:
-        out["Authorization"] = f"Bearer {call.instance.secret.get_secret_value()}"
-    return out
+    return {"Content-Type": "application/json", **auth_headers(call)}
+
+
+def auth_headers(call: Call) -> dict[str, str]:
+    if call.instance.secret is None:
+        return {}
+    return {"Authorization": f"Bearer {call.instance.secret.get_secret_value()}"}
 
 
 def upstream_model(call: Call) -> str:

@@ -39,9 +39,15 @@ class WebProvider(Provider):
 
     @contextlib.asynccontextmanager
     async def _request(
-        self, call: Call, method: str, url: str, body: bytes | None, headers: dict[str, str]
+        self,
+        call: Call,
+        method: str,
+        url: str,
+        body: bytes | aiohttp.FormData | None,
+        headers: dict[str, str],
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send one request; yield a 2xx response; turn everything else into our errors."""
+        """Send one request (a form is sent as multipart); yield a 2xx response; turn
+        everything else into our errors."""
         timeout = request_timeout(call)
         try:
             async with self._client().request(

@@ -25,6 +25,7 @@ class NewTask:
     deadline: float | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    batch_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ tasks = Table(
     Column("result", Json),
     Column("error", Json),
     Column("provider_job", Json),  # a job running on the backend's side: {id, data, ...}
+    Column("batch_id", String(40)),  # one request fanned out to several models
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("run_timeout", Float),
@@ -81,6 +82,19 @@ tasks = Table(
     Index("ix_tasks_lease", "lease_until", sqlite_where=PROCESSING, postgresql_where=PROCESSING),
     Index("ix_tasks_deadline", "deadline", sqlite_where=PENDING, postgresql_where=PENDING),
     Index("ix_tasks_tenant_id", "tenant", "id"),
+    Index("ix_tasks_batch", "batch_id"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("api_key_id", String(40), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("first_wins", Boolean, nullable=False),
+    Column("models", Json, nullable=False),  # in the request's order
+    Column("created_at", Float, nullable=False),
 )
 
 attempts = Table(

@@ -15,6 +15,7 @@ share one transaction, and endings are written with one executemany.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import secrets
@@ -33,10 +34,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskgate.batching import Batcher
-from taskgate.models import ApiKey, Attempt, Priority, Status, StoredFile, Task, new_id
+from taskgate.models import ApiKey, Attempt, Batch, Priority, Status, StoredFile, Task, new_id
 from taskgate.store import ops
 from taskgate.store.base import NewTask, Outcome, TaskFilter
-from taskgate.store.schema import api_keys, attempts, files, tasks
+from taskgate.store.schema import api_keys, attempts, batches, files, tasks
 
 R = TypeVar("R")
 Conn = sa.Connection
@@ -199,6 +200,7 @@ class SqlStore:
             "run_after": 0.0,
             "idempotency_key": new.idempotency_key,
             "request_hash": new.request_hash,
+            "batch_id": new.batch_id,
             "worker": None,
             "instance": None,
             "lease_until": None,
@@ -208,6 +210,38 @@ class SqlStore:
             "started_at": None,
             "finished_at": None,
         }
+
+    async def insert_batch(self, batch: Batch, news: Sequence[NewTask]) -> list[Task]:
+        """Accept a batch and its tasks in one transaction: all of them or none."""
+
+        def write(conn: Conn) -> list[Task]:
+            conn.execute(batches.insert(), [dataclasses.asdict(batch)])
+            out = self._insert_in(conn, news)
+            return [r[0] for r in out if isinstance(r, tuple)]
+
+        return await self._write(write)
+
+    async def get_batch(self, batch_id: str, tenant: str | None) -> tuple[Batch, list[Task]] | None:
+        """A batch of the tenant (None: any) with its tasks in the order of its models."""
+        q = sa.select(batches).where(batches.c.id == batch_id)
+        if tenant is not None:
+            q = q.where(batches.c.tenant == tenant)
+        found = await self._read(ops.rows, q)
+        if not found:
+            return None
+        batch = Batch.from_row(found[0])
+        members = sa.select(tasks).where(tasks.c.batch_id == batch_id)
+        order = {m: i for i, m in enumerate(batch.models)}
+        rows = await self._read(ops.rows, members)
+        return batch, sorted((Task.from_row(r) for r in rows), key=lambda t: order.get(t.model, 0))
+
+    async def cancel_batch(self, batch_id: str, keep: str | None = None) -> list[Task]:
+        """Cancel the batch's tasks that have not ended (but ``keep``); returns them."""
+        conds = [tasks.c.batch_id == batch_id]
+        if keep is not None:
+            conds.append(tasks.c.id != keep)
+        reason = "another model of its batch answered first" if keep else "batch cancelled"
+        return await self._cancel_where(conds, reason)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -358,23 +392,28 @@ class SqlStore:
     async def cancel(self, task_id: str, tenant: str | None) -> Task | None:
         """Cancel a pending or running task. Returns the task after the attempt (already
         ended tasks come back unchanged), or None if the tenant has no such task."""
-        now = time.time()
-        conds = [tasks.c.id == task_id, tasks.c.status.in_([PENDING, PROCESSING])]
+        conds = [tasks.c.id == task_id]
         if tenant is not None:
             conds.append(tasks.c.tenant == tenant)
+        cancelled = await self._cancel_where(conds, "cancelled by the client")
+        return cancelled[0] if cancelled else await self.get(task_id, tenant)
+
+    async def _cancel_where(self, conds: list[Any], reason: str) -> list[Task]:
+        """Cancel the tasks that match and have not ended; returns them as written."""
+        now = time.time()
         stmt = (
             tasks.update()
-            .where(*conds)
+            .where(*conds, tasks.c.status.in_([PENDING, PROCESSING]))
             .values(
                 status=Status.CANCELLED.value,
-                error={"type": "cancelled", "message": "cancelled by the client"},
+                error={"type": "cancelled", "message": reason},
                 finished_at=now,
                 updated_at=now,
                 lease_until=None,
             )
             .returning(*tasks.c)
         )
-        return await self._write(ops.one_task, stmt) or await self.get(task_id, tenant)
+        return [Task.from_row(r) for r in await self._write(ops.rows, stmt)]
 
     async def sweep(self) -> list[Task]:
         """Requeue tasks whose worker stopped renewing its lease (failing those out of

@@ -1,0 +1,24 @@
+"""The messages taskgate publishes, in one place: ``task:{id}`` (a task's life, for waiters
+and event streams), ``queue`` (work became due on a lane) and ``cancel`` (stop a call)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskgate.events.base import Events
+from taskgate.models import Task
+
+
+def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
+    return {"type": type_, "task_id": task.id, "status": task.status.value, **extra}
+
+
+async def announce_cancelled(events: Events, tasks: list[Task]) -> None:
+    """Stop each cancelled task's call on whichever worker runs it (and its backend job,
+    even if no worker holds it), and wake its waiters."""
+    for task in tasks:
+        message: dict[str, Any] = {"task_id": task.id, "worker": task.worker}
+        if task.provider_job:
+            message.update(provider_job=task.provider_job, kind=task.kind, model=task.model)
+        await events.publish("cancel", message)
+        await events.publish(f"task:{task.id}", task_event(task, "finished"))
