@@ -171,3 +171,35 @@ def test_cancelling_a_task_cancels_its_queued_job(
 
 def submitted(c: httpx.Client, task_id: str) -> bool:
     return bool(c.get(f"/v1/tasks/{task_id}").json().get("provider_job"))
+
+
+def test_a_restart_in_the_middle_of_a_video_job_resumes_it(
+    make_server: Any, fake: FakeArk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_ARK_KEY", KEY)
+    fake.polls_to_finish = None  # the job runs until the test finishes it
+    server: Server = make_server(
+        [ark_route(fake)], scheduler={"lease_seconds": 600, "poll_interval": 0.2}
+    )
+    server.start()
+    key = server.create_key("acme")
+    with server.client(key) as c:
+        task = submit(c, kind="video", model=SEEDANCE, input="a long cat")
+        deadline = time.monotonic() + 10
+        while not submitted(c, task["id"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [job_id] = fake.tasks
+        polled = fake.tasks[job_id].polls
+    server.stop(kill=True)  # SIGKILL while the job runs on Ark's side
+    server.start()
+    with server.client(key) as c:
+        deadline = time.monotonic() + 10
+        while fake.tasks[job_id].polls <= polled and time.monotonic() < deadline:
+            time.sleep(0.05)  # the restarted server polls the stored job again
+        fake.finish(job_id)
+        done = wait(c, task["id"], seconds=30)
+        assert done["status"] == "SUCCESS", done
+        assert only_file(c, done).content == fake_video(job_id)
+    assert list(fake.tasks) == [job_id]  # never submitted twice
+    assert done["provider_job"]["id"] == job_id
+    assert [a["outcome"] for a in done["history"]] == ["lost", "success"]

@@ -73,7 +73,10 @@ class ProviderHarness:
     async def run(
         self, input: Any = "hello", *, kind: str = "chat", model: str | None = None, **params: Any
     ) -> Result:
-        return await self.provider.run(self.call(input, kind, model, **params))
+        """Run a call that answers at once (a job is an error here: use provider.run)."""
+        out = await self.provider.run(self.call(input, kind, model, **params))
+        assert isinstance(out, Result), f"expected a Result, got {out!r}"
+        return out
 
     async def fails(self, cls: type[errors.ProviderError], *args: Any, **kw: Any) -> Any:
         """Run, expecting exactly ``cls``; check that the secret is nowhere in the error."""

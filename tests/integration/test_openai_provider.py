@@ -10,7 +10,7 @@ import pytest
 
 from taskgate import errors
 from taskgate.config import Instance, Route
-from taskgate.providers import lookup
+from taskgate.providers import OutputFile, lookup
 from taskgate.providers.openai import OpenAIProvider
 from tests.e2e.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI, fake_embedding
@@ -287,3 +287,21 @@ async def test_no_secret_sends_no_authorization_header(fake: FakeOpenAI) -> None
     async with harness(fake.base_url, secret=None) as h:
         await h.fails(errors.AuthFailed)
     assert "Authorization" not in fake.requests[-1].headers
+
+
+async def test_an_image_part_may_name_an_uploaded_file(
+    gate: ProviderHarness, fake: FakeOpenAI
+) -> None:
+    gate.files["f1"] = OutputFile(b"\x89PNG-bytes", "image/png", "cat.png")
+    parts = [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"file_id": "f1", "detail": "low"}},
+    ]
+    await gate.run({"messages": [{"role": "user", "content": parts}]})
+    sent = last_body(fake)["messages"][0]["content"][1]
+    assert sent == {
+        "type": "image_url",
+        "image_url": {"detail": "low", "url": "data:image/png;base64,iVBORy1ieXRlcw=="},
+    }
+    missing = {"type": "image_url", "image_url": {"file_id": "nope"}}
+    await gate.fails(errors.InvalidInput, {"messages": [{"role": "user", "content": [missing]}]})

@@ -172,7 +172,7 @@ class OllamaProvider(WebProvider):
             raise errors.ProviderTimeout(f"GET {url}: no answer within {limit:g}s") from exc
         except aiohttp.ClientError as exc:
             text = f"connection to {url} failed: {type(exc).__name__}: {exc}"
-            raise errors.ConnectionFailed(blank(text, instance)) from exc
+            raise errors.ConnectionFailed(scrub(text, instance)) from exc
         return tag_names(raw, instance)
 
     def _discover_timeout(self) -> float:
@@ -387,7 +387,7 @@ def tag_names(raw: bytes, instance: Instance) -> list[str]:
     models = as_dict(loads(raw.decode(errors="replace"))).get("models")
     if not isinstance(models, list):
         snippet = raw[:SNIPPET].decode(errors="replace")
-        raise errors.BadResponse(blank(f"/api/tags without a 'models' list: {snippet}", instance))
+        raise errors.BadResponse(scrub(f"/api/tags without a 'models' list: {snippet}", instance))
     names = {str(m[key]) for m in map(as_dict, models) for key in ("name", "model") if m.get(key)}
     return sorted(names)
 
@@ -404,13 +404,7 @@ def ollama_error(
     code = "model_not_found" if status == 404 and "not found" in message else None
     return errors.from_http_status(
         status,
-        blank(message, instance),
+        scrub(message, instance),
         provider_code=code,
         retry_after=retry_after(resp.headers.get("Retry-After")),
     )
-
-
-def blank(text: str, instance: Instance) -> str:
-    """The instance's secret blanked out of text (``web.scrub`` without a call)."""
-    secret = instance.secret.get_secret_value() if instance.secret else ""
-    return text.replace(secret, "***") if secret else text

@@ -47,6 +47,7 @@ from taskgate import errors
 from taskgate.config import Route
 from taskgate.providers import openai_media as om
 from taskgate.providers.base import Call, Job, Result
+from taskgate.providers.media import inline_file_images
 from taskgate.providers.registry import register_provider
 from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, scrub
 
@@ -108,7 +109,7 @@ class OpenAIProvider(WebProvider):
         return await handler(call)
 
     async def _chat(self, call: Call) -> Result:
-        body = chat_body(call)
+        body = chat_body(await inline_file_images(call))
         async with self._post(call, "/chat/completions", body) as resp:
             if body.get("stream"):
                 reply = await read_stream(resp, call)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from taskgate import errors
+from taskgate.config import Instance
 from taskgate.providers.base import Call, OutputFile, Provider
 
 CONNECT_TIMEOUT = 10.0
@@ -93,9 +94,11 @@ def bad_response(what: str, raw: bytes, call: Call) -> errors.BadResponse:
     return errors.BadResponse(scrub(f"{what}: {snippet}" if snippet else what, call))
 
 
-def scrub(text: str, call: Call) -> str:
-    """Blank the instance's secret out of text that came from outside."""
-    secret = call.instance.secret.get_secret_value() if call.instance.secret else ""
+def scrub(text: str, of: Call | Instance) -> str:
+    """Blank the instance's secret (of a call, or of an instance) out of text that came
+    from outside."""
+    instance = of.instance if isinstance(of, Call) else of
+    secret = instance.secret.get_secret_value() if instance.secret else ""
     return text.replace(secret, "***") if secret else text
 
 
