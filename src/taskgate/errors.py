@@ -94,7 +94,13 @@ class ProviderError(TaskgateError):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message, provider_code=provider_code, status=status)
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds the backend asked us to wait
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        return out
 
 
 class RetryableError(ProviderError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -214,3 +215,39 @@ def test_a_transcription_and_a_speech_task(server: Server, key: str, fake: FakeO
     assert heard["status"] == "SUCCESS", heard
     assert heard["result"]["output"] == {"text": fake_transcript(WAV)}
     assert heard["result"]["usage"] == {"seconds": 1}
+
+
+def test_a_429_waits_out_retry_after_then_succeeds(
+    server: Server, key: str, fake: FakeOpenAI
+) -> None:
+    fake.script("rate_limit")  # 429 with Retry-After: 1
+    with server.client(key) as c:
+        done = wait(c, chat(c, "patience")["id"])
+    assert done["status"] == "SUCCESS"
+    first, second = done["history"]
+    assert first["error"]["type"] == "rate_limited" and first["error"]["retry_after"] == 1
+    gap = datetime.fromisoformat(second["started_at"]) - datetime.fromisoformat(first["ended_at"])
+    assert gap.total_seconds() >= 0.99  # the route's own backoff is 0.05 s: Retry-After won
+
+
+def test_a_backend_that_stays_silent_times_out(
+    make_server: Any, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", KEY)
+    route = {
+        "name": "upstream",
+        "models": ["gpt-*"],
+        "provider": "openai",
+        "instances": [{"name": "f", "endpoint": fake.base_url, "secret_env": "FAKE_OPENAI_KEY"}],
+        "timeout": 0.5,
+        "retry": {"max_attempts": 2, "backoff_base": 0.05},
+    }
+    server: Server = make_server([route])
+    server.start()
+    fake.slow_seconds = 3
+    fake.script("slow", "slow")
+    with server.client(server.create_key("acme")) as c:
+        done = wait(c, chat(c, "anyone there?")["id"])
+    assert done["status"] == "TIMEOUT"
+    assert [a["outcome"] for a in done["history"]] == ["retry", "timeout"]
+    assert done["error"]["type"] == "timeout"
