@@ -3,7 +3,6 @@ named in the config) against the fake Ollama server running in this test process
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Server
 from tests.e2e.test_api import submit, wait
+from tests.e2e.test_openai_backend import read_events
 from tests.fakes import in_thread
 from tests.fakes.ollama_server import FakeOllama
 
@@ -40,20 +40,6 @@ def server(make_server: Any, fake: FakeOllama, monkeypatch: pytest.MonkeyPatch) 
     s: Server = make_server([route])
     s.start()
     return s
-
-
-def read_events(c: httpx.Client, task_id: str, fake: FakeOllama) -> list[tuple[str, Any]]:
-    """The task's server-sent events; the held fake answers once the stream is open."""
-    events: list[tuple[str, Any]] = []
-    name = ""
-    with c.stream("GET", f"/v1/tasks/{task_id}/events") as r:
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((name, json.loads(line.split(":", 1)[1])))
-                fake.release()
-    return events
 
 
 def assert_no_secret(c: httpx.Client, task_id: str, server: Server) -> None:

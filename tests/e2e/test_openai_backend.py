@@ -59,8 +59,9 @@ def assert_no_secret(c: httpx.Client, task_id: str, server: Server) -> None:
     assert KEY not in server.log.read_text()
 
 
-def read_events(c: httpx.Client, task_id: str, fake: FakeOpenAI) -> list[tuple[str, Any]]:
-    """The task's server-sent events; the held fake answers once the stream is open."""
+def read_events(c: httpx.Client, task_id: str, fake: Any) -> list[tuple[str, Any]]:
+    """The task's server-sent events; the held fake (any fake with ``release()``) answers
+    once the stream is open."""
     events: list[tuple[str, Any]] = []
     name = ""
     with c.stream("GET", f"/v1/tasks/{task_id}/events") as r:
