@@ -91,6 +91,14 @@ class Route(_Model):
         return any(fnmatch.fnmatchcase(model, p) for p in self.models)
 
 
+class ConversationSettings(_Model):
+    """How much of a conversation a chat turn is sent: the last ``max_turns`` turns, fewer
+    if they would pass ``max_tokens`` (counted roughly, four characters a token)."""
+
+    max_turns: int = Field(20, ge=0)
+    max_tokens: int = Field(8000, ge=0)
+
+
 class SchedulerSettings(_Model):
     priority_weights: dict[str, int] = Field(
         default_factory=lambda: {"critical": 6, "default": 3, "low": 1}
@@ -122,6 +130,7 @@ class Settings(_Model):
     auth_cache_seconds: float = Field(5.0, ge=0)
     log_level: str = "info"
     scheduler: SchedulerSettings = SchedulerSettings()
+    conversations: ConversationSettings = ConversationSettings()
     routes: list[Route] = Field(default_factory=list)
     kinds: list[str] = Field(default_factory=lambda: list(BUILTIN_KINDS))
     plugins: list[str] = Field(default_factory=list)  # modules imported at start-up

@@ -14,11 +14,22 @@ from typing import Any
 import orjson
 
 from taskgate.config import Route, Settings
+from taskgate.conversations import user_turn, with_history
 from taskgate.discovery import Discovery
 from taskgate.errors import BadRequest, NotFound
 from taskgate.events import Events
 from taskgate.events.topics import announce_cancelled, task_event
-from taskgate.models import ApiKey, Attempt, Batch, Priority, Status, Task, new_id
+from taskgate.models import (
+    ApiKey,
+    Attempt,
+    Batch,
+    Conversation,
+    Message,
+    Priority,
+    Status,
+    Task,
+    new_id,
+)
 from taskgate.providers import lookup
 from taskgate.store import NewTask, SqlStore, TaskFilter
 
@@ -36,6 +47,9 @@ class Submission:
     timeout: float | None = None  # run timeout, seconds
     queue_timeout: float | None = None  # longest wait in the queue, seconds
     idempotency_key: str | None = None
+    conversation_id: str | None = None  # a chat turn of this conversation (of the tenant)
+    webhook_url: str | None = None
+    label: str | None = None  # the client's own tag, e.g. a seed's user_id
 
 
 def scope(key: ApiKey) -> str | None:
@@ -116,6 +130,9 @@ class Gateway:
     async def submit(self, key: ApiKey, sub: Submission) -> tuple[Task, bool]:
         """Accept a task durably. Returns (task, created); created is False on an idempotent
         replay of an earlier submission with the same key and body."""
+        if sub.conversation_id is not None:
+            [task] = await self._submit_turn(key, sub, [sub.model])
+            return task, True
         task, created = await self.store.insert(self._new_task(key, sub))
         if created:
             await self._queued(task)
@@ -127,18 +144,83 @@ class Gateway:
         """Fan one request out to several models: a task each, accepted all together."""
         if not models or len(set(models)) != len(models):
             raise BadRequest("a batch needs one or more distinct models", field="models")
-        batch = Batch(new_id(), key.tenant, key.id, sub.kind, first_wins, models, time.time())
-        news = [
-            self._new_task(key, dataclasses.replace(sub, model=m, idempotency_key=None), batch.id)
-            for m in models
-        ]
+        batch = Batch(
+            new_id(),
+            key.tenant,
+            key.id,
+            sub.kind,
+            first_wins,
+            models,
+            time.time(),
+            conversation_id=sub.conversation_id,
+            webhook_url=sub.webhook_url,
+        )
+        if sub.conversation_id is not None:
+            return batch, await self._submit_turn(key, sub, models, batch)
+        news = [self._new_task(key, sub, batch.id, model=m) for m in models]
         tasks = await self.store.insert_batch(batch, news)
         for task in tasks:
             await self._queued(task)
         return batch, tasks
 
-    def _new_task(self, key: ApiKey, sub: Submission, batch_id: str | None = None) -> NewTask:
-        """A checked submission, ready for the store; refused with a 400 if not routable."""
+    async def _submit_turn(
+        self, key: ApiKey, sub: Submission, models: list[str], batch: Batch | None = None
+    ) -> list[Task]:
+        """A chat turn of a conversation: each model's task gets the earlier turns as context;
+        the user's turn is kept with the tasks, in one transaction."""
+        assert sub.conversation_id is not None
+        if sub.kind != "chat":
+            raise BadRequest("only chat tasks take part in a conversation", field="kind")
+        conversation = await self.store.get_conversation(sub.conversation_id, key.tenant)
+        if conversation is None:
+            raise NotFound(f"no conversation {sub.conversation_id!r}")
+        history = await self.store.messages(conversation.id)
+        conf = self.settings.conversations
+        news = [
+            self._new_task(
+                key,
+                dataclasses.replace(sub, input=with_history(sub.input, history, m, conf)),
+                batch.id if batch else None,
+                model=m,
+            )
+            for m in models
+        ]
+        tasks = await self.store.insert_turn(conversation.id, user_turn(sub.input), news, batch)
+        for task in tasks:
+            await self._queued(task)
+        return tasks
+
+    async def create_conversation(self, key: ApiKey, title: str = "") -> Conversation:
+        return await self.store.create_conversation(key.tenant, title)
+
+    async def get_conversation(
+        self, key: ApiKey, conversation_id: str
+    ) -> tuple[Conversation, list[Message]]:
+        c = await self.store.get_conversation(conversation_id, scope(key))
+        if c is None:
+            raise NotFound(f"no conversation {conversation_id!r}")
+        return c, await self.store.messages(c.id)
+
+    async def list_conversations(
+        self, key: ApiKey, before_id: str | None, limit: int
+    ) -> list[Conversation]:
+        return await self.store.list_conversations(scope(key), before_id, limit)
+
+    async def delete_conversation(self, key: ApiKey, conversation_id: str) -> None:
+        if not await self.store.delete_conversation(conversation_id, scope(key)):
+            raise NotFound(f"no conversation {conversation_id!r}")
+
+    def _new_task(
+        self,
+        key: ApiKey,
+        sub: Submission,
+        batch_id: str | None = None,
+        model: str | None = None,
+    ) -> NewTask:
+        """A checked submission (for ``model``, in a batch; by default the submission's
+        model), ready for the store; refused with a 400 if not routable."""
+        if model is not None:
+            sub = dataclasses.replace(sub, model=model, idempotency_key=None)
         route = self.route_for(sub.kind, sub.model)
         try:
             orjson.dumps([sub.input, sub.params])
@@ -164,6 +246,9 @@ class Gateway:
             idempotency_key=sub.idempotency_key,
             request_hash=_request_hash(sub) if sub.idempotency_key else None,
             batch_id=batch_id,
+            conversation_id=sub.conversation_id,
+            webhook_url=sub.webhook_url,
+            label=sub.label,
         )
 
     async def _queued(self, task: Task) -> None:
@@ -255,6 +340,7 @@ def batch_json(batch: Batch, tasks: list[Task]) -> dict[str, Any]:
         "kind": batch.kind,
         "first_wins": batch.first_wins,
         "created_at": iso(batch.created_at),
+        "conversation_id": batch.conversation_id,
         "task_ids": [t.id for t in tasks],
         "results": [batch_result(t) for t in tasks],
     }
@@ -304,6 +390,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "error": task.error,
         "provider_job": _job_json(task.provider_job),
         "batch_id": task.batch_id,
+        "conversation_id": task.conversation_id,
         "attempts": task.attempts,
         "max_attempts": task.max_attempts,
         "idempotency_key": task.idempotency_key,

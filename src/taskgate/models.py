@@ -122,6 +122,9 @@ class Task:
     error: dict[str, Any] | None = None
     provider_job: dict[str, Any] | None = None  # {id, data, route, instance, submitted_at}
     batch_id: str | None = None
+    conversation_id: str | None = None
+    webhook_url: str | None = None
+    label: str | None = None  # the client's own tag (a seed's user_id), not identity
     worker: str | None = None
     instance: str | None = None
     lease_until: float | None = None
@@ -157,6 +160,8 @@ class Batch:
     first_wins: bool
     models: list[str]  # in the request's order; the results follow it
     created_at: float
+    conversation_id: str | None = None
+    webhook_url: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Batch:
@@ -171,6 +176,36 @@ class Batch:
         if wins == len(tasks) or (self.first_wins and wins):
             return "success"
         return "partial" if wins else "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    tenant: str
+    title: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> Conversation:
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation: the user's prompt, or one model's answer to it."""
+
+    conversation_id: str
+    role: str  # user | assistant
+    content: Any  # text; for a non-text answer, what it made (e.g. {"files": [...]})
+    created_at: float
+    model: str | None = None
+    task_id: str | None = None
+    id: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Message:
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from taskgate.api.responses import JSON
 from taskgate.errors import NotFound
 from taskgate.files import file_json
 from taskgate.gateway import Gateway, Submission, batch_json, iso, scope, task_json
-from taskgate.models import ApiKey, Priority, Status
+from taskgate.models import ApiKey, Conversation, Message, Priority, Status
 from taskgate.store import TaskFilter
 
 router = APIRouter()
@@ -41,6 +41,9 @@ class WorkIn(BaseModel):
     queue_timeout: float | None = Field(
         None, gt=0, description="longest wait in the queue before TIMEOUT, seconds"
     )
+    conversation_id: str | None = Field(
+        None, max_length=40, description="a chat turn: the conversation's earlier turns are sent"
+    )
 
     def submission(self, model: str, idempotency_key: str | None = None) -> Submission:
         return Submission(
@@ -52,6 +55,7 @@ class WorkIn(BaseModel):
             timeout=self.timeout,
             queue_timeout=self.queue_timeout,
             idempotency_key=idempotency_key,
+            conversation_id=self.conversation_id,
         )
 
 
@@ -157,6 +161,92 @@ async def cancel_task(
     returned unchanged."""
     task = await gw.cancel(key, task_id)
     return JSON(await gw.view(task, history=False))
+
+
+# --- conversations ---------------------------------------------------------------------------
+
+
+class ConversationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field("", max_length=200)
+
+
+@router.post("/v1/conversations", status_code=201, tags=["conversations"])
+async def create_conversation(
+    body: ConversationIn | None = None,
+    key: ApiKey = Depends(caller),
+    gw: Gateway = Depends(gateway),
+) -> JSON:
+    """Start a conversation; chat tasks and batches name it with ``conversation_id``."""
+    c = await gw.create_conversation(key, body.title if body else "")
+    return JSON(conversation_json(c, []), status_code=201)
+
+
+@router.get("/v1/conversations", tags=["conversations"])
+async def list_conversations(
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    limit: int = Query(50, ge=1, le=500),
+    key: ApiKey = Depends(caller),
+    gw: Gateway = Depends(gateway),
+) -> JSON:
+    """The tenant's conversations, the newest first (without their messages)."""
+    found = await gw.list_conversations(key, cursor, limit + 1)
+    page = found[:limit]
+    return JSON(
+        {
+            "data": [conversation_json(c) for c in page],
+            "next_cursor": page[-1].id if len(found) > limit else None,
+        }
+    )
+
+
+@router.get("/v1/conversations/{conversation_id}", tags=["conversations"])
+async def get_conversation(
+    conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+) -> JSON:
+    """A conversation with its turns in order: each user prompt, then each model's answer."""
+    return JSON(conversation_json(*await gw.get_conversation(key, conversation_id)))
+
+
+@router.get("/v1/conversations/{conversation_id}/history", tags=["conversations"])
+async def conversation_history(
+    conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+) -> JSON:
+    """The turns in order (AI Task System's path and shape: ``conversation_id``, ``history``)."""
+    c, turns = await gw.get_conversation(key, conversation_id)
+    return JSON({"conversation_id": c.id, "history": [message_json(m) for m in turns]})
+
+
+@router.delete("/v1/conversations/{conversation_id}", tags=["conversations"])
+async def delete_conversation(
+    conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+) -> JSON:
+    """Delete a conversation and its turns (its tasks remain)."""
+    await gw.delete_conversation(key, conversation_id)
+    return JSON({"id": conversation_id, "deleted": True})
+
+
+def conversation_json(c: Conversation, turns: list[Message] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": c.id,
+        "title": c.title,
+        "created_at": iso(c.created_at),
+        "updated_at": iso(c.updated_at),
+    }
+    if turns is not None:
+        out["messages"] = [message_json(m) for m in turns]
+    return out
+
+
+def message_json(m: Message) -> dict[str, Any]:
+    return {
+        "role": m.role,
+        "content": m.content,
+        "model": m.model,
+        "task_id": m.task_id,
+        "created_at": iso(m.created_at),
+    }
 
 
 # --- batches ---------------------------------------------------------------------------------

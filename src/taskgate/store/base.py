@@ -26,6 +26,9 @@ class NewTask:
     idempotency_key: str | None = None
     request_hash: str | None = None
     batch_id: str | None = None
+    conversation_id: str | None = None
+    webhook_url: str | None = None
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from taskgate.conversations import answer_content
 from taskgate.errors import Conflict
 from taskgate.models import ApiKey, Status, Task
 from taskgate.policy import fair_seq
 from taskgate.store.base import NewTask, Outcome
-from taskgate.store.schema import attempts, tasks
+from taskgate.store.schema import attempts, messages, tasks
 
 Conn = sa.Connection
 PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
@@ -160,7 +161,27 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             history.append(attempt_row(o, now))
     if history:
         conn.execute(attempts.insert(), history)
+    add_answers(conn, [t for t in out if t is not None], now)
     return out
+
+
+def add_answers(conn: Conn, ended: Sequence[Task], now: float) -> None:
+    """Each successful turn of a conversation joins its history, with the answering model,
+    in the transaction that ends the task: an answer is never lost or kept twice."""
+    rows = [
+        {
+            "conversation_id": t.conversation_id,
+            "role": "assistant",
+            "content": answer_content(t.result),
+            "model": t.model,
+            "task_id": t.id,
+            "created_at": now,
+        }
+        for t in ended
+        if t.conversation_id is not None and t.status is Status.SUCCESS
+    ]
+    if rows:
+        conn.execute(messages.insert(), rows)
 
 
 def attempt_row(o: Outcome, now: float) -> dict[str, Any]:

@@ -45,6 +45,9 @@ tasks = Table(
     Column("error", Json),
     Column("provider_job", Json),  # a job running on the backend's side: {id, data, ...}
     Column("batch_id", String(40)),  # one request fanned out to several models
+    Column("conversation_id", String(40)),  # a chat turn: its answer joins the history
+    Column("webhook_url", String(2000)),  # POSTed an event when the task ends
+    Column("label", String(200)),  # the client's own tag (a seed's user_id), not identity
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("run_timeout", Float),
@@ -83,6 +86,7 @@ tasks = Table(
     Index("ix_tasks_deadline", "deadline", sqlite_where=PENDING, postgresql_where=PENDING),
     Index("ix_tasks_tenant_id", "tenant", "id"),
     Index("ix_tasks_batch", "batch_id"),
+    Index("ix_tasks_tenant_label", "tenant", "label", "id"),
 )
 
 batches = Table(
@@ -94,6 +98,62 @@ batches = Table(
     Column("kind", String(32), nullable=False),
     Column("first_wins", Boolean, nullable=False),
     Column("models", Json, nullable=False),  # in the request's order
+    Column("conversation_id", String(40)),
+    Column("webhook_url", String(2000)),  # POSTed an event when the last task ends
+    Column("created_at", Float, nullable=False),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_conversations_tenant_id", "tenant", "id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(40), nullable=False),
+    Column("role", String(16), nullable=False),  # user | assistant
+    Column("content", Json, nullable=False),  # text, or what a non-text answer made
+    Column("model", String(200)),  # the model that answered (assistant turns)
+    Column("task_id", String(40)),
+    Column("created_at", Float, nullable=False),
+    Index("ix_messages_conversation", "conversation_id", "id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("task_id", String(40)),
+    Column("batch_id", String(40)),
+    Column("url", String(2000), nullable=False),
+    Column("event_id", String(80), nullable=False, unique=True),  # stable across retries
+    Column("payload", Json, nullable=False),
+    Column("status", String(16), nullable=False),  # PENDING | DELIVERED | FAILED
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_status", Integer),
+    Column("last_error", String(500)),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_webhooks_due", "next_attempt_at", sqlite_where=PENDING, postgresql_where=PENDING),
+    Index("ix_webhooks_task", "task_id"),
+    Index("ix_webhooks_batch", "batch_id"),
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("webhook_secret", String(100), nullable=False),  # signs this tenant's webhooks
     Column("created_at", Float, nullable=False),
 )
 

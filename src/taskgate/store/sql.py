@@ -34,10 +34,29 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskgate.batching import Batcher
-from taskgate.models import ApiKey, Attempt, Batch, Priority, Status, StoredFile, Task, new_id
+from taskgate.models import (
+    ApiKey,
+    Attempt,
+    Batch,
+    Conversation,
+    Message,
+    Priority,
+    Status,
+    StoredFile,
+    Task,
+    new_id,
+)
 from taskgate.store import ops
 from taskgate.store.base import NewTask, Outcome, TaskFilter
-from taskgate.store.schema import api_keys, attempts, batches, files, tasks
+from taskgate.store.schema import (
+    api_keys,
+    attempts,
+    batches,
+    conversations,
+    files,
+    messages,
+    tasks,
+)
 
 R = TypeVar("R")
 Conn = sa.Connection
@@ -201,6 +220,9 @@ class SqlStore:
             "idempotency_key": new.idempotency_key,
             "request_hash": new.request_hash,
             "batch_id": new.batch_id,
+            "conversation_id": new.conversation_id,
+            "webhook_url": new.webhook_url,
+            "label": new.label,
             "worker": None,
             "instance": None,
             "lease_until": None,
@@ -242,6 +264,80 @@ class SqlStore:
             conds.append(tasks.c.id != keep)
         reason = "another model of its batch answered first" if keep else "batch cancelled"
         return await self._cancel_where(conds, reason)
+
+    # --- conversations -------------------------------------------------------------------
+
+    async def create_conversation(self, tenant: str, title: str = "") -> Conversation:
+        now = time.time()
+        c = Conversation(new_id(), tenant, title[:200], now, now)
+        await self._write(ops.execute, conversations.insert(), [dataclasses.asdict(c)])
+        return c
+
+    async def get_conversation(
+        self, conversation_id: str, tenant: str | None
+    ) -> Conversation | None:
+        q = sa.select(conversations).where(conversations.c.id == conversation_id)
+        if tenant is not None:
+            q = q.where(conversations.c.tenant == tenant)
+        found = await self._read(ops.rows, q)
+        return Conversation.from_row(found[0]) if found else None
+
+    async def list_conversations(
+        self, tenant: str | None, before_id: str | None = None, limit: int = 50
+    ) -> list[Conversation]:
+        q = sa.select(conversations).order_by(conversations.c.id.desc()).limit(limit)
+        if tenant is not None:
+            q = q.where(conversations.c.tenant == tenant)
+        if before_id is not None:
+            q = q.where(conversations.c.id < before_id)
+        return [Conversation.from_row(r) for r in await self._read(ops.rows, q)]
+
+    async def delete_conversation(self, conversation_id: str, tenant: str | None) -> bool:
+        """Delete a conversation and its messages (its tasks stay, as tasks)."""
+
+        def delete(conn: Conn) -> bool:
+            q = conversations.delete().where(conversations.c.id == conversation_id)
+            if tenant is not None:
+                q = q.where(conversations.c.tenant == tenant)
+            if not conn.execute(q).rowcount:
+                return False
+            conn.execute(messages.delete().where(messages.c.conversation_id == conversation_id))
+            return True
+
+        return await self._write(delete)
+
+    async def messages(self, conversation_id: str) -> list[Message]:
+        q = (
+            sa.select(messages)
+            .where(messages.c.conversation_id == conversation_id)
+            .order_by(messages.c.id)
+        )
+        return [Message.from_row(r) for r in await self._read(ops.rows, q)]
+
+    async def insert_turn(
+        self, conversation_id: str, prompt: Any, news: Sequence[NewTask], batch: Batch | None = None
+    ) -> list[Task]:
+        """A user turn and the tasks that answer it (in their batch), in one transaction."""
+
+        def write(conn: Conn) -> list[Task]:
+            now = time.time()
+            if batch is not None:
+                conn.execute(batches.insert(), [dataclasses.asdict(batch)])
+            out = [r[0] for r in self._insert_in(conn, news) if isinstance(r, tuple)]
+            turn = {
+                "conversation_id": conversation_id,
+                "role": "user",
+                "content": prompt,
+                "model": None,
+                "task_id": out[0].id if len(out) == 1 else None,
+                "created_at": now,
+            }
+            conn.execute(messages.insert(), [turn])
+            touch = conversations.update().where(conversations.c.id == conversation_id)
+            conn.execute(touch.values(updated_at=now))
+            return out
+
+        return await self._write(write)
 
     # --- reading -----------------------------------------------------------------------
 
