@@ -95,6 +95,12 @@ class Attempt:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def handoff(self) -> bool:
+        """The attempt ended with its worker (stopped or lost), not with the backend: it
+        does not use up the task's retries."""
+        return self.outcome in ("interrupted", "lost")
+
 
 @dataclass(frozen=True, slots=True)
 class Task:

@@ -38,6 +38,8 @@ from taskgate.store import Outcome, SqlStore
 
 log = logging.getLogger("taskgate.scheduler")
 
+INLINE_MAX = 8 << 20  # return_base64 inlines files up to this size; larger ones: by url
+
 
 @dataclass
 class Lane:
@@ -68,6 +70,7 @@ class Running:
     cancelled: bool = False
     holds_slot: bool = True  # False once a backend job is submitted (or when resuming one)
     provider_job: dict[str, Any] | None = None  # the backend's job, kept on the task
+    timed_out: bool = False  # the run timeout (not a backend's own timeout) ended the call
 
     @property
     def polling(self) -> bool:
@@ -253,7 +256,7 @@ class Scheduler:
         if job is not None:  # resume polling the backend's job, on the instance that has it
             inst = next((i for i in lane.instances if i.name == job.get("instance")), None)
             run = Running(task, lane, inst or lane.instances[0], now, holds_slot=False)
-            run.provider_job = job
+            run.provider_job = job  # _call refuses it if that instance is gone
         else:
             avoid = [task.instance] if task.instance else []
             inst = policy.choose_instance(lane.instances, now, avoid)
@@ -355,6 +358,10 @@ class Scheduler:
                     return checked(out)
                 await self._submitted(run, out)
             assert run.provider_job is not None
+            if run.provider_job.get("instance") != run.instance.name:
+                name = run.provider_job.get("instance")
+                gone = f"instance {name!r} that runs this job is no longer configured"
+                raise errors.job_ended(errors.PermanentError(gone))
             left = run.provider_job["submitted_at"] + timeout - time.time()
             async with asyncio.timeout(max(0.0, left)):
                 result = await polling.poll_until_done(
@@ -362,6 +369,7 @@ class Scheduler:
                 )
             return checked(result)
         except TimeoutError as exc:
+            run.timed_out = True
             raise errors.ProviderTimeout(
                 f"no answer within the run timeout of {timeout:g}s"
             ) from exc
@@ -376,9 +384,13 @@ class Scheduler:
         run.provider_job = polling.job_record(
             job, run.lane.route.name, run.instance.name, time.time()
         )
-        kept = await self.store.set_provider_job(
-            run.task.id, self.worker_id, run.task.attempts, run.provider_job
-        )
+        try:
+            kept = await self.store.set_provider_job(
+                run.task.id, self.worker_id, run.task.attempts, run.provider_job
+            )
+        except Exception:  # the job runs anyway: poll it; the ending records it on the task
+            log.exception("could not keep job %s on task %s", job.id, run.task.id)
+            kept = True
         run.holds_slot = False
         self._release(run, None)
         self.wake()  # the slot is free for another task
@@ -414,12 +426,12 @@ class Scheduler:
             assert result is not None
             kept = await self._keep_outputs(task, result)
             return run.outcome(self.worker_id, Status.SUCCESS, "success", result=kept)
-        if run.provider_job is not None and isinstance(error, errors.ProviderTimeout):
+        if run.provider_job is not None and run.timed_out:
             return self._job_timed_out(run, error)
         history = await self.store.history(task.id) if error.retryable else []
         decision = policy.decide(
             error,
-            attempts=1 + sum(1 for a in history if a.route == route.name),
+            attempts=1 + sum(1 for a in history if a.route == route.name and not a.handoff),
             max_attempts=route.retry.max_attempts,
             route=route.name,
             fallbacks=route.fallbacks,
@@ -438,11 +450,34 @@ class Scheduler:
                 error=err,
                 run_after=time.time() + decision.delay,
                 next_route=decision.route,
-                provider_job=None,  # the next attempt submits a new job
+                provider_job=self._job_after_retry(run, error, decision.route),
             )
         assert decision.status is not None
         label = decision.status.value.lower()
         return run.outcome(self.worker_id, decision.status, label, error=err)
+
+    def _job_after_retry(
+        self, run: Running, error: errors.ProviderError, failover: str | None
+    ) -> dict[str, Any] | None:
+        """The backend job the retry resumes: the same one if it may still finish (only
+        polling failed), none if it ended; a job left behind by a failover is cancelled."""
+        job = run.provider_job
+        if job is None or error.job_ended:
+            return None
+        if failover is None:
+            return job
+        self._in_background(self._cancel_job(run, job))
+        return None
+
+    async def _cancel_job(self, run: Running, job: dict[str, Any]) -> None:
+        if run.call is not None:
+            await polling.cancel_quietly(run.lane.provider, run.call, polling.job_of(job))
+
+    def _in_background(self, coro: Any) -> None:
+        """Run a coroutine past this attempt; stop() cancels what is left of it."""
+        task = asyncio.create_task(coro)
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
 
     async def _keep_outputs(self, task: Task, result: Result) -> dict[str, Any]:
         """The result as stored: files the provider returned are saved and listed by id
@@ -454,7 +489,7 @@ class Scheduler:
             for f in result.files:
                 saved = await self.files.save(task.tenant, f.data, f.content_type, f.name, task.id)
                 entry = file_json(saved)
-                if inline:
+                if inline and len(f.data) <= INLINE_MAX:
                     entry["b64_json"] = base64.b64encode(f.data).decode()
                 out["files"].append(entry)
         return out
@@ -468,9 +503,9 @@ class Scheduler:
         err = {**error.as_dict(), "provider_job": job.id}
         if conf.late_results_for > 0:
             err["message"] += f"; a result that comes within {conf.late_results_for:g}s is kept"
-            late = asyncio.create_task(self._collect_late(run.task, run.lane, run.call, job))
-            self._late.add(late)
-            late.add_done_callback(self._late.discard)
+            self._in_background(self._collect_late(run.task, run.lane, run.call, job))
+        else:  # nobody will collect it: stop paying for it
+            self._in_background(self._cancel_job(run, run.provider_job))
         return run.outcome(self.worker_id, Status.TIMEOUT, "timeout", error=err)
 
     async def _collect_late(self, task: Task, lane: Lane, call: Call, job: Job) -> None:
@@ -524,11 +559,9 @@ class Scheduler:
 
     async def _first_wins(self, task: Task) -> None:
         """The first success of a first-wins batch cancels the rest of it."""
-        found = await self.store.get_batch(task.batch_id or "", None)
-        if found is not None and found[0].first_wins:
-            await announce_cancelled(
-                self.events, await self.store.cancel_batch(found[0].id, keep=task.id)
-            )
+        if task.batch_id is not None:
+            cancelled = await self.store.cancel_batch(task.batch_id, winner=task.id)
+            await announce_cancelled(self.events, cancelled)
 
     async def _listen(self, topic: str, handler: Any) -> None:
         async with self.events.subscribe(topic) as sub:
@@ -588,7 +621,16 @@ class Scheduler:
                 ids[i : i + 1000], self.worker_id, self.settings.scheduler.lease_seconds
             )
         for task_id in set(ids) - held:
+            await self._let_go(task_id)
+
+    async def _let_go(self, task_id: str) -> None:
+        """A task we no longer hold: cancelled (stop the call and the backend's job), or
+        taken over after our lease lapsed (stop the call; the new holder owns the job)."""
+        task = await self.store.get(task_id)
+        if task is not None and task.status is Status.CANCELLED:
             await self._on_cancel({"task_id": task_id})
+        elif (run := self.running.get(task_id)) is not None and run.handle and run.calling:
+            run.handle.cancel()
 
     async def _sweep_loop(self) -> None:
         while True:

@@ -32,7 +32,12 @@ async def fake() -> AsyncIterator[FakeArk]:
 @pytest.fixture
 async def gate(fake: FakeArk) -> AsyncIterator[ProviderHarness]:
     async with ProviderHarness(
-        "ark", fake.base_url, watch=KEY, secret=KEY, model="doubao-pro-4k"
+        "ark",
+        fake.base_url,
+        watch=KEY,
+        secret=KEY,
+        model="doubao-pro-4k",
+        route_options={"client_media_urls": True},  # the tests pass https image URLs
     ) as h:
         yield h
 

@@ -228,3 +228,31 @@ async def test_a_refused_job_fails_at_once(rig_for: Any) -> None:
     assert done.status is Status.FAILED and done.error is not None
     assert done.error["type"] == "content_refused"
     assert [a.outcome for a in await rig.store.history(video)] == ["failed"]
+
+
+async def test_failed_polls_retry_the_same_job_instead_of_a_new_one(rig_for: Any) -> None:
+    rig = rig_for(settings(poll={"interval": 0.01, "max_interval": 0.02, "max_errors": 2}))
+    await rig.scheduler()
+    video = await rig.submit(mock_job_seconds=0.05, mock_poll_failures=2)
+    done = await rig.ended(video)
+    assert done.status is Status.SUCCESS, done.error
+    assert [a.outcome for a in await rig.store.history(video)] == ["retry", "success"]
+    assert done.provider_job is not None
+    assert done.provider_job["id"] == f"mockjob-{video}-1"  # resumed, not submitted again
+
+
+async def test_a_lost_lease_stops_polling_without_cancelling_the_job(rig_for: Any) -> None:
+    rig = rig_for(settings())
+    s = await rig.scheduler()
+    video = await rig.submit(mock_job_seconds=5)
+    await rig.until(video, has_job)
+    await rig.store.expire_leases([s.worker_id])
+    [requeued] = await rig.store.sweep()  # another worker's sweeper requeued it
+    assert requeued.status is Status.PENDING
+    await s.renew_leases()  # we notice we no longer hold it
+    for _ in range(100):
+        if video not in s.running:
+            break
+        await asyncio.sleep(0.01)
+    assert video not in s.running or s.running[video].task.attempts == 2  # resumed by us
+    assert mock(s).cancelled == []  # the job goes on for whoever holds the task now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from taskgate import errors
@@ -38,7 +40,12 @@ async def test_a_file_reference_reads_the_tenants_file() -> None:
 async def test_urls_pass_through_and_our_files_become_data_uris() -> None:
     f = OutputFile(b"abc", "image/png", "a.png")
     c = call({"f1": f})
-    assert await input_url(c, "https://example.com/a.png") == "https://example.com/a.png"
+    with pytest.raises(errors.InvalidInput, match="media URLs from clients are refused"):
+        await input_url(c, "https://example.com/a.png")
+    allowed = dataclasses.replace(
+        c, route=ROUTE.model_copy(update={"options": {"client_media_urls": True}})
+    )
+    assert await input_url(allowed, "https://example.com/a.png") == "https://example.com/a.png"
     assert await input_url(c, {"file_id": "f1"}) == "data:image/png;base64,YWJj"
     with pytest.raises(errors.InvalidInput, match="uploaded file"):
         await input_bytes(c, "https://example.com/a.png")  # we do not fetch client URLs

@@ -77,7 +77,6 @@ AUTH_CODES = frozenset(
     }
 )
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false"}
-IMAGE_TYPES = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"RIFF", "image/webp"))
 
 
 def utcnow() -> datetime:
@@ -159,7 +158,7 @@ class JimengProvider(WebProvider):
 
     async def _download_image(self, call: Call, url: str, i: int) -> OutputFile:
         f = await download(self, call, url, f"image-{i}")
-        kind = sniff(f.data) or f.content_type
+        kind = media.sniff_image(f.data) or f.content_type
         return replace(f, content_type=kind, name=media.name_for(f"image-{i}", kind))
 
     async def http_error(self, resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
@@ -266,12 +265,8 @@ def typed(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
 
 def image_file(text: str, i: int) -> OutputFile:
     f = media.output_from_b64(text, "application/octet-stream", f"image-{i}")
-    kind = sniff(f.data) or "image/png"
+    kind = media.sniff_image(f.data) or "image/png"
     return replace(f, content_type=kind, name=media.name_for(f"image-{i}", kind))
-
-
-def sniff(data: bytes) -> str | None:
-    return next((kind for magic, kind in IMAGE_TYPES if data.startswith(magic)), None)
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -37,8 +37,17 @@ async def input_bytes(call: Call, ref: Any, what: str = "file") -> OutputFile:
 
 
 async def input_url(call: Call, ref: Any, what: str = "file") -> str:
-    """A URL the backend can read: an http(s) URL as given, else a data URI."""
-    if isinstance(ref, str) and ref.startswith(("http://", "https://", "data:")):
+    """A URL the backend can read: a data URI, or an http(s) URL as given where the route
+    allows clients' media URLs (option ``client_media_urls``; by default they are refused,
+    as the backend would fetch whatever a client names)."""
+    if isinstance(ref, str) and ref.startswith("data:"):
+        return ref
+    if isinstance(ref, str) and ref.startswith(("http://", "https://")):
+        if not call.option("client_media_urls", False):
+            raise errors.InvalidInput(
+                f"{what}: media URLs from clients are refused here; upload the file "
+                "(POST /v1/files) and give {'file_id': ...}, or a data: URI"
+            )
         return ref
     f = await input_bytes(call, ref, what)
     return data_uri(f)
@@ -94,6 +103,20 @@ def output_from_b64(text: str, content_type: str, name: str) -> OutputFile:
         return OutputFile(base64.b64decode(text, validate=True), content_type, name)
     except (binascii.Error, ValueError) as exc:
         raise errors.BadResponse(f"{name}: the backend sent invalid base64") from exc
+
+
+IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+)
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The image type its first bytes show (a backend's label may be wrong or missing)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in IMAGE_MAGIC if data.startswith(magic)), None)
 
 
 # The media types models deal in, so names do not depend on the host's /etc/mime.types.

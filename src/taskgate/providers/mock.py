@@ -11,7 +11,8 @@ call: ``mock_latency_ms``, ``mock_fail_attempts`` (fail the first N attempts),
 ``mock_job_seconds`` makes the call a backend-side job: ``run`` returns a :class:`Job` that
 is done that many seconds after submission (a wall-clock time kept in the job, so it survives
 a restart), ``poll`` reports progress until then, and ``mock_job_error`` makes the finished
-job fail with that error type. Cancelled job ids are kept in ``cancelled``.
+job fail with that error type; ``mock_poll_failures`` makes that many poll requests fail
+(503). Cancelled job ids are kept in ``cancelled``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class MockProvider(Provider):
     def __init__(self, route: Route) -> None:
         super().__init__(route)
         self.cancelled: list[str] = []
+        self._failed_polls: dict[str, int] = {}
 
     async def run(self, call: Call) -> Result | Job:
         p = call.params
@@ -77,6 +79,10 @@ class MockProvider(Provider):
         return await self._answer(call)
 
     async def poll(self, call: Call, job: Job) -> Result | Pending:
+        failed = self._failed_polls.get(job.id, 0)
+        if failed < int(call.params.get("mock_poll_failures", 0)):  # the poll request fails
+            self._failed_polls[job.id] = failed + 1
+            raise errors.Overloaded(f"mock poll {failed + 1} of {job.id} failed")
         left = float(job.data["done_at"]) - time.time()
         if left > 0:
             return Pending(retry_after=min(left, 0.05), progress={"job": job.id, "left": left})

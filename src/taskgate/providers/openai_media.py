@@ -19,7 +19,7 @@ import orjson
 from taskgate import errors
 from taskgate.providers import media
 from taskgate.providers.base import Call, OutputFile, Result
-from taskgate.providers.web import WebProvider, bad_response, download
+from taskgate.providers.web import WebProvider, bad_response, download, without_query
 
 ItemError = Callable[[Any], errors.ProviderError]  # an error reported for one image
 # OpenAI tells an audio file's format by its name's extension; these are the ones it takes.
@@ -39,11 +39,6 @@ AUDIO_EXTENSIONS = {
     "video/webm": "webm",
 }
 SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
-IMAGE_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF8", "image/gif"),
-)
 
 
 def prompt_of(value: Any, kind: str) -> str:
@@ -133,7 +128,7 @@ async def image_of(
         meta["source_url"] = without_query(item["url"])
     else:
         raise bad_response("an image with neither 'url' nor 'b64_json'", orjson.dumps(item), call)
-    return meta, named(f, stem, sniff_image(f.data))
+    return meta, named(f, stem, media.sniff_image(f.data))
 
 
 async def fetch(provider: WebProvider, call: Call, url: str, stem: str) -> OutputFile:
@@ -146,22 +141,10 @@ def named(f: OutputFile, stem: str, content_type: str | None = None) -> OutputFi
     return OutputFile(f.data, kind, media.name_for(stem, kind))
 
 
-def sniff_image(data: bytes) -> str | None:
-    """The image type its first bytes show (a backend's label may be wrong or missing)."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return next((kind for magic, kind in IMAGE_MAGIC if data.startswith(magic)), None)
-
-
 def image_usage(raw: Any, images: int) -> dict[str, Any]:
     usage = raw if isinstance(raw, dict) else {}
     tokens = {k: usage[k] for k in ("input_tokens", "output_tokens") if usage.get(k) is not None}
     return {"images": images, **tokens}
-
-
-def without_query(url: str) -> str:
-    """A signed URL without its signature: where a file came from, for reference only."""
-    return url.split("?", 1)[0]
 
 
 # --- audio -------------------------------------------------------------------------------

@@ -119,24 +119,33 @@ async def download(
             if resp.status >= 300:
                 why = "expired or gone" if resp.status in GONE else "not readable"
                 raise errors.BadResponse(
-                    scrub(f"output URL {_short(url)} {why} (HTTP {resp.status})", call)
+                    scrub(f"output URL {without_query(url)} {why} (HTTP {resp.status})", call)
                 )
             if (resp.content_length or 0) > limit:
                 raise errors.BadResponse(f"output file over {limit} bytes")
-            data = await resp.content.read(limit + 1)
-            if len(data) > limit:
-                raise errors.BadResponse(f"output file over {limit} bytes")
+            data = await _read_all(resp, limit)
             kind = content_type or resp.content_type or "application/octet-stream"
     except TimeoutError as exc:
-        raise errors.ProviderTimeout(f"download of {_short(url)} timed out") from exc
-    except aiohttp.ClientError as exc:
-        raise errors.BadResponse(scrub(f"download of {_short(url)} failed: {exc}", call)) from exc
+        raise errors.ProviderTimeout(f"download of {without_query(url)} timed out") from exc
+    except aiohttp.ClientError as exc:  # its text may quote the signed URL: name it only
+        what = f"download of {without_query(url)} failed: {type(exc).__name__}"
+        raise errors.BadResponse(scrub(what, call)) from exc
     return OutputFile(data, kind, name)
 
 
-MAX_OUTPUT_BYTES = 1 << 30
+MAX_OUTPUT_BYTES = 256 << 20
 
 
-def _short(url: str) -> str:
+async def _read_all(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refused once it passes ``limit`` (a chunked reply has no length)."""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise errors.BadResponse(f"output file over {limit} bytes")
+    return bytes(body)
+
+
+def without_query(url: str) -> str:
     """A URL without its query (signed URLs carry their credentials there)."""
     return url.split("?", 1)[0]

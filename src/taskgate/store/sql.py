@@ -257,12 +257,16 @@ class SqlStore:
         rows = await self._read(ops.rows, members)
         return batch, sorted((Task.from_row(r) for r in rows), key=lambda t: order.get(t.model, 0))
 
-    async def cancel_batch(self, batch_id: str, keep: str | None = None) -> list[Task]:
-        """Cancel the batch's tasks that have not ended (but ``keep``); returns them."""
-        conds = [tasks.c.batch_id == batch_id]
-        if keep is not None:
-            conds.append(tasks.c.id != keep)
-        reason = "another model of its batch answered first" if keep else "batch cancelled"
+    async def cancel_batch(self, batch_id: str, winner: str | None = None) -> list[Task]:
+        """Cancel the batch's tasks that have not ended; returns them. With ``winner`` (a
+        task that succeeded), only if the batch is first-wins, and all but the winner."""
+        conds: list[Any] = [tasks.c.batch_id == batch_id]
+        if winner is not None:
+            first_wins = sa.select(batches.c.id).where(
+                batches.c.id == batch_id, batches.c.first_wins
+            )
+            conds += [tasks.c.id != winner, sa.exists(first_wins)]
+        reason = "another model of its batch answered first" if winner else "batch cancelled"
         return await self._cancel_where(conds, reason)
 
     # --- conversations -------------------------------------------------------------------
