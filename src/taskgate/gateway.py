@@ -16,9 +16,10 @@ import orjson
 from taskgate.config import Route, Settings
 from taskgate.conversations import user_turn, with_history
 from taskgate.discovery import Discovery
-from taskgate.errors import BadRequest, NotFound
+from taskgate.errors import BadRequest, NotFound, ProviderError
 from taskgate.events import Events
 from taskgate.events.topics import announce_cancelled, task_event
+from taskgate.files import Files
 from taskgate.models import (
     ApiKey,
     Attempt,
@@ -31,7 +32,11 @@ from taskgate.models import (
     new_id,
 )
 from taskgate.providers import lookup
+from taskgate.providers.media import from_data_uri
 from taskgate.store import NewTask, SqlStore, TaskFilter
+
+# Inline data: URIs longer than this go to file storage at submit; shorter ones stay inline.
+INLINE_FILE_MIN = 4096
 
 # How often a waiter re-reads the store even without an event (events are hints).
 WAIT_REREAD_SECONDS = 5.0
@@ -58,10 +63,13 @@ def scope(key: ApiKey) -> str | None:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: SqlStore, events: Events) -> None:
+    def __init__(
+        self, settings: Settings, store: SqlStore, events: Events, files: Files | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.events = events
+        self.files = files  # where inline data: URIs of inputs go (None: they stay inline)
         # the configured kinds, and those each route (or else its provider) declares serving
         declared = (
             r.kinds if r.kinds is not None else lookup(r.provider).kinds or ()
@@ -130,6 +138,7 @@ class Gateway:
     async def submit(self, key: ApiKey, sub: Submission) -> tuple[Task, bool]:
         """Accept a task durably. Returns (task, created); created is False on an idempotent
         replay of an earlier submission with the same key and body."""
+        sub = await self._store_inline_files(key, sub)
         if sub.conversation_id is not None:
             [task] = await self._submit_turn(key, sub, [sub.model])
             return task, True
@@ -144,6 +153,7 @@ class Gateway:
         """Fan one request out to several models: a task each, accepted all together."""
         if not models or len(set(models)) != len(models):
             raise BadRequest("a batch needs one or more distinct models", field="models")
+        sub = await self._store_inline_files(key, sub)
         batch = Batch(
             new_id(),
             key.tenant,
@@ -162,6 +172,28 @@ class Gateway:
         for task in tasks:
             await self._queued(task)
         return batch, tasks
+
+    async def _store_inline_files(self, key: ApiKey, sub: Submission) -> Submission:
+        """Inputs given inline as ``data:`` URIs (over ``INLINE_FILE_MIN`` bytes) go to file
+        storage, owned by the tenant; the task keeps ``{"file_id": ...}`` references."""
+        if self.files is None or not has_data_uri(sub.input):
+            return sub
+        return dataclasses.replace(sub, input=await self._extract(key, sub.input))
+
+    async def _extract(self, key: ApiKey, value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("data:") and len(value) > INLINE_FILE_MIN:
+            assert self.files is not None
+            try:
+                f = from_data_uri(value, "input")
+            except ProviderError as exc:
+                raise BadRequest(f"an input data: URI is not valid: {exc.message}") from None
+            saved = await self.files.save(key.tenant, f.data, f.content_type, f.name)
+            return {"file_id": saved.id}
+        if isinstance(value, dict):
+            return {k: await self._extract(key, v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [await self._extract(key, v) for v in value]
+        return value
 
     async def _submit_turn(
         self, key: ApiKey, sub: Submission, models: list[str], batch: Batch | None = None
@@ -363,6 +395,16 @@ def batch_result(task: Task) -> dict[str, Any]:
         "result": task.result,
         "error": task.error,
     }
+
+
+def has_data_uri(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith("data:")
+    if isinstance(value, dict):
+        return any(has_data_uri(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_data_uri(v) for v in value)
+    return False
 
 
 def _request_hash(sub: Submission) -> str:

@@ -66,3 +66,23 @@ def test_an_upload_over_the_size_limit_is_413_and_stores_nothing(make_server: An
         r = c.post("/v1/files", data={"purpose": "input"})
         assert r.status_code == 422  # no file part
     assert [p for p in (server.root / "files").rglob("*") if p.is_file()] == []
+
+
+def test_a_large_data_uri_input_is_kept_in_file_storage(server: Server, key: str) -> None:
+    blob = PNG + bytes(20_000)  # over the inline limit
+    uri = "data:image/png;base64," + base64.b64encode(blob).decode()
+    with server.client(key) as c:
+        done = wait(c, submit(c, kind="image_edit", input={"prompt": "x", "image": uri})["id"])
+        ref = done["input"]["image"]
+        assert set(ref) == {"file_id"}  # the task row keeps a reference, not the bytes
+        assert c.get(f"/v1/files/{ref['file_id']}").content == blob
+        r = c.post(
+            "/v1/tasks",
+            json={
+                "kind": "image_edit",
+                "model": "mock",
+                "input": {"image": "data:image/png;base64," + "@" * 5000},
+            },
+        )
+        assert r.status_code == 400 and "data: URI" in r.json()["error"]["message"]
+    assert done["result"]["output"]["input_sha256"] == hashlib.sha256(blob).hexdigest()

@@ -49,7 +49,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         await db.open()
         bus = events.from_url(None)
         app.state.files = Files(db, files.from_url(settings.files_url))
-        app.state.gateway = Gateway(settings, db, bus)
+        app.state.gateway = Gateway(settings, db, bus, app.state.files)
         app.state.keys = KeyRing(db, settings.auth_cache_seconds)
         await _bootstrap_admin_key(db)
         scheduler = Scheduler(settings, db, bus, app.state.files) if run_scheduler else None
