@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -36,6 +38,7 @@ class _Requests:
         timeout: float | None = None,
         queue_timeout: float | None = None,
         idempotency_key: str | None = None,
+        webhook_url: str | None = None,
     ) -> tuple[str, str, dict[str, Any]]:
         body: dict[str, Any] = {"kind": kind, "model": model, "input": input, "priority": priority}
         optional = {
@@ -43,6 +46,7 @@ class _Requests:
             "timeout": timeout,
             "queue_timeout": queue_timeout,
             "idempotency_key": idempotency_key,
+            "webhook_url": webhook_url,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return "POST", "/v1/tasks", {"json": body}
@@ -59,6 +63,32 @@ class _Requests:
     @staticmethod
     def list(**filters: Any) -> tuple[str, str, dict[str, Any]]:
         return "GET", "/v1/tasks", {"params": {k: v for k, v in filters.items() if v is not None}}
+
+
+def verify_webhook(
+    secret: str,
+    body: bytes,
+    timestamp: str,
+    signature: str,
+    *,
+    tolerance: float = 300.0,
+    now: float | None = None,
+) -> bool:
+    """Whether a webhook request really comes from taskgate, for a receiver to check before
+    it trusts the event. ``body`` is the raw request body (before any JSON parsing),
+    ``timestamp`` and ``signature`` the ``X-Taskgate-Timestamp`` and ``X-Taskgate-Signature``
+    headers, ``secret`` the tenant's (``GET /v1/webhooks/secret``). A timestamp more than
+    ``tolerance`` seconds away from ``now`` is refused, so a captured request cannot be
+    replayed later."""
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - ts) > tolerance:
+        return False
+    expected = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    given = [p.strip()[3:] for p in signature.split(",") if p.strip().startswith("v1=")]
+    return any(hmac.compare_digest(g, expected) for g in given)
 
 
 def _check(resp: httpx.Response) -> Any:

@@ -99,6 +99,53 @@ class ConversationSettings(_Model):
     max_tokens: int = Field(8000, ge=0)
 
 
+class AiflowTaskType(_Model):
+    """What an AIFlow ``task_type`` runs: a task of ``kind``, on ``model_spec.name`` or, when
+    the request names no model, on ``model``."""
+
+    kind: str
+    model: str | None = None
+
+
+class AiflowSettings(_Model):
+    """The AIFlow dialect (api/aiflow.py). ``task_types`` add to (or replace) the built-in
+    ``openai-gpt5``, ``text-generation``, ``image-generation`` and ``gpt-image-1``.
+    ``client_endpoint_hosts``: the hosts a request's ``model_spec.endpoint`` may name (then
+    ``api_key`` is accepted and dropped); empty: any client endpoint or key is refused."""
+
+    task_types: dict[str, AiflowTaskType] = Field(default_factory=dict)
+    client_endpoint_hosts: list[str] = Field(default_factory=list)
+
+
+class WebhookSettings(_Model):
+    """Webhooks: where they may go and how hard taskgate tries. A URL whose host resolves to
+    a loopback, private, link-local, multicast or reserved address is refused unless
+    ``allow_private`` is set or ``allowed_hosts`` names the host (``*.corp.example`` for any
+    subdomain) or its network (``10.1.0.0/16``). A delivery is tried ``max_attempts`` times,
+    waiting ``backoff_base`` seconds, doubling up to ``backoff_max`` (with jitter), between
+    tries of at most ``timeout`` seconds each."""
+
+    allow_private: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)
+    max_attempts: int = Field(8, ge=1, le=100)
+    backoff_base: float = Field(2.0, ge=0)
+    backoff_max: float = Field(600.0, ge=0)
+    jitter: float = Field(0.25, ge=0, le=1)
+    timeout: float = Field(10.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0)  # a look for due deliveries at least this often
+    max_concurrency: int = Field(16, ge=1)  # deliveries in flight per worker process
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The backoff as the scheduler's retry policy, for policy.backoff."""
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            jitter=self.jitter,
+        )
+
+
 class SchedulerSettings(_Model):
     priority_weights: dict[str, int] = Field(
         default_factory=lambda: {"critical": 6, "default": 3, "low": 1}
@@ -131,6 +178,8 @@ class Settings(_Model):
     log_level: str = "info"
     scheduler: SchedulerSettings = SchedulerSettings()
     conversations: ConversationSettings = ConversationSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    aiflow: AiflowSettings = AiflowSettings()
     routes: list[Route] = Field(default_factory=list)
     kinds: list[str] = Field(default_factory=lambda: list(BUILTIN_KINDS))
     plugins: list[str] = Field(default_factory=list)  # modules imported at start-up

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from taskgate import netguard
 from taskgate.config import Route, Settings
 from taskgate.conversations import user_turn, with_history
 from taskgate.discovery import Discovery
@@ -34,6 +35,10 @@ from taskgate.models import (
 from taskgate.providers import lookup
 from taskgate.providers.media import from_data_uri
 from taskgate.store import NewTask, SqlStore, TaskFilter
+from taskgate.store.outbox import Delivery
+from taskgate.views import batch_json as batch_json
+from taskgate.views import batch_result as batch_result
+from taskgate.views import iso, task_json
 
 # Inline data: URIs longer than this go to file storage at submit; shorter ones stay inline.
 INLINE_FILE_MIN = 4096
@@ -77,6 +82,7 @@ class Gateway:
         )
         self.kinds = sorted(set(settings.kinds).union(*declared))
         self.discovery = Discovery(settings.routes)
+        self.guard = netguard.guard_of(settings.webhooks)  # where webhook URLs may point
 
     async def start(self) -> None:
         """Learn the models of routes that discover them, and keep them fresh."""
@@ -138,6 +144,7 @@ class Gateway:
     async def submit(self, key: ApiKey, sub: Submission) -> tuple[Task, bool]:
         """Accept a task durably. Returns (task, created); created is False on an idempotent
         replay of an earlier submission with the same key and body."""
+        await self._check_webhook(sub)
         sub = await self._store_inline_files(key, sub)
         if sub.conversation_id is not None:
             [task] = await self._submit_turn(key, sub, [sub.model])
@@ -153,6 +160,7 @@ class Gateway:
         """Fan one request out to several models: a task each, accepted all together."""
         if not models or len(set(models)) != len(models):
             raise BadRequest("a batch needs one or more distinct models", field="models")
+        await self._check_webhook(sub)
         sub = await self._store_inline_files(key, sub)
         batch = Batch(
             new_id(),
@@ -198,11 +206,10 @@ class Gateway:
     async def _submit_turn(
         self, key: ApiKey, sub: Submission, models: list[str], batch: Batch | None = None
     ) -> list[Task]:
-        """A chat turn of a conversation: each model's task gets the earlier turns as context;
-        the user's turn is kept with the tasks, in one transaction."""
+        """A turn of a conversation: each model's chat task gets the earlier turns as context
+        (a task of another kind, an image, just joins the history); the user's turn is kept
+        with the tasks, in one transaction."""
         assert sub.conversation_id is not None
-        if sub.kind != "chat":
-            raise BadRequest("only chat tasks take part in a conversation", field="kind")
         conversation = await self.store.get_conversation(sub.conversation_id, key.tenant)
         if conversation is None:
             raise NotFound(f"no conversation {sub.conversation_id!r}")
@@ -211,7 +218,9 @@ class Gateway:
         news = [
             self._new_task(
                 key,
-                dataclasses.replace(sub, input=with_history(sub.input, history, m, conf)),
+                dataclasses.replace(sub, input=with_history(sub.input, history, m, conf))
+                if sub.kind == "chat"  # other kinds (an image) join the history, uncontexted
+                else sub,
                 batch.id if batch else None,
                 model=m,
             )
@@ -279,9 +288,18 @@ class Gateway:
             request_hash=_request_hash(sub) if sub.idempotency_key else None,
             batch_id=batch_id,
             conversation_id=sub.conversation_id,
-            webhook_url=sub.webhook_url,
+            webhook_url=sub.webhook_url if batch_id is None else None,  # a batch's: one event
             label=sub.label,
         )
+
+    async def _check_webhook(self, sub: Submission) -> None:
+        """A webhook URL must be http(s) and lead to an address the config allows."""
+        if sub.webhook_url is None:
+            return
+        try:
+            await self.guard.check_url(sub.webhook_url)
+        except netguard.Refused as exc:
+            raise BadRequest(f"webhook_url refused: {exc}", field="webhook_url") from None
 
     async def _queued(self, task: Task) -> None:
         await self.events.publish("queue", {"route": task.route, "priority": int(task.priority)})
@@ -301,7 +319,25 @@ class Gateway:
             out["position"] = await self.store.position(task)
         if history:
             out["history"] = [attempt_json(a) for a in await self.store.history(task.id)]
+        if task.webhook_url:
+            deliveries = await self.store.outbox.of(task_id=task.id)
+            out["webhook"] = webhook_json(task.webhook_url, deliveries)
         return out
+
+    async def batch_view(self, batch: Batch, tasks: list[Task]) -> dict[str, Any]:
+        """The batch as the native API shows it, with its webhook's deliveries."""
+        out = batch_json(batch, tasks)
+        if batch.webhook_url:
+            deliveries = await self.store.outbox.of(batch_id=batch.id)
+            out["webhook"] = webhook_json(batch.webhook_url, deliveries)
+        return out
+
+    async def webhook_secret(self, key: ApiKey, rotate: bool = False) -> str:
+        """The secret that signs the webhooks of the key's tenant (made on first need).
+        Rotating takes effect from the next attempt of every delivery."""
+        if rotate:
+            return await self.store.outbox.rotate_secret(key.tenant)
+        return await self.store.outbox.secret(key.tenant)
 
     async def wait(self, key: ApiKey, task_id: str, timeout: float) -> Task:
         """The task once it has ended, or as it is after ``timeout`` seconds."""
@@ -362,41 +398,6 @@ def declared_as(name: str) -> str:
     return "glob" if any(c in name for c in "*?[") else "declared"
 
 
-def batch_json(batch: Batch, tasks: list[Task]) -> dict[str, Any]:
-    """A batch with a result per model, in the fields seed 003's clients read
-    (``batch_id``, ``status``, ``results[{model_name, status, response_text, cost_time}]``)."""
-    return {
-        "id": batch.id,
-        "batch_id": batch.id,
-        "status": batch.status(tasks),
-        "kind": batch.kind,
-        "first_wins": batch.first_wins,
-        "created_at": iso(batch.created_at),
-        "conversation_id": batch.conversation_id,
-        "task_ids": [t.id for t in tasks],
-        "results": [batch_result(t) for t in tasks],
-    }
-
-
-def batch_result(task: Task) -> dict[str, Any]:
-    output = task.result.get("output") if isinstance(task.result, dict) else None
-    text = output.get("text") if isinstance(output, dict) else None
-    cost = (
-        round(task.finished_at - task.started_at, 3)
-        if task.finished_at is not None and task.started_at is not None
-        else None
-    )
-    return {
-        "task_id": task.id,
-        "model_name": task.model,
-        "status": task.status.value,
-        "response_text": text,
-        "cost_time": cost,
-        "result": task.result,
-        "error": task.error,
-    }
-
-
 def has_data_uri(value: Any) -> bool:
     if isinstance(value, str):
         return value.startswith("data:")
@@ -412,47 +413,21 @@ def _request_hash(sub: Submission) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+def webhook_json(url: str, deliveries: list[Delivery]) -> dict[str, Any]:
+    return {"url": url, "deliveries": [delivery_json(d) for d in deliveries]}
 
 
-def task_json(task: Task) -> dict[str, Any]:
+def delivery_json(d: Delivery) -> dict[str, Any]:
     return {
-        "id": task.id,
-        "status": task.status.value,
-        "kind": task.kind,
-        "model": task.model,
-        "route": task.route,
-        "priority": task.priority.label,
-        "input": task.input,
-        "params": task.params,
-        "result": task.result,
-        "error": task.error,
-        "provider_job": _job_json(task.provider_job),
-        "batch_id": task.batch_id,
-        "conversation_id": task.conversation_id,
-        "attempts": task.attempts,
-        "max_attempts": task.max_attempts,
-        "idempotency_key": task.idempotency_key,
-        "created_at": iso(task.created_at),
-        "updated_at": iso(task.updated_at),
-        "started_at": iso(task.started_at),
-        "finished_at": iso(task.finished_at),
-        "deadline": iso(task.deadline),
-    }
-
-
-def _job_json(job: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The backend's job as clients see it: its id, where and when it was submitted."""
-    if not job:
-        return None
-    return {
-        "id": job.get("id"),
-        "route": job.get("route"),
-        "instance": job.get("instance"),
-        "submitted_at": iso(job.get("submitted_at")),
+        "event_id": d.event_id,
+        "type": d.payload.get("type"),
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": iso(d.created_at),
+        "next_attempt_at": iso(d.next_attempt_at) if d.status == "PENDING" else None,
+        "delivered_at": iso(d.updated_at) if d.status == "DELIVERED" else None,
     }
 
 

@@ -174,14 +174,14 @@ class Batch:
         return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
 
     def status(self, tasks: list[Task]) -> str:
-        """``processing`` until every task has ended; then ``success`` (all succeeded, or
-        one did in a first-wins batch), ``partial`` (some did) or ``failed`` (none did)."""
+        """``PROCESSING`` until every task has ended; then ``SUCCESS`` (all succeeded, or
+        one did in a first-wins batch), ``PARTIAL`` (some did) or ``FAILED`` (none did)."""
         if not all(t.terminal for t in tasks):
-            return "processing"
+            return "PROCESSING"
         wins = sum(t.status is Status.SUCCESS for t in tasks)
         if wins == len(tasks) or (self.first_wins and wins):
-            return "success"
-        return "partial" if wins else "failed"
+            return "SUCCESS"
+        return "PARTIAL" if wins else "FAILED"
 
 
 @dataclass(frozen=True, slots=True)

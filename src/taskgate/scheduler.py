@@ -35,6 +35,7 @@ from taskgate.files import Files, file_json
 from taskgate.models import Priority, Status, Task
 from taskgate.providers import Call, Job, OutputFile, Provider, Result, build
 from taskgate.store import Outcome, SqlStore
+from taskgate.webhooks import Deliverer
 
 log = logging.getLogger("taskgate.scheduler")
 
@@ -138,12 +139,15 @@ class Scheduler:
 
     async def start(self) -> None:
         await self._reclaim_from_dead_local_workers()
+        self._webhooks = Deliverer(self.settings.webhooks, self.store, self.rng)
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._lease_loop(), name="leases"),
             asyncio.create_task(self._sweep_loop(), name="sweep"),
             asyncio.create_task(self._listen("queue", self._on_queue), name="queue-listener"),
             asyncio.create_task(self._listen("cancel", self._on_cancel), name="cancel-listener"),
+            # webhooks of ended tasks, sent from the worker process (stops with the loops)
+            asyncio.create_task(self._webhooks.run(), name="webhooks"),
         ]
 
     async def _reclaim_from_dead_local_workers(self) -> None:

@@ -24,19 +24,20 @@ def test_a_batch_runs_one_task_per_model_and_reports_each(make_server: Any) -> N
         r = c.post("/v1/batches", json={"kind": "chat", "models": ["fast", "bad"], "input": "hi"})
         assert r.status_code == 202, r.text
         batch = r.json()
-        assert batch["status"] == "processing" and len(batch["task_ids"]) == 2
+        assert batch["status"] == "PROCESSING" and len(batch["task_ids"]) == 2
+        assert [r["status"] for r in batch["results"]] == [0, 0]
         done = c.get(f"/v1/batches/{batch['batch_id']}", params={"wait": 20}).json()
-        assert done["status"] == "partial"
+        assert done["status"] == "PARTIAL"
         fast, bad = done["results"]
-        assert (fast["model_name"], fast["status"]) == ("fast", "SUCCESS")
+        assert (fast["model_name"], fast["task_status"], fast["status"]) == ("fast", "SUCCESS", 1)
         assert fast["response_text"] == "mock reply to: hi" and fast["cost_time"] >= 0
-        assert (bad["model_name"], bad["status"]) == ("bad", "FAILED")
+        assert (bad["model_name"], bad["task_status"], bad["status"]) == ("bad", "FAILED", 2)
         assert bad["error"]["type"] == "overloaded"
         task = c.get(f"/v1/tasks/{fast['task_id']}").json()
         assert task["batch_id"] == batch["batch_id"]
         all_ok = c.post("/v1/batches", json={"kind": "chat", "models": ["fast", "fast-2"]}).json()
         assert c.get(f"/v1/batches/{all_ok['id']}", params={"wait": 20}).json()["status"] == (
-            "success"
+            "SUCCESS"
         )
 
 
@@ -46,10 +47,10 @@ def test_first_wins_cancels_the_rest(make_server: Any) -> None:
         body = {"kind": "chat", "models": ["slow", "fast"], "input": "x", "first_wins": True}
         batch = c.post("/v1/batches", json=body).json()
         done = c.get(f"/v1/batches/{batch['id']}", params={"wait": 10}).json()
-        assert done["status"] == "success"
+        assert done["status"] == "SUCCESS"
         slow, fast = done["results"]
-        assert fast["status"] == "SUCCESS"
-        assert slow["status"] == "CANCELLED"
+        assert fast["task_status"] == "SUCCESS"
+        assert slow["task_status"] == "CANCELLED"
         assert "answered first" in slow["error"]["message"]
 
 
@@ -69,5 +70,5 @@ def test_a_bad_model_refuses_the_whole_batch_and_batches_are_tenant_scoped(
         assert cb.get(f"/v1/batches/{batch['id']}").status_code == 404
         assert cb.delete(f"/v1/batches/{batch['id']}").status_code == 404
         cancelled = ca.delete(f"/v1/batches/{batch['id']}").json()
-        assert cancelled["status"] == "failed"
-        assert [r["status"] for r in cancelled["results"]] == ["CANCELLED"]
+        assert cancelled["status"] == "FAILED"
+        assert [r["task_status"] for r in cancelled["results"]] == ["CANCELLED"]

@@ -72,7 +72,7 @@ def test_sync_client(server: Server, key: str) -> None:
     with Client(server.url, key) as c:
         task = c.submit("embedding", "mock", "vector please", params={"dimensions": 4})
         done = c.wait(task["id"], timeout=20)
-        assert len(done["result"]["output"]["embedding"]) == 4
+        assert [len(v) for v in done["result"]["output"]["embeddings"]] == [4]
         events = [e for e, _ in c.events(task["id"])]
         assert events == ["finished"]
         assert c.list(kind="embedding")["data"][0]["id"] == task["id"]

@@ -65,7 +65,7 @@ def test_fan_out_answers_are_kept_per_model_and_each_model_sees_its_own(
         batch = c.post("/v1/batches", json=body).json()
         assert batch["conversation_id"] == conv["id"]
         assert (
-            c.get(f"/v1/batches/{batch['id']}", params={"wait": 20}).json()["status"] == "success"
+            c.get(f"/v1/batches/{batch['id']}", params={"wait": 20}).json()["status"] == "SUCCESS"
         )
         turns = c.get(f"/v1/conversations/{conv['id']}").json()["messages"]
         assert (turns[0]["role"], turns[0]["model"]) == ("user", None)
@@ -111,10 +111,11 @@ def test_conversations_belong_to_their_tenant_and_can_be_listed_and_deleted(
         assert cb.delete(f"/v1/conversations/{conv['id']}").status_code == 404
         assert cb.get("/v1/conversations").json()["data"] == []
         assert [x["title"] for x in ca.get("/v1/conversations").json()["data"]] == ["mine"]
-        r = ca.post(
-            "/v1/tasks",
-            json={"kind": "image", "model": "alpha", "input": "x", "conversation_id": conv["id"]},
-        )
-        assert r.status_code == 400
+        image = {"kind": "image", "model": "alpha", "input": "a fox", "conversation_id": conv["id"]}
+        done = wait(ca, ca.post("/v1/tasks", json=image).json()["id"])
+        assert done["input"] == "a fox"  # no history sent with an image
+        [user, answer] = ca.get(f"/v1/conversations/{conv['id']}").json()["messages"]
+        assert (user["content"], answer["model"]) == ("a fox", "alpha")
+        assert answer["content"]["files"][0]["id"] == done["result"]["files"][0]["id"]
         assert ca.delete(f"/v1/conversations/{conv['id']}").json()["deleted"] is True
         assert ca.get(f"/v1/conversations/{conv['id']}").status_code == 404

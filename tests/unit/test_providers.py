@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from taskgate import errors
 from taskgate.config import Instance, Route
 from taskgate.providers import (
     Call,
+    OutputFile,
     Provider,
     Result,
     build,
@@ -21,7 +23,7 @@ from taskgate.providers import (
     register_provider,
 )
 from taskgate.providers import registry as registry_module
-from taskgate.providers.mock import MockProvider
+from taskgate.providers.mock import MockProvider, mock_transcript
 
 
 @pytest.fixture(autouse=True)
@@ -80,8 +82,12 @@ async def test_mock_chat_is_deterministic() -> None:
     again = await run(make_call(input="tell me a joke"))
     other = await run(make_call(input="tell me a poem"))
     assert first == again
-    assert first.output == {"text": "mock reply to: tell me a joke", "model": "m-1"}
-    assert first.usage == {"input_tokens": 4}
+    assert first.output == {
+        "text": "mock reply to: tell me a joke",
+        "finish_reason": "stop",
+        "model": "m-1",
+    }
+    assert first.usage == {"input_tokens": 4, "output_tokens": 7}
     assert other.output != first.output
 
 
@@ -105,12 +111,40 @@ async def test_mock_embedding_dims_and_determinism(dims: int | None) -> None:
     params = {} if dims is None else {"dimensions": dims}
     one = await run(make_call(kind="embedding", input="vector me", **params))
     two = await run(make_call(kind="embedding", input="vector me", **params))
-    vec = one.output["embedding"]
+    [vec] = one.output["embeddings"]
     assert len(vec) == (dims or 8)
     assert all(-1 <= x <= 1 for x in vec)
-    assert vec == two.output["embedding"]
+    assert [vec] == two.output["embeddings"]
     other = await run(make_call(kind="embedding", input="something else", **params))
-    assert other.output["embedding"] != vec
+    assert other.output["embeddings"] != [vec]
+
+
+async def test_mock_embeds_each_string_of_a_list() -> None:
+    texts = ["vector me", "something else", "vector me"]
+    result = await run(make_call(kind="embedding", input=texts, dimensions=4))
+    vectors = result.output["embeddings"]
+    assert len(vectors) == 3 and all(len(v) == 4 for v in vectors)
+    assert vectors[0] == vectors[2] != vectors[1]
+    single = await run(make_call(kind="embedding", input="something else", dimensions=4))
+    assert single.output["embeddings"] == [vectors[1]]
+    assert result.usage == {"input_tokens": 6}
+
+
+async def test_mock_transcribes_the_audio_it_reads() -> None:
+    wav = b"RIFF" + bytes(40)
+    route = make_route()
+
+    async def read_file(file_id: str) -> OutputFile:
+        assert file_id == "f1"
+        return OutputFile(wav, "audio/wav", "clip.wav")
+
+    call = Call(
+        "t", "transcription", "m-1", {"file": {"file_id": "f1"}}, {}, 1, route.instances[0], route
+    )
+    call = dataclasses.replace(call, read_file=read_file)
+    result = await run(call)
+    assert result.output["text"] == mock_transcript(wav)
+    assert mock_transcript(wav) != mock_transcript(wav + b"x")
 
 
 async def test_mock_stream_emits_words_as_progress() -> None:

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from taskgate import __version__, events, files, store
-from taskgate.api import native
+from taskgate.api import aiflow, native, openai_api, tasksystem, volcengine
 from taskgate.api.auth import KeyRing
 from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
@@ -76,6 +76,9 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(native.router)
+    app.include_router(openai_api.router)
+    for seed in (aiflow, volcengine, tasksystem):  # the seed systems' dialects
+        app.include_router(seed.router)
     errors: dict[type[Exception], ErrorHandler] = {
         ApiError: _api_error,
         RequestValidationError: _validation_error,
@@ -83,7 +86,8 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
     }
     for cls, handler in errors.items():
         app.add_exception_handler(cls, handler)
-    app.add_middleware(FastPath, routes=native.FAST_ROUTES, on_error=errors)
+    fast = {**native.FAST_ROUTES, **openai_api.FAST_ROUTES}
+    app.add_middleware(FastPath, routes=fast, on_error=errors)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost
 
     @app.get("/health", tags=["ops"])

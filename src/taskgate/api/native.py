@@ -44,6 +44,12 @@ class WorkIn(BaseModel):
     conversation_id: str | None = Field(
         None, max_length=40, description="a chat turn: the conversation's earlier turns are sent"
     )
+    webhook_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="POSTed a signed event when the task (or the whole batch) ends",
+    )
 
     def submission(self, model: str, idempotency_key: str | None = None) -> Submission:
         return Submission(
@@ -56,6 +62,7 @@ class WorkIn(BaseModel):
             queue_timeout=self.queue_timeout,
             idempotency_key=idempotency_key,
             conversation_id=self.conversation_id,
+            webhook_url=self.webhook_url,
         )
 
 
@@ -272,7 +279,7 @@ async def get_batch(
 ) -> JSON:
     """A batch: its aggregate status and a result per model."""
     found = await gw.wait_batch(key, batch_id, wait) if wait else await gw.get_batch(key, batch_id)
-    return JSON(batch_json(*found))
+    return JSON(await gw.batch_view(*found))
 
 
 @router.delete("/v1/batches/{batch_id}", tags=["batches"])
@@ -317,6 +324,24 @@ async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator
             else:
                 yield _sse(message["type"], message)
         yield _sse("finished", await gw.view(task))
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+@router.get("/v1/webhooks/secret", tags=["webhooks"])
+async def webhook_secret(key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)) -> JSON:
+    """The secret that signs the tenant's webhooks: ``X-Taskgate-Signature`` is
+    ``v1=`` + hex HMAC-SHA256 of ``"{X-Taskgate-Timestamp}.{body}"`` under it."""
+    return JSON({"secret": await gw.webhook_secret(key)})
+
+
+@router.post("/v1/webhooks/secret/rotate", tags=["webhooks"])
+async def rotate_webhook_secret(
+    key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+) -> JSON:
+    """Replace the tenant's webhook secret; the next attempt of every delivery uses it."""
+    return JSON({"secret": await gw.webhook_secret(key, rotate=True)})
 
 
 # --- models ----------------------------------------------------------------------------------

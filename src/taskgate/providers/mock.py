@@ -5,8 +5,10 @@ Options (route or instance ``options``): ``latency_ms`` and ``failure_rate`` (0.
 by a hash of task id and attempt, so a run repeats exactly). A task's params may steer one
 call: ``mock_latency_ms``, ``mock_fail_attempts`` (fail the first N attempts),
 ``mock_error`` (an error type such as ``rate_limited`` or ``invalid_input``),
-``mock_retry_after`` and ``stream`` (chat words sent as progress). An input with an
-``image`` (a file reference or data URI) is read, and its sha256 is in the output.
+``mock_retry_after`` and ``stream`` (chat words sent as progress). Embeddings are one
+vector per input string (``{"embeddings": [...]}``, as the ``openai`` provider answers).
+An input with an ``image`` (a file reference or data URI) is read, and its sha256 is in
+the output; a ``transcription`` reads its audio (``{"file": REF}``) and answers ``text``.
 
 ``mock_job_seconds`` makes the call a backend-side job: ``run`` returns a :class:`Job` that
 is done that many seconds after submission (a wall-clock time kept in the job, so it survives
@@ -54,6 +56,8 @@ def _unit(*parts: object) -> float:
 def prompt_of(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(value)  # texts to embed
     if isinstance(value, dict):
         if "prompt" in value:
             return str(value["prompt"])
@@ -108,11 +112,17 @@ class MockProvider(Provider):
                 await call.emit({"delta": word + " "})
         elif latency > 0:
             await asyncio.sleep(latency)
-        usage = {"input_tokens": len(text.split())}
         output = self._output(call, text)
+        usage = {"input_tokens": len(text.split())}
+        if call.kind == "chat":
+            usage["output_tokens"] = len(output["text"].split())
         if isinstance(call.input, dict) and "image" in call.input:  # an edit: read the input
             image = await input_bytes(call, call.input["image"], "image")
             output["input_sha256"] = hashlib.sha256(image.data).hexdigest()
+        if call.kind == "transcription":  # hear the audio: {"file": REF} or the REF
+            ref = call.input.get("file") if isinstance(call.input, dict) else call.input
+            audio = await input_bytes(call, ref, "audio")
+            output["text"] = mock_transcript(audio.data)
         return Result(output, usage, self._files(call, text))
 
     @staticmethod
@@ -137,13 +147,24 @@ class MockProvider(Provider):
 
     @staticmethod
     def _output(call: Call, text: str) -> dict[str, Any]:
-        if call.kind == "embedding":
+        if call.kind == "embedding":  # one vector per input string, as the openai provider
             dims = int(call.params.get("dimensions", 8))
-            return {"embedding": [round(_unit(text, i) * 2 - 1, 6) for i in range(dims)]}
+            texts = call.input if isinstance(call.input, list) else [text]
+            return {"embeddings": [mock_vector(str(t), dims) for t in texts]}
         if call.kind == "chat":
-            return {"text": f"mock reply to: {text}", "model": call.model}
+            return {"text": f"mock reply to: {text}", "finish_reason": "stop", "model": call.model}
         digest = hashlib.sha256(f"{call.kind}|{call.model}|{text}".encode()).hexdigest()[:16]
         return {"kind": call.kind, "model": call.model, "digest": digest, "prompt": text}
+
+
+def mock_transcript(audio: bytes) -> str:
+    """What the mock hears in an audio file: fixed by its bytes."""
+    return f"mock transcript of {len(audio)} bytes ({hashlib.sha256(audio).hexdigest()[:8]})"
+
+
+def mock_vector(text: str, dims: int) -> list[float]:
+    """The mock's embedding of a text: ``dims`` numbers in [-1, 1) fixed by it."""
+    return [round(_unit(text, i) * 2 - 1, 6) for i in range(dims)]
 
 
 def _colour(text: str) -> tuple[int, int, int]:

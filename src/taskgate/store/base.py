@@ -63,6 +63,7 @@ class TaskFilter:
     statuses: tuple[Status, ...] = ()
     kind: str | None = None
     model: str | None = None
+    label: str | None = None  # the client's own tag (a seed's user_id)
     created_after: float | None = None
     created_before: float | None = None
     before_id: str | None = None  # cursor: tasks created before this one

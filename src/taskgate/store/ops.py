@@ -18,6 +18,7 @@ from taskgate.errors import Conflict
 from taskgate.models import ApiKey, Status, Task
 from taskgate.policy import fair_seq
 from taskgate.store.base import NewTask, Outcome
+from taskgate.store.outbox import add_deliveries
 from taskgate.store.schema import attempts, messages, tasks
 
 Conn = sa.Connection
@@ -161,7 +162,9 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             history.append(attempt_row(o, now))
     if history:
         conn.execute(attempts.insert(), history)
-    add_answers(conn, [t for t in out if t is not None], now)
+    ended = [t for t in out if t is not None]
+    add_answers(conn, ended, now)
+    add_deliveries(conn, ended, now)
     return out
 
 
@@ -213,7 +216,16 @@ def sweep_once(conn: Conn, now: float) -> tuple[list[Task], bool]:
         .returning(*tasks.c)
     )
     changed += [Task.from_row(r) for r in rows(conn, timed_out)]
+    add_deliveries(conn, changed, now)
     return changed, len(lost) == SWEEP_BATCH
+
+
+def end_where(conn: Conn, stmt: sa.Executable) -> list[Task]:
+    """Run an UPDATE ... RETURNING that ends tasks (a cancel), queueing their webhooks in
+    the same transaction."""
+    ended = [Task.from_row(r) for r in rows(conn, stmt)]
+    add_deliveries(conn, ended, time.time())
+    return ended
 
 
 def _requeue_lost(conn: Conn, t: Task, now: float) -> Task | None:

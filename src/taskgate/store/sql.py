@@ -48,6 +48,7 @@ from taskgate.models import (
 )
 from taskgate.store import ops
 from taskgate.store.base import NewTask, Outcome, TaskFilter
+from taskgate.store.outbox import Outbox
 from taskgate.store.schema import (
     api_keys,
     attempts,
@@ -93,6 +94,10 @@ class SqlStore:
         self._async: AsyncEngine | None = None  # PostgreSQL
         self._inserts: Batcher[NewTask, tuple[Task, bool]] = Batcher(self._insert_batch)
         self._finishes: Batcher[Outcome, Task | None] = Batcher(self._finish_batch)
+        self.outbox = Outbox(self._write, self._read)  # webhook deliveries, tenants' secrets
+        # Told of the tasks each write of this process ended (finish, cancel, sweep): the
+        # webhook deliverer wakes on them rather than waiting for its next look.
+        self.ended_listeners: list[Callable[[Sequence[Task]], None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -366,6 +371,8 @@ class SqlStore:
             conds.append(tasks.c.kind == f.kind)
         if f.model:
             conds.append(tasks.c.model == f.model)
+        if f.label is not None:
+            conds.append(tasks.c.label == f.label)
         if f.created_after is not None:
             conds.append(tasks.c.created_at >= f.created_after)
         if f.created_before is not None:
@@ -450,7 +457,14 @@ class SqlStore:
         return await self._finishes.submit(outcome)
 
     async def _finish_batch(self, batch: Sequence[Outcome]) -> list[Task | None]:
-        return await self._write(ops.finish_batch, batch)
+        out = await self._write(ops.finish_batch, batch)
+        self._ended([t for t in out if t is not None and t.terminal])
+        return out
+
+    def _ended(self, ended: Sequence[Task]) -> None:
+        if ended:
+            for listener in self.ended_listeners:
+                listener(ended)
 
     async def set_provider_job(
         self, task_id: str, worker: str, attempt: int, job: dict[str, Any]
@@ -513,7 +527,9 @@ class SqlStore:
             )
             .returning(*tasks.c)
         )
-        return [Task.from_row(r) for r in await self._write(ops.rows, stmt)]
+        ended = await self._write(ops.end_where, stmt)
+        self._ended(ended)
+        return ended
 
     async def sweep(self) -> list[Task]:
         """Requeue tasks whose worker stopped renewing its lease (failing those out of
@@ -522,6 +538,7 @@ class SqlStore:
         changed: list[Task] = []
         while True:
             batch, more = await self._write(ops.sweep_once, time.time())
+            self._ended([t for t in batch if t.terminal])
             changed += batch
             if not more:
                 return changed

@@ -1,0 +1,106 @@
+"""What the seed dialects' routers (api/aiflow.py, api/volcengine.py, api/tasksystem.py)
+share: each answers refusals in its own seed's error shape, reads JSON fields of forms, and
+turns a task's stored files into absolute URLs. None of this touches tasks: the Gateway does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from taskgate.errors import ApiError, BadRequest
+from taskgate.gateway import Gateway
+from taskgate.models import Task
+
+# (HTTP status, message, taskgate's error object) -> the dialect's error response
+Render = Callable[[int, str, dict[str, Any]], Response]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+REFUSED = (ApiError, RequestValidationError, HTTPException)
+
+
+def refusal(exc: Exception) -> tuple[int, str, dict[str, Any]]:
+    """A refused request (bad key, bad body, unknown model or id) as status, message and
+    taskgate's error object. Schema errors are 400 here: the seeds' clients know no 422."""
+    if isinstance(exc, RequestValidationError):
+        problems = [_describe(e) for e in exc.errors()]
+        message = "; ".join(problems) or "invalid request"
+        return 400, message, {"type": "invalid_request", "message": message}
+    if isinstance(exc, HTTPException):
+        message = str(exc.detail)
+        return exc.status_code, message, {"type": "error", "message": message}
+    assert isinstance(exc, ApiError)
+    return exc.status_code, exc.message, exc.as_dict()
+
+
+def _describe(error: Any) -> str:
+    # the field and what is wrong with it, never the value sent (it may hold a secret)
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+    return f"{where}: {error.get('msg', 'invalid')}"
+
+
+def route_class(render: Render) -> type[APIRoute]:
+    """An APIRoute whose refusals, including the key check and schema validation that
+    FastAPI runs before the endpoint, come out through ``render``."""
+
+    class SeedRoute(APIRoute):
+        def get_route_handler(self) -> Handler:
+            handler = super().get_route_handler()
+
+            async def answer(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except REFUSED as exc:
+                    return render(*refusal(exc))
+
+            return answer
+
+    return SeedRoute
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def json_field(name: str, raw: str | None, default: Any = None) -> Any:
+    """A form field that carries JSON (AIFlow's multipart form); its text is never echoed."""
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest(f"form field {name!r} must be a JSON string", field=name) from None
+
+
+def output_text(task: Task) -> str | None:
+    output = task.result.get("output") if isinstance(task.result, dict) else None
+    text = output.get("text") if isinstance(output, dict) else None
+    return text if isinstance(text, str) else None
+
+
+def file_urls(request: Request, task: Task, media: str = "") -> list[str]:
+    """Absolute URLs of the task's stored output files (``/v1/files/{id}``, read with the
+    same key), those whose content type starts with ``media`` when given."""
+    files = task.result.get("files") if isinstance(task.result, dict) else None
+    base = str(request.base_url).rstrip("/")
+    return [
+        base + f["url"]
+        for f in files or []
+        if isinstance(f, dict) and str(f.get("content_type", "")).startswith(media)
+    ]
+
+
+def with_absolute_urls(request: Request, result: Any) -> Any:
+    """The stored result with each file's ``url`` made absolute."""
+    if not (isinstance(result, dict) and result.get("files")):
+        return result
+    base = str(request.base_url).rstrip("/")
+    files = [{**f, "url": base + f["url"]} for f in result["files"]]
+    return {**result, "files": files}

@@ -1,0 +1,109 @@
+"""How tasks and batches look from outside: the JSON that the native API returns and that
+webhook events carry. Pure functions of the records, so the store can render an event in the
+transaction that ends a task (see store/outbox.py) without depending on the gateway."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from taskgate.models import Batch, Status, Task
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "status": task.status.value,
+        "kind": task.kind,
+        "model": task.model,
+        "route": task.route,
+        "priority": task.priority.label,
+        "input": task.input,
+        "params": task.params,
+        "result": task.result,
+        "error": task.error,
+        "provider_job": _job_json(task.provider_job),
+        "batch_id": task.batch_id,
+        "conversation_id": task.conversation_id,
+        "attempts": task.attempts,
+        "max_attempts": task.max_attempts,
+        "idempotency_key": task.idempotency_key,
+        "created_at": iso(task.created_at),
+        "updated_at": iso(task.updated_at),
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+        "deadline": iso(task.deadline),
+    }
+
+
+def _job_json(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The backend's job as clients see it: its id, where and when it was submitted."""
+    if not job:
+        return None
+    return {
+        "id": job.get("id"),
+        "route": job.get("route"),
+        "instance": job.get("instance"),
+        "submitted_at": iso(job.get("submitted_at")),
+    }
+
+
+def batch_json(batch: Batch, tasks: list[Task]) -> dict[str, Any]:
+    """A batch with a result per model, in the fields and values seed 003's clients read
+    (``batch_id``, ``status`` such as ``PROCESSING``, ``results[{model_name, status (0, 1,
+    2), response_text, cost_time}]``), with taskgate's own fields beside them."""
+    return {
+        "id": batch.id,
+        "batch_id": batch.id,
+        "status": batch.status(tasks),
+        "kind": batch.kind,
+        "first_wins": batch.first_wins,
+        "created_at": iso(batch.created_at),
+        "conversation_id": batch.conversation_id,
+        "task_ids": [t.id for t in tasks],
+        "results": [batch_result(t) for t in tasks],
+    }
+
+
+def batch_result(task: Task) -> dict[str, Any]:
+    output = task.result.get("output") if isinstance(task.result, dict) else None
+    text = output.get("text") if isinstance(output, dict) else None
+    cost = (
+        round(task.finished_at - task.started_at, 3)
+        if task.finished_at is not None and task.started_at is not None
+        else None
+    )
+    return {
+        "task_id": task.id,
+        "model_name": task.model,
+        "status": result_code(task),
+        "task_status": task.status.value,
+        "response_text": text,
+        "cost_time": cost,
+        "result": task.result,
+        "error": task.error,
+    }
+
+
+def result_code(task: Task) -> int:
+    """A batch result's status as AI Task System's clients read it: 0 while the task runs,
+    1 when it succeeded, 2 when it ended otherwise (``task_status`` says how)."""
+    if not task.terminal:
+        return 0
+    return 1 if task.status is Status.SUCCESS else 2
+
+
+def has_data_uri(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith("data:")
+    if isinstance(value, dict):
+        return any(has_data_uri(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_data_uri(v) for v in value)
+    return False
