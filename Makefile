@@ -27,6 +27,7 @@ check: install
 bench: install
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/sleepers.py
+	$(BIN)/python bench/openai_api.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
