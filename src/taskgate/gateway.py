@@ -353,7 +353,7 @@ class Gateway:
                     break
                 message = await sub.get(min(left, WAIT_REREAD_SECONDS))
                 if message is None or message.get("type") in ("finished", "retrying"):
-                    task = await self.get(key, task_id)
+                    task = ended_task(message, task_id) or await self.get(key, task_id)
         return task
 
     async def cancel(self, key: ApiKey, task_id: str) -> Task:
@@ -396,6 +396,13 @@ class Gateway:
 
 def declared_as(name: str) -> str:
     return "glob" if any(c in name for c in "*?[") else "declared"
+
+
+def ended_task(message: dict[str, Any] | None, task_id: str) -> Task | None:
+    """The ended task a ``finished`` event carries, when it came in-process (a transport
+    between processes carries JSON only, and the waiter reads the store instead)."""
+    task = message.get("ended") if message else None
+    return task if isinstance(task, Task) and task.terminal and task.id == task_id else None
 
 
 def has_data_uri(value: Any) -> bool:

@@ -556,8 +556,8 @@ class Scheduler:
             await self.events.publish(
                 "queue", {"route": task.route, "priority": int(task.priority)}
             )
-        else:
-            await self._publish(task, "finished")
+        else:  # in-process waiters take the ended task from the event: no read of the store
+            await self._publish(task, "finished", ended=task)
             if task.status is Status.SUCCESS and task.batch_id is not None:
                 await self._first_wins(task)
 

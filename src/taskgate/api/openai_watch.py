@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from taskgate.api import openai_wire as wire
 from taskgate.events import Message, Subscription
-from taskgate.gateway import Gateway, Submission
+from taskgate.gateway import Gateway, Submission, ended_task
 from taskgate.models import ApiKey, Status, Task
 
 log = logging.getLogger("taskgate.openai")
@@ -129,8 +129,7 @@ class Watch:
     async def final(self, finished: Message) -> Task:
         """The ended task: the one the ``finished`` event carries, if it does (in-process
         events can, and save a read of the store per call), else as the store has it."""
-        task = finished.get("ended")
-        if isinstance(task, Task) and task.terminal and task.id == self.current.id:
+        if (task := ended_task(finished, self.current.id)) is not None:
             self.task = task
             return task
         return await self.reread()

@@ -4,6 +4,10 @@ listener re-reads the store, and pollers at a bounded interval finish the job if
 
 Topics used: ``task:{id}`` (status, position and progress of one task), ``queue`` (a task became
 claimable on a route), ``cancel`` (a running task was cancelled).
+
+Messages are JSON objects, except one shortcut: a ``finished`` event published in-process
+carries the ended :class:`~taskgate.models.Task` under ``ended``, which saves each waiter a
+read of the store. A transport between processes drops what is not JSON.
 """
 
 from __future__ import annotations

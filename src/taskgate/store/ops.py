@@ -34,12 +34,28 @@ def one_task(conn: Conn, stmt: sa.Executable) -> Task | None:
     return Task.from_row(row) if row else None
 
 
+def one_task_with(conn: Conn, stmt: sa.Executable, params: dict[str, Any]) -> Task | None:
+    row = conn.execute(stmt, params).mappings().first()
+    return Task.from_row(row) if row else None
+
+
+# The hottest statements, built once with bound parameters (building one costs more than
+# running it on SQLite).
+ADD_TASKS = tasks.insert()
+TASK_BY_ID = sa.select(tasks).where(tasks.c.id == sa.bindparam("g_id"))
+TENANT_TASK_BY_ID = TASK_BY_ID.where(tasks.c.tenant == sa.bindparam("g_tenant"))
+
+
 def scalar(conn: Conn, stmt: sa.Executable) -> Any:
     return conn.execute(stmt).scalar()
 
 
 def tuples(conn: Conn, stmt: sa.Executable) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(stmt).all()]
+
+
+def rows_with(conn: Conn, stmt: sa.Executable, params: dict[str, Any]) -> list[sa.RowMapping]:
+    return list(conn.execute(stmt, params).mappings().all())
 
 
 def execute(conn: Conn, stmt: sa.Executable, params: list[dict[str, Any]] | None = None) -> None:
@@ -66,6 +82,17 @@ def by_idempotency_key(conn: Conn, tenant: str, key: str) -> Task | None:
     return one_task(conn, q)
 
 
+_LANE = (
+    tasks.c.status == PENDING,
+    tasks.c.route == sa.bindparam("lane_route"),
+    tasks.c.priority == sa.bindparam("lane_priority"),
+)
+_FRONT = sa.select(sa.func.min(tasks.c.fair_seq)).where(*_LANE)
+_LAST = sa.select(sa.func.max(tasks.c.fair_seq)).where(
+    *_LANE, tasks.c.api_key_id == sa.bindparam("lane_key")
+)
+
+
 def fair_seqs(conn: Conn, batch: Sequence[NewTask]) -> list[int]:
     """Number each new task within its lane so that keys share the lane fairly."""
     fronts: dict[tuple[str, int], int | None] = {}
@@ -73,20 +100,53 @@ def fair_seqs(conn: Conn, batch: Sequence[NewTask]) -> list[int]:
     out = []
     for new in batch:
         lane = (new.route, int(new.priority))
+        where = {"lane_route": new.route, "lane_priority": int(new.priority)}
         if lane not in fronts:
-            front = sa.select(sa.func.min(tasks.c.fair_seq)).where(*in_lane(*lane))
-            fronts[lane] = conn.scalar(front)
+            fronts[lane] = conn.scalar(_FRONT, where)
         key = (*lane, new.api_key_id)
         if key not in lasts:
-            lasts[key] = conn.scalar(
-                sa.select(sa.func.max(tasks.c.fair_seq)).where(
-                    *in_lane(*lane), tasks.c.api_key_id == new.api_key_id
-                )
-            )
+            lasts[key] = conn.scalar(_LAST, {**where, "lane_key": new.api_key_id})
         seq = fair_seq(fronts[lane], lasts[key])
         lasts[key] = seq
         out.append(seq)
     return out
+
+
+def claim_statement(skip_locked: bool) -> sa.Executable:
+    """Move up to ``:c_limit`` due tasks of one lane (``:lane_route``, ``:lane_priority``) to
+    PROCESSING under ``:c_worker``'s lease (until ``:c_lease_until``), as of ``:c_now``."""
+    now = sa.bindparam("c_now", type_=sa.Float)
+    pick = (
+        sa.select(tasks.c.id)
+        .where(
+            *_LANE,
+            tasks.c.run_after <= now,
+            sa.or_(tasks.c.deadline.is_(None), tasks.c.deadline > now),
+        )
+        .order_by(tasks.c.fair_seq, tasks.c.id)
+        .limit(sa.bindparam("c_limit", type_=sa.Integer))
+    )
+    if skip_locked:
+        pick = pick.with_for_update(skip_locked=True)
+    # A CTE, not a subquery: PostgreSQL may re-run a SKIP LOCKED subquery for every row it
+    # scans, each run skipping the rows the previous one locked, and so claim far more than
+    # the limit. A locking CTE runs exactly once.
+    picked = pick.cte("picked")
+    return (
+        tasks.update()
+        .where(tasks.c.id.in_(sa.select(picked.c.id)), tasks.c.status == PENDING)
+        .values(
+            status=PROCESSING,
+            attempts=tasks.c.attempts + 1,
+            worker=sa.bindparam("c_worker"),
+            lease_until=sa.bindparam("c_lease_until", type_=sa.Float),
+            claimed_at=now,
+            deadline=None,  # a queue-wait deadline ends once the task has started
+            started_at=sa.func.coalesce(tasks.c.started_at, now),
+            updated_at=now,
+        )
+        .returning(*tasks.c)
+    )
 
 
 def _fence(o: Outcome) -> dict[str, Any]:
@@ -122,6 +182,13 @@ _RETRY = _FENCED.values(
 )
 
 
+_WRITTEN = sa.select(tasks).where(
+    tasks.c.id.in_(sa.bindparam("w_ids", expanding=True)),
+    tasks.c.updated_at == sa.bindparam("w_now"),
+)
+_ADD_ATTEMPTS = attempts.insert()
+
+
 def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
     """Write a batch of attempt endings with one executemany per kind, then read back which
     of them applied: a fenced-out ending (cancelled, lease lost, duplicate) changes no row.
@@ -150,9 +217,8 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
         conn.execute(_END, ends)
     if retries:
         conn.execute(_RETRY, retries)
-    ids = [o.task_id for o in batch]
-    written = sa.select(tasks).where(tasks.c.id.in_(ids), tasks.c.updated_at == now)
-    applied = {r["id"]: Task.from_row(r) for r in conn.execute(written).mappings()}
+    written = conn.execute(_WRITTEN, {"w_ids": [o.task_id for o in batch], "w_now": now})
+    applied = {r["id"]: Task.from_row(r) for r in written.mappings()}
     out: list[Task | None] = []
     history = []
     for o in batch:
@@ -161,7 +227,7 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
         if task is not None:
             history.append(attempt_row(o, now))
     if history:
-        conn.execute(attempts.insert(), history)
+        conn.execute(_ADD_ATTEMPTS, history)
     ended = [t for t in out if t is not None]
     add_answers(conn, ended, now)
     add_deliveries(conn, ended, now)

@@ -16,6 +16,7 @@ share one transaction, and endings are written with one executemany.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import random
 import secrets
@@ -192,7 +193,7 @@ class SqlStore:
         seqs = ops.fair_seqs(conn, [n for _, n in fresh])
         rows = [self._new_row(n, seq, now) for (_, n), seq in zip(fresh, seqs, strict=True)]
         if rows:
-            conn.execute(tasks.insert(), rows)
+            conn.execute(ops.ADD_TASKS, rows)
         for (i, _), row in zip(fresh, rows, strict=True):
             results[i] = (Task.from_row(row), True)
         for i, first in repeats:
@@ -351,10 +352,10 @@ class SqlStore:
     # --- reading -----------------------------------------------------------------------
 
     async def get(self, task_id: str, tenant: str | None = None) -> Task | None:
-        q = sa.select(tasks).where(tasks.c.id == task_id)
-        if tenant is not None:
-            q = q.where(tasks.c.tenant == tenant)
-        return await self._read(ops.one_task, q)
+        if tenant is None:
+            return await self._read(ops.one_task_with, ops.TASK_BY_ID, {"g_id": task_id})
+        where = {"g_id": task_id, "g_tenant": tenant}
+        return await self._read(ops.one_task_with, ops.TENANT_TASK_BY_ID, where)
 
     async def history(self, task_id: str) -> list[Attempt]:
         q = sa.select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.id)
@@ -402,39 +403,22 @@ class SqlStore:
     ) -> list[Task]:
         """Move up to ``limit`` due tasks of one lane to PROCESSING under ``worker``'s lease."""
         now = time.time()
-        pick = (
-            sa.select(tasks.c.id)
-            .where(
-                *ops.in_lane(route, int(priority)),
-                tasks.c.run_after <= now,
-                sa.or_(tasks.c.deadline.is_(None), tasks.c.deadline > now),
-            )
-            .order_by(tasks.c.fair_seq, tasks.c.id)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        # A CTE, not a subquery: PostgreSQL may re-run a SKIP LOCKED subquery for every row
-        # it scans, each run skipping the rows the previous one locked, and so claim far
-        # more than ``limit``. A locking CTE runs exactly once.
-        picked = pick.cte("picked")
-        stmt = (
-            tasks.update()
-            .where(tasks.c.id.in_(sa.select(picked.c.id)), tasks.c.status == PENDING)
-            .values(
-                status=PROCESSING,
-                attempts=tasks.c.attempts + 1,
-                worker=worker,
-                lease_until=now + lease,
-                claimed_at=now,
-                deadline=None,  # a queue-wait deadline ends once the task has started
-                started_at=sa.func.coalesce(tasks.c.started_at, now),
-                updated_at=now,
-            )
-            .returning(*tasks.c)
-        )
-        rows = await self._write(ops.rows, stmt)
+        values = {
+            "lane_route": route,
+            "lane_priority": int(priority),
+            "c_limit": limit,
+            "c_worker": worker,
+            "c_now": now,
+            "c_lease_until": now + lease,
+        }
+        rows = await self._write(ops.rows_with, self._claim_stmt, values)
         return sorted((Task.from_row(r) for r in rows), key=lambda t: (t.fair_seq, t.id))
+
+    @functools.cached_property
+    def _claim_stmt(self) -> sa.Executable:
+        """The claim, built once (with bound parameters) for this store's database: building
+        a statement costs more than running it on SQLite."""
+        return ops.claim_statement(skip_locked=self.dialect == "postgresql")
 
     async def renew(self, ids: Iterable[str], worker: str, lease: float) -> set[str]:
         """Extend the leases ``worker`` still holds; return the ids it still holds."""
