@@ -97,13 +97,3 @@ def result_code(task: Task) -> int:
     if not task.terminal:
         return 0
     return 1 if task.status is Status.SUCCESS else 2
-
-
-def has_data_uri(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.startswith("data:")
-    if isinstance(value, dict):
-        return any(has_data_uri(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_data_uri(v) for v in value)
-    return False
