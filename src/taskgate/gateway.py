@@ -145,8 +145,13 @@ class Gateway:
         """Accept a task durably. Returns (task, created); created is False on an idempotent
         replay of an earlier submission with the same key and body."""
         await self._check_webhook(sub)
-        sub = await self._store_inline_files(key, sub)
+        sub = await self._store_inline_files(key, check_storable(sub))
         if sub.conversation_id is not None:
+            if sub.idempotency_key is not None:
+                raise BadRequest(
+                    "an idempotency key cannot be used with a conversation turn",
+                    field="idempotency_key",
+                )
             [task] = await self._submit_turn(key, sub, [sub.model])
             return task, True
         task, created = await self.store.insert(self._new_task(key, sub))
@@ -161,7 +166,7 @@ class Gateway:
         if not models or len(set(models)) != len(models):
             raise BadRequest("a batch needs one or more distinct models", field="models")
         await self._check_webhook(sub)
-        sub = await self._store_inline_files(key, sub)
+        sub = await self._store_inline_files(key, check_storable(sub))
         batch = Batch(
             new_id(),
             key.tenant,
@@ -263,10 +268,7 @@ class Gateway:
         if model is not None:
             sub = dataclasses.replace(sub, model=model, idempotency_key=None)
         route = self.route_for(sub.kind, sub.model)
-        try:
-            orjson.dumps([sub.input, sub.params])
-        except TypeError as exc:  # e.g. an integer beyond 64 bits: the store could not keep it
-            raise BadRequest(f"input and params must be storable JSON: {exc}") from None
+        check_storable(sub)
         if sub.idempotency_key is not None and not 0 < len(sub.idempotency_key) <= 200:
             raise BadRequest(
                 "idempotency key must have 1 to 200 characters", field="idempotency_key"
@@ -396,6 +398,16 @@ class Gateway:
 
 def declared_as(name: str) -> str:
     return "glob" if any(c in name for c in "*?[") else "declared"
+
+
+def check_storable(sub: Submission) -> Submission:
+    """The submission, if the store can keep its input and params as JSON; else a 400 (an
+    integer beyond 64 bits, nesting deeper than 254 levels)."""
+    try:
+        orjson.dumps([sub.input, sub.params])
+    except TypeError as exc:
+        raise BadRequest(f"input and params must be storable JSON: {exc}") from None
+    return sub
 
 
 def ended_task(message: dict[str, Any] | None, task_id: str) -> Task | None:

@@ -117,11 +117,12 @@ class Guard:
         """An http(s) URL with a host, or :class:`Refused`."""
         try:
             parsed = URL(url)
-        except (ValueError, TypeError) as exc:
+            host = parsed.host  # decoding an IDNA host may fail here, not above
+        except (ValueError, TypeError) as exc:  # UnicodeError is a ValueError
             raise Refused(f"not a valid URL: {exc}") from None
         if parsed.scheme not in SCHEMES:
             raise Refused(f"the URL must be http or https, not {parsed.scheme or 'relative'!r}")
-        if not parsed.host:
+        if not host:
             raise Refused("the URL has no host")
         return parsed
 

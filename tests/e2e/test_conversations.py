@@ -47,6 +47,9 @@ def test_each_turn_is_sent_the_earlier_ones_and_history_keeps_them_in_order(
             ("assistant", "alpha", "mock reply to: and write one?"),
         ]
         assert c.get(f"/v1/conversations/{conv['id']}").json()["messages"] == history["history"]
+        again = {"kind": "chat", "model": "alpha", "input": "x", "conversation_id": conv["id"]}
+        r = c.post("/v1/tasks", json=again, headers={"Idempotency-Key": "k1"})
+        assert r.status_code == 400 and "idempotency key" in r.json()["error"]["message"]
         assert second["conversation_id"] == conv["id"]
 
 

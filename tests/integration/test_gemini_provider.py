@@ -170,7 +170,7 @@ async def test_a_closed_provider_opens_a_new_session(gate: ProviderHarness) -> N
         ("chat", 42, "chat input must be"),
         ("chat", {"messages": [{"role": "tool", "content": "x"}]}, "role must be"),
         ("chat", {"messages": [{"role": "system", "content": "x"}]}, "at least one user"),
-        ("chat", user_turn(image_part("https://example.com/cat.png")), "data: URLs only"),
+        ("chat", user_turn(image_part("https://example.com/cat.png")), "media URLs from clients"),
         ("chat", user_turn(image_part("data:image/png;base64,%%%")), "data: URLs only"),
         ("chat", user_turn({"type": "audio"}), "'audio'"),
     ],

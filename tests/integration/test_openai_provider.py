@@ -305,3 +305,24 @@ async def test_an_image_part_may_name_an_uploaded_file(
     }
     missing = {"type": "image_url", "image_url": {"file_id": "nope"}}
     await gate.fails(errors.InvalidInput, {"messages": [{"role": "user", "content": [missing]}]})
+
+
+async def test_an_image_url_from_a_client_is_refused_unless_the_route_allows_it(
+    fake: FakeOpenAI,
+) -> None:
+    part = {"type": "image_url", "image_url": {"url": "http://10.0.0.1/secret.png"}}
+    message = {"messages": [{"role": "user", "content": [part]}]}
+    async with harness(fake.base_url) as h:
+        error = await h.fails(errors.InvalidInput, message)
+    assert "media URLs from clients are refused" in error.message
+    assert fake.requests == []
+    async with ProviderHarness(
+        "openai",
+        fake.base_url,
+        watch=KEY,
+        secret=KEY,
+        model="gpt-test",
+        route_options={"client_media_urls": True},
+    ) as allowed:
+        await allowed.run(message)
+    assert last_body(fake)["messages"][0]["content"][0] == part

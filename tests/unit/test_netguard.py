@@ -86,6 +86,7 @@ async def test_the_message_says_what_the_name_resolved_to() -> None:
         ("/relative/path", "http or https"),
         ("http:///no-host", "no host"),
         ("http://no-such-host.invalid/hook", "cannot resolve"),
+        ("http://xn--/hook", "not a valid URL"),  # a host IDNA cannot decode
     ],
 )
 async def test_bad_urls_are_refused_with_the_reason(url: str, needle: str) -> None:

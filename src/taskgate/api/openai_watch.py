@@ -76,6 +76,7 @@ class Watch:
         self.key = key
         self.request = request
         self.task: Task | None = None
+        self._created = False  # this request made the task (else: an idempotent replay)
         self._events: Subscription | None = None
         self._following: contextlib.AbstractAsyncContextManager[Subscription] | None = None
         self._gone: asyncio.Future[Any] | None = None
@@ -89,7 +90,7 @@ class Watch:
     async def submit(self, sub: Submission) -> Task:
         """Accept the task, then follow it at once: the scheduler cannot start it (nor emit
         progress) before this coroutine next yields, so no event is missed in one process."""
-        task, _ = await self.gw.submit(self.key, sub)
+        task, self._created = await self.gw.submit(self.key, sub)
         self.task = task
         self._following = self.gw.events.subscribe(f"task:{task.id}")
         self._events = await self._following.__aenter__()
@@ -141,15 +142,16 @@ class Watch:
     async def _give_up(self, why: str) -> Message:
         """Cancel the task and raise :class:`WaitEnded`; unless it has just ended."""
         task = await self.reread()
-        if not task.terminal:
+        if not task.terminal and self._created:  # an idempotent replay's task is not ours
             self.task = task = await self.gw.cancel(self.key, task.id)
-        if task.status is not Status.CANCELLED:
+        if task.terminal and task.status is not Status.CANCELLED:
             return _finished(task)
-        log.info("openai dialect: cancelled task %s: %s", task.id, why)
+        log.info("openai dialect: gave up on task %s: %s", task.id, why)
+        ending = "was cancelled" if task.status is Status.CANCELLED else "is still running"
         raise WaitEnded(
             wire.error(
                 504,
-                f"task {task.id} did not finish within {self._limit:.0f}s and was cancelled",
+                f"task {task.id} did not finish within {self._limit:.0f}s and {ending}",
                 "server_error",
                 code="timeout",
                 headers={"x-taskgate-task-id": task.id},
@@ -163,7 +165,7 @@ class Watch:
         if self._gone is not None:
             self._gone.remove_done_callback(self._on_gone)
             self._gone.cancel()
-        if self.task is not None and not self.task.terminal:
+        if self.task is not None and not self.task.terminal and self._created:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 if not (await self.reread()).terminal:
                     self.task = await self.gw.cancel(self.key, self.task.id)

@@ -43,11 +43,7 @@ async def input_url(call: Call, ref: Any, what: str = "file") -> str:
     if isinstance(ref, str) and ref.startswith("data:"):
         return ref
     if isinstance(ref, str) and ref.startswith(("http://", "https://")):
-        if not call.option("client_media_urls", False):
-            raise errors.InvalidInput(
-                f"{what}: media URLs from clients are refused here; upload the file "
-                "(POST /v1/files) and give {'file_id': ...}, or a data: URI"
-            )
+        check_client_url(call, what)
         return ref
     f = await input_bytes(call, ref, what)
     return data_uri(f)
@@ -70,12 +66,25 @@ async def _inline_message(call: Call, message: Any) -> Any:
     parts = []
     for part in message["content"]:
         image = part.get("image_url") if isinstance(part, dict) else None
+        url = image.get("url") if isinstance(image, dict) else image
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            check_client_url(call, "image_url")
         if isinstance(image, dict) and is_file_ref(image):
             rest = {k: v for k, v in image.items() if k != "file_id"}
             url = data_uri(await call.read_file(image["file_id"]))
             part = {**part, "image_url": {**rest, "url": url}}
         parts.append(part)
     return {**message, "content": parts}
+
+
+def check_client_url(call: Call, what: str) -> None:
+    """A client's http(s) media URL goes to the backend only where the route allows it
+    (option ``client_media_urls``): the backend would fetch whatever the client names."""
+    if not call.option("client_media_urls", False):
+        raise errors.InvalidInput(
+            f"{what}: media URLs from clients are refused here; upload the file "
+            "(POST /v1/files) and give {'file_id': ...}, or a data: URI"
+        )
 
 
 def data_uri(f: OutputFile) -> str:
