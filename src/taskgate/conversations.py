@@ -58,10 +58,17 @@ def context(history: list[Message], model: str, conf: ConversationSettings) -> l
 
 
 def _turns(history: list[Message]) -> list[tuple[Message, list[Message]]]:
+    """Each user message with its answers: those that name it (an answer may come after
+    later turns were sent), else, for answers kept without a turn, the turn before them."""
     turns: list[tuple[Message, list[Message]]] = []
+    by_id: dict[int, list[Message]] = {}
     for m in history:
         if m.role == "user":
             turns.append((m, []))
+            if m.id is not None:
+                by_id[m.id] = turns[-1][1]
+        elif m.turn_id is not None and m.turn_id in by_id:
+            by_id[m.turn_id].append(m)
         elif turns:
             turns[-1][1].append(m)
     return turns

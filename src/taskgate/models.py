@@ -129,6 +129,7 @@ class Task:
     provider_job: dict[str, Any] | None = None  # {id, data, route, instance, submitted_at}
     batch_id: str | None = None
     conversation_id: str | None = None
+    turn_id: int | None = None  # the user message of the conversation this task answers
     webhook_url: str | None = None
     label: str | None = None  # the client's own tag (a seed's user_id), not identity
     worker: str | None = None
@@ -208,6 +209,7 @@ class Message:
     model: str | None = None
     task_id: str | None = None
     id: int | None = None
+    turn_id: int | None = None  # an answer: the user message it answers
 
     @classmethod
     def from_row(cls, row: Any) -> Message:

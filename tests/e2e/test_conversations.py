@@ -122,3 +122,30 @@ def test_conversations_belong_to_their_tenant_and_can_be_listed_and_deleted(
         assert answer["content"]["files"][0]["id"] == done["result"]["files"][0]["id"]
         assert ca.delete(f"/v1/conversations/{conv['id']}").json()["deleted"] is True
         assert ca.get(f"/v1/conversations/{conv['id']}").status_code == 404
+
+
+def test_a_late_answer_stays_with_its_own_turn(make_server: Any) -> None:
+    routes = [mock_route("alpha"), mock_route("slow", options={"latency_ms": 1500})]
+    server: Server = make_server(routes)
+    server.start()
+    with server.client(server.create_key("acme")) as c:
+        conv = c.post("/v1/conversations").json()
+        body = {
+            "kind": "chat",
+            "models": ["alpha", "slow"],
+            "input": "q1",
+            "conversation_id": conv["id"],
+        }
+        batch = c.post("/v1/batches", json=body).json()
+        turn(c, conv["id"], "q2")  # alpha answers q2 while slow still works on q1
+        assert (
+            c.get(f"/v1/batches/{batch['id']}", params={"wait": 20}).json()["status"] == "SUCCESS"
+        )
+        to_slow = turn(c, conv["id"], "q3", model="slow")
+    assert to_slow["input"]["messages"] == [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "mock reply to: q1"},  # slow's own, though late
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "mock reply to: q2"},  # alpha's: slow gave none
+        {"role": "user", "content": "q3"},
+    ]

@@ -70,3 +70,21 @@ def test_what_an_answer_adds_to_the_history() -> None:
         "files": [{"id": "f1", "url": "/v1/files/f1"}]
     }
     assert answer_content({"output": {"x": 1}}) == {"x": 1}
+
+
+def test_a_late_answer_is_filed_under_the_turn_it_answers() -> None:
+    history = [
+        Message("c", "user", "q1", 0.0, id=1),
+        answer_to(1, "fast a1", "fast", 2),
+        Message("c", "user", "q2", 0.0, id=3),  # sent before slow answered q1
+        answer_to(1, "slow a1", "slow", 4),
+    ]
+    assert context(history, "slow", WIDE) == [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "slow a1"},
+        {"role": "user", "content": "q2"},
+    ]
+
+
+def answer_to(turn: int, text: str, model: str, id: int) -> Message:
+    return Message("c", "assistant", text, 0.0, model=model, id=id, turn_id=turn)

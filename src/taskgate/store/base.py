@@ -27,6 +27,7 @@ class NewTask:
     request_hash: str | None = None
     batch_id: str | None = None
     conversation_id: str | None = None
+    turn_id: int | None = None
     webhook_url: str | None = None
     label: str | None = None
 

@@ -244,6 +244,7 @@ def add_answers(conn: Conn, ended: Sequence[Task], now: float) -> None:
             "content": answer_content(t.result),
             "model": t.model,
             "task_id": t.id,
+            "turn_id": t.turn_id,
             "created_at": now,
         }
         for t in ended

@@ -46,6 +46,7 @@ tasks = Table(
     Column("provider_job", Json),  # a job running on the backend's side: {id, data, ...}
     Column("batch_id", String(40)),  # one request fanned out to several models
     Column("conversation_id", String(40)),  # a chat turn: its answer joins the history
+    Column("turn_id", Integer),  # the user message (in ``messages``) this task answers
     Column("webhook_url", String(2000)),  # POSTed an event when the task ends
     Column("label", String(200)),  # the client's own tag (a seed's user_id), not identity
     Column("attempts", Integer, nullable=False),
@@ -123,6 +124,7 @@ messages = Table(
     Column("content", Json, nullable=False),  # text, or what a non-text answer made
     Column("model", String(200)),  # the model that answered (assistant turns)
     Column("task_id", String(40)),
+    Column("turn_id", Integer),  # an answer: the id of the user message it answers
     Column("created_at", Float, nullable=False),
     Index("ix_messages_conversation", "conversation_id", "id"),
 )

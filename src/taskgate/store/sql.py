@@ -227,6 +227,7 @@ class SqlStore:
             "request_hash": new.request_hash,
             "batch_id": new.batch_id,
             "conversation_id": new.conversation_id,
+            "turn_id": new.turn_id,
             "webhook_url": new.webhook_url,
             "label": new.label,
             "worker": None,
@@ -333,16 +334,14 @@ class SqlStore:
             now = time.time()
             if batch is not None:
                 conn.execute(batches.insert(), [dataclasses.asdict(batch)])
-            out = [r[0] for r in self._insert_in(conn, news) if isinstance(r, tuple)]
-            turn = {
-                "conversation_id": conversation_id,
-                "role": "user",
-                "content": prompt,
-                "model": None,
-                "task_id": out[0].id if len(out) == 1 else None,
-                "created_at": now,
-            }
-            conn.execute(messages.insert(), [turn])
+            turn = {"conversation_id": conversation_id, "role": "user", "content": prompt}
+            add = messages.insert().values(created_at=now, **turn).returning(messages.c.id)
+            turn_id = conn.execute(add).scalar_one()
+            answering = [dataclasses.replace(n, turn_id=turn_id) for n in news]
+            out = [r[0] for r in self._insert_in(conn, answering) if isinstance(r, tuple)]
+            if len(out) == 1:  # a turn of one task names it (a batch's tasks name the turn)
+                name = messages.update().where(messages.c.id == turn_id)
+                conn.execute(name.values(task_id=out[0].id))
             touch = conversations.update().where(conversations.c.id == conversation_id)
             conn.execute(touch.values(updated_at=now))
             return out
