@@ -32,11 +32,10 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, SecretStr, ValidationError
-from starlette.responses import Response
 
-from taskgate.api.auth import caller
+from taskgate.api.auth import caller, gateway
 from taskgate.api.responses import JSON
-from taskgate.api.seeds import gateway, json_field, route_class, with_absolute_urls
+from taskgate.api.seeds import detail_error, json_field, route_class, with_absolute_urls
 from taskgate.config import AiflowTaskType, Route
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway, Submission, iso
@@ -52,11 +51,7 @@ IMAGE_INPUT_KINDS = frozenset({"image", "image_edit", "video"})
 HEADERS_NOTE = "; callback headers are not sent: deliveries carry X-Taskgate-Signature"
 
 
-def _render(status: int, message: str, error: dict[str, Any]) -> Response:
-    return JSON({"detail": message, "error": error}, status_code=status)
-
-
-router = APIRouter(prefix="/api/v1", tags=["aiflow"], route_class=route_class(_render))
+router = APIRouter(prefix="/api/v1", tags=["aiflow"], route_class=route_class(detail_error))
 
 
 class ModelSpec(BaseModel):

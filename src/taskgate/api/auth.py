@@ -9,6 +9,7 @@ import time
 from fastapi import Request
 
 from taskgate.errors import Forbidden, Unauthorized
+from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
 from taskgate.store import SqlStore
 
@@ -60,3 +61,13 @@ async def admin(request: Request) -> ApiKey:
     if not key.admin:
         raise Forbidden("this needs an admin key")
     return key
+
+
+def gateway_of(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+async def gateway(request: Request) -> Gateway:
+    """The Gateway, as a FastAPI dependency (async: FastAPI runs sync ones in a thread pool)."""
+    return gateway_of(request)

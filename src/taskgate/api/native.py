@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from taskgate.api.auth import KeyRing, admin, caller
+from taskgate.api.auth import KeyRing, admin, caller, gateway
 from taskgate.api.responses import JSON
 from taskgate.errors import NotFound
 from taskgate.files import file_json
@@ -82,11 +82,6 @@ class KeyIn(BaseModel):
     tenant: str = Field(min_length=1, max_length=64)
     name: str = Field("", max_length=200)
     admin: bool = False
-
-
-async def gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
 
 
 @router.post("/v1/tasks", status_code=202, tags=["tasks"])

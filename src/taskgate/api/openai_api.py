@@ -31,11 +31,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from taskgate.api import openai_wire as wire
-from taskgate.api.auth import caller
+from taskgate.api.auth import caller, gateway_of
 from taskgate.api.openai_watch import ChatStream, WaitEnded, Watch
 from taskgate.api.responses import JSON
 from taskgate.errors import ApiError
-from taskgate.gateway import Gateway, Submission
+from taskgate.gateway import Submission
 from taskgate.models import ApiKey, Status, Task
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -87,7 +87,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def _chat(request: Request, key: ApiKey, body: dict[str, Any]) -> Response:
     chat = wire.chat_request(body, request.headers)
-    watch = Watch(_gateway(request), key, request)
+    watch = Watch(gateway_of(request), key, request)
     response: Response | None = None
     try:
         task = await watch.submit(chat.submission)
@@ -281,7 +281,7 @@ async def _run(
     request: Request, key: ApiKey, sub: Submission, reply: Callable[[Task], Any]
 ) -> Response:
     """Submit, wait for the end, answer with ``reply(task)`` or the failure."""
-    watch = Watch(_gateway(request), key, request)
+    watch = Watch(gateway_of(request), key, request)
     try:
         await watch.submit(sub)
         return _answer(await watch.ended(), reply)
@@ -304,11 +304,6 @@ def _answer(task: Task, reply: Callable[[Task], Any]) -> Response:
     return JSON(body, headers=headers)
 
 
-def _gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
-
-
 # --- models --------------------------------------------------------------------------------
 
 
@@ -316,13 +311,13 @@ def _gateway(request: Request) -> Gateway:
 async def list_models(request: Request, _: ApiKey = Depends(caller)) -> JSON:
     """Every model name routed: declared names and globs, and discovered names."""
     return JSON(
-        {"object": "list", "data": [wire.model_entry(m) for m in _gateway(request).models()]}
+        {"object": "list", "data": [wire.model_entry(m) for m in gateway_of(request).models()]}
     )
 
 
 @router.get(PREFIX + "/models/{model:path}", summary="One model (OpenAI)")
 async def retrieve_model(model: str, request: Request, _: ApiKey = Depends(caller)) -> JSON:
-    route = _gateway(request).resolve(model)
+    route = gateway_of(request).resolve(model)
     if route is None:
         return wire.error(
             404, f"The model '{model}' does not exist", param="model", code="model_not_found"

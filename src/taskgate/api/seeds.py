@@ -15,8 +15,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from taskgate.api.responses import JSON
 from taskgate.errors import ApiError, BadRequest
-from taskgate.gateway import Gateway
 from taskgate.models import Task
 
 # (HTTP status, message, taskgate's error object) -> the dialect's error response
@@ -64,9 +64,10 @@ def route_class(render: Render) -> type[APIRoute]:
     return SeedRoute
 
 
-def gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
+def detail_error(status: int, message: str, error: dict[str, Any]) -> Response:
+    """A refusal as AIFlow and AI Task System (FastAPI apps) answered: ``detail``, plus
+    taskgate's ``error`` object."""
+    return JSON({"detail": message, "error": error}, status_code=status)
 
 
 def json_field(name: str, raw: str | None, default: Any = None) -> Any:

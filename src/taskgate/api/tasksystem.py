@@ -30,9 +30,9 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
 from taskgate.api import openai_api
-from taskgate.api.auth import caller
+from taskgate.api.auth import caller, gateway, gateway_of
 from taskgate.api.responses import JSON
-from taskgate.api.seeds import REFUSED, gateway, refusal, route_class
+from taskgate.api.seeds import REFUSED, detail_error, refusal, route_class
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway, Submission
 from taskgate.models import ApiKey
@@ -40,11 +40,7 @@ from taskgate.models import ApiKey
 MAX_MODELS = 32  # as the native API's batches
 
 
-def _render(status: int, message: str, error: dict[str, Any]) -> Response:
-    return JSON({"detail": message, "error": error}, status_code=status)
-
-
-router = APIRouter(tags=["tasksystem"], route_class=route_class(_render))
+router = APIRouter(tags=["tasksystem"], route_class=route_class(detail_error))
 
 
 class PromptIn(BaseModel):
@@ -79,9 +75,9 @@ async def chat_completions(request: Request) -> Response:
     """The seed's chat, for ``POST /v1/chat/completions`` bodies that are not OpenAI's."""
     try:
         key = await caller(request)
-        return await _chat(gateway(request), key, await _prompt_body(request))
+        return await _chat(gateway_of(request), key, await _prompt_body(request))
     except REFUSED as exc:
-        return _render(*refusal(exc))
+        return detail_error(*refusal(exc))
 
 
 async def _prompt_body(request: Request) -> PromptIn:

@@ -26,9 +26,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from taskgate.api.auth import caller
+from taskgate.api.auth import caller, gateway
 from taskgate.api.responses import JSON
-from taskgate.api.seeds import file_urls, gateway, output_text, route_class
+from taskgate.api.seeds import file_urls, output_text, route_class
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway, Submission, iso
 from taskgate.models import ApiKey, Priority, Status, Task
