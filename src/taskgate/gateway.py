@@ -130,8 +130,8 @@ class Gateway:
             ]
         return out
 
-    def attempt_budget(self, route: Route) -> int:
-        """Attempts over the route and every fallback it may reach (each counted once)."""
+    def reachable(self, route: Route) -> list[Route]:
+        """The route and every fallback it may reach, each once."""
         seen: list[Route] = []
         todo = [route]
         while todo:
@@ -139,7 +139,11 @@ class Gateway:
             if r not in seen:
                 seen.append(r)
                 todo.extend(self.settings.route(f) for f in r.fallbacks)
-        return sum(r.retry.max_attempts for r in seen)
+        return seen
+
+    def attempt_budget(self, route: Route) -> int:
+        """Attempts over the route and every fallback it may reach."""
+        return sum(r.retry.max_attempts for r in self.reachable(route))
 
     async def submit(self, key: ApiKey, sub: Submission) -> tuple[Task, bool]:
         """Accept a task durably. Returns (task, created); created is False on an idempotent

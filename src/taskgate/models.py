@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 
 class Status(enum.StrEnum):
@@ -48,6 +48,14 @@ TRANSITIONS: Mapping[Status, frozenset[Status]] = {
 
 def can_transition(src: Status, dst: Status) -> bool:
     return dst in TRANSITIONS[src]
+
+
+R = TypeVar("R")
+
+
+def from_row(cls: type[R], row: Any) -> R:
+    """A record whose fields are all columns of ``row``, as stored."""
+    return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 class Priority(enum.IntEnum):
@@ -172,7 +180,7 @@ class Batch:
 
     @classmethod
     def from_row(cls, row: Any) -> Batch:
-        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+        return from_row(cls, row)
 
     def status(self, tasks: list[Task]) -> str:
         """``PROCESSING`` until every task has ended; then ``SUCCESS`` (all succeeded, or
@@ -195,7 +203,7 @@ class Conversation:
 
     @classmethod
     def from_row(cls, row: Any) -> Conversation:
-        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+        return from_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +221,7 @@ class Message:
 
     @classmethod
     def from_row(cls, row: Any) -> Message:
-        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+        return from_row(cls, row)
 
 
 @dataclass(frozen=True, slots=True)

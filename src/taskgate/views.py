@@ -71,9 +71,15 @@ def batch_json(batch: Batch, tasks: list[Task]) -> dict[str, Any]:
     }
 
 
-def batch_result(task: Task) -> dict[str, Any]:
+def output_text(task: Task) -> str | None:
+    """The text a task answered (chat), if it did."""
     output = task.result.get("output") if isinstance(task.result, dict) else None
     text = output.get("text") if isinstance(output, dict) else None
+    return text if isinstance(text, str) else None
+
+
+def batch_result(task: Task) -> dict[str, Any]:
+    text = output_text(task)
     cost = (
         round(task.finished_at - task.started_at, 3)
         if task.finished_at is not None and task.started_at is not None

@@ -19,6 +19,7 @@ from taskgate.api import openai_wire as wire
 from taskgate.api.openai_watch import ChatStream, max_wait
 from taskgate.config import Settings
 from taskgate.errors import BadRequest
+from taskgate.gateway import Gateway
 from taskgate.models import Priority, Status, Task
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -287,11 +288,7 @@ def test_the_wait_covers_the_queue_and_every_attempt_of_every_reachable_route() 
         }
     )
 
-    class Gw:
-        pass
-
-    gw: Any = Gw()
-    gw.settings = settings
+    gw = Gateway(settings, store=None, events=None)  # type: ignore[arg-type]  # not used
     task = make_task(Status.PENDING, route="a", deadline=time.time() + 30)
     assert max_wait(gw, task) == pytest.approx(30 + 2 * 11 + 25 + 5, abs=0.1)
 

@@ -52,18 +52,10 @@ class WaitEnded(Exception):
 
 def max_wait(gw: Gateway, task: Task) -> float:
     """Seconds to wait for a task: its queue wait, then every attempt it may make."""
-    seen: list[str] = []
-    todo = [task.route]
-    budget = 0.0
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.append(name)
-        route = gw.settings.route(name)
-        per_attempt = (task.run_timeout or route.timeout) + route.retry.backoff_max
-        budget += route.retry.max_attempts * per_attempt
-        todo.extend(route.fallbacks)
+    budget = sum(
+        r.retry.max_attempts * ((task.run_timeout or r.timeout) + r.retry.backoff_max)
+        for r in gw.reachable(gw.settings.route(task.route))
+    )
     queued = task.deadline - task.created_at if task.deadline is not None else 0.0
     return queued + budget + SLACK
 

@@ -80,12 +80,6 @@ def json_field(name: str, raw: str | None, default: Any = None) -> Any:
         raise BadRequest(f"form field {name!r} must be a JSON string", field=name) from None
 
 
-def output_text(task: Task) -> str | None:
-    output = task.result.get("output") if isinstance(task.result, dict) else None
-    text = output.get("text") if isinstance(output, dict) else None
-    return text if isinstance(text, str) else None
-
-
 def file_urls(request: Request, task: Task, media: str = "") -> list[str]:
     """Absolute URLs of the task's stored output files (``/v1/files/{id}``, read with the
     same key), those whose content type starts with ``media`` when given."""

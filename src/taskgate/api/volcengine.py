@@ -28,11 +28,12 @@ from starlette.responses import Response
 
 from taskgate.api.auth import caller, gateway
 from taskgate.api.responses import JSON
-from taskgate.api.seeds import file_urls, output_text, route_class
+from taskgate.api.seeds import file_urls, route_class
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway, Submission, iso
 from taskgate.models import ApiKey, Priority, Status, Task
 from taskgate.store import TaskFilter
+from taskgate.views import output_text
 
 KINDS = {"image": "image", "video": "video", "text": "chat"}
 TYPES = {kind: name for name, kind in KINDS.items()}
