@@ -45,23 +45,35 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await s.close()
 
 
-def _postgres_reachable() -> bool:
+REDIS_URL = os.environ.get("TASKGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+SERVICES = {
+    "postgres": (PG_URL, 5432, "TASKGATE_TEST_PG"),
+    "redis": (REDIS_URL, 6379, "TASKGATE_TEST_REDIS"),
+}
+
+
+def _reachable(url: str, default_port: int) -> bool:
     from urllib.parse import urlsplit
 
-    parts = urlsplit(PG_URL)
+    parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 1):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
+        ):
             return True
     except OSError:
         return False
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without a PostgreSQL server, skip its tests on a developer's machine; in CI
+    """Without a PostgreSQL (or Redis) server, skip its tests on a developer's machine; in CI
     (CI=true) they run and fail, so a missing server never passes unnoticed."""
-    if os.environ.get("CI") or _postgres_reachable():
+    if os.environ.get("CI"):
         return
-    skip = pytest.mark.skip(reason=f"no PostgreSQL at {PG_URL} (set TASKGATE_TEST_PG)")
-    for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
+    for marker, (url, port, var) in SERVICES.items():
+        if _reachable(url, port):
+            continue
+        skip = pytest.mark.skip(reason=f"no server at {url} (set {var})")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)

@@ -29,19 +29,62 @@ def main() -> None:
 # --- server --------------------------------------------------------------------------------
 
 
-@main.command()
-@CONFIG
-@click.option("--host", help="Listen address (overrides the config).")
-@click.option("--port", type=int, help="Listen port (overrides the config).")
-@click.option(
+GRACE = click.option(
     "--grace",
     type=float,
     default=10.0,
     show_default=True,
     help="Seconds that running tasks get to finish on shutdown.",
 )
+HOST = click.option("--host", help="Listen address (overrides the config).")
+PORT = click.option("--port", type=int, help="Listen port (overrides the config).")
+
+
+@main.command()
+@CONFIG
+@HOST
+@PORT
+@GRACE
 def serve(config_path: str | None, host: str | None, port: int | None, grace: float) -> None:
     """Run the API, the scheduler and the workers in one process."""
+    _run_http(config_path, host, port, grace, run_scheduler=True)
+
+
+@main.command()
+@CONFIG
+@HOST
+@PORT
+@GRACE
+def api(config_path: str | None, host: str | None, port: int | None, grace: float) -> None:
+    """Run the HTTP API only; ``taskgate worker`` processes run the tasks."""
+    _run_http(config_path, host, port, grace, run_scheduler=False)
+
+
+@main.command()
+@CONFIG
+@GRACE
+@click.option(
+    "--route",
+    "routes",
+    multiple=True,
+    help="Run only this route's tasks (repeatable; default: every route).",
+)
+def worker(config_path: str | None, grace: float, routes: tuple[str, ...]) -> None:
+    """Run the scheduler and workers only (no HTTP), against the configured store."""
+    from taskgate import worker as worker_mod
+    from taskgate.logs import setup_logging
+
+    settings = config.load(config_path)
+    setup_logging(settings.log_level)
+    try:
+        asyncio.run(worker_mod.run(settings, list(routes) or None, grace))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run_http(
+    config_path: str | None, host: str | None, port: int | None, grace: float, run_scheduler: bool
+) -> None:
     import uvicorn
 
     from taskgate.api import create_app
@@ -49,7 +92,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, grace: fl
 
     settings = config.load(config_path)
     setup_logging(settings.log_level)
-    app = create_app(settings, grace=grace)
+    app = create_app(settings, run_scheduler=run_scheduler, grace=grace)
     uvicorn.run(
         app,
         host=host or settings.host,

@@ -173,6 +173,12 @@ class Settings(_Model):
     port: int = 8000
     store_url: str = "sqlite:///./data/taskgate.db"
     files_url: str = "file://./data/files"
+    # S3 credentials (TASKGATE_FILES_KEY_ID, TASKGATE_FILES_SECRET); unset: botocore's own chain
+    files_key_id: str | None = None
+    files_secret: SecretStr | None = None
+    # Cross-process events: unset means in-process on SQLite and LISTEN/NOTIFY on the store's
+    # PostgreSQL; ``redis://...`` uses Redis pub/sub; ``memory://`` forces in-process.
+    events_url: str | None = None
     max_body_bytes: int = 100 * 1024 * 1024
     auth_cache_seconds: float = Field(5.0, ge=0)
     log_level: str = "info"
@@ -223,6 +229,9 @@ _ENV_OVERRIDES = {
     "TASKGATE_PORT": "port",
     "TASKGATE_STORE_URL": "store_url",
     "TASKGATE_FILES_URL": "files_url",
+    "TASKGATE_FILES_KEY_ID": "files_key_id",
+    "TASKGATE_FILES_SECRET": "files_secret",
+    "TASKGATE_EVENTS_URL": "events_url",
     "TASKGATE_LOG_LEVEL": "log_level",
 }
 

@@ -5,6 +5,7 @@ function here is tested without an event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -167,7 +168,8 @@ class InstanceState:
     name: str
     capacity: int
     weight: float = 1.0
-    in_flight: int = 0
+    in_flight: int = 0  # this worker's calls
+    elsewhere: int = 0  # other workers' calls, as the store counted them while claiming
     consecutive_failures: int = 0
     cooled_until: float = 0.0
     probing: bool = False
@@ -181,7 +183,7 @@ class InstanceState:
         return not self.tripped or (now >= self.cooled_until and not self.probing)
 
     def free(self) -> int:
-        return max(0, self.capacity - self.in_flight)
+        return max(0, self.capacity - self.in_flight - self.elsewhere)
 
     def usable(self, now: float) -> bool:
         return self.free() > 0 and self.healthy(now)
@@ -199,7 +201,23 @@ def choose_instance(
         return None
     avoid = set(avoid)
     preferred = [i for i in usable if i.name not in avoid] or usable
-    return min(preferred, key=lambda i: ((i.in_flight + 1) / i.weight, -i.weight))
+    return min(preferred, key=lambda i: ((i.in_flight + i.elsewhere + 1) / i.weight, -i.weight))
+
+
+def assign_instances(
+    instances: Sequence[InstanceState], now: float, avoids: Sequence[Iterable[str] | None]
+) -> list[str | None]:
+    """An instance for each of a claim's tasks in turn (``choose_instance``, each choice
+    taking its slot), on copies: the states change only once the claim is written. ``None``
+    in ``avoids`` marks a task that needs no slot (it resumes a backend job) and gets none."""
+    trial = [dataclasses.replace(i) for i in instances]
+    out: list[str | None] = []
+    for avoid in avoids:
+        inst = None if avoid is None else choose_instance(trial, now, avoid)
+        if inst is not None:
+            start_call(inst, now)
+        out.append(inst.name if inst else None)
+    return out
 
 
 def free_slots(instances: Sequence[InstanceState], now: float) -> int:

@@ -22,6 +22,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,35 +225,59 @@ class Scheduler:
             free = lane.free(time.time())
             if free <= 0:
                 continue
-            for task in await self._claim(lane, free):
+            for task in await self._claim(lane):
                 self._start(lane, task)
                 started += 1
         return started
 
-    async def _claim(self, lane: Lane, slots: int) -> list[Task]:
-        conf = self.settings.scheduler
+    async def _claim(self, lane: Lane) -> list[Task]:
+        """Claim what the route's free slots allow; when a priority runs dry, share what it
+        left among the others at once."""
         claimed: list[Task] = []
-        while slots > 0:
+        while len(claimed) < self.settings.scheduler.claim_batch:
             live = [p for p in Priority if p not in lane.dry]
             if not live:
                 break
-            plan = (
-                policy.strict_plan(slots, live)
-                if conf.strict_priority
-                else lane.wrr.plan(slots, live)
-            )
-            for prio, want in plan.items():
-                want = min(want, conf.claim_batch)
-                got = await self.store.claim(
-                    lane.route.name, prio, want, self.worker_id, conf.lease_seconds
-                )
-                claimed.extend(got)
-                slots -= len(got)
-                if len(got) < want:
-                    lane.dry.add(prio)
-            if len(claimed) >= conf.claim_batch:
+            got, short = await self._claim_once(lane, live, len(claimed))
+            claimed += got
+            if not short:
                 break
         return claimed
+
+    async def _claim_once(
+        self, lane: Lane, live: list[Priority], taken: int
+    ) -> tuple[list[Task], bool]:
+        """One claim: the store counts every worker's calls on the route inside it (so
+        capacity holds across workers) and each task's instance is picked there too.
+        Returns the tasks and whether a priority came up short (and is now dry)."""
+        conf = self.settings.scheduler
+        wants: dict[Priority, int] = {}
+
+        def plan(busy: Mapping[str, int]) -> dict[Priority, int]:
+            for inst in lane.instances:
+                inst.elsewhere = max(0, busy.get(inst.name, 0) - inst.in_flight)
+            slots = min(lane.free(time.time()), conf.claim_batch - taken)
+            split = policy.strict_plan if conf.strict_priority else lane.wrr.plan
+            wants.update(split(slots, live) if slots > 0 else {})
+            return wants
+
+        def assign(claimed: Sequence[Task]) -> list[str | None]:
+            avoids = [None if t.provider_job else [t.instance or ""] for t in claimed]
+            return policy.assign_instances(lane.instances, time.time(), avoids)
+
+        try:
+            got = await self.store.claim(
+                lane.route.name, plan, assign, self.worker_id, conf.lease_seconds
+            )
+        finally:
+            for inst in lane.instances:  # between claims, only this worker's calls count
+                inst.elsewhere = 0
+        short = False
+        for prio, want in wants.items():
+            if sum(1 for t in got if t.priority == prio) < want:
+                lane.dry.add(prio)
+                short = True
+        return got, short
 
     def _start(self, lane: Lane, task: Task) -> None:
         now = time.time()
@@ -261,11 +286,8 @@ class Scheduler:
             inst = next((i for i in lane.instances if i.name == job.get("instance")), None)
             run = Running(task, lane, inst or lane.instances[0], now, holds_slot=False)
             run.provider_job = job  # _call refuses it if that instance is gone
-        else:
-            avoid = [task.instance] if task.instance else []
-            inst = policy.choose_instance(lane.instances, now, avoid)
-            if inst is None:  # cannot happen: we claimed no more than the free slots
-                inst = lane.instances[0]
+        else:  # the claim picked the instance
+            inst = next((i for i in lane.instances if i.name == task.instance), lane.instances[0])
             policy.start_call(inst, now)
             run = Running(task, lane, inst, now)
         self.running[task.id] = run

@@ -80,10 +80,21 @@ class Server:
         args = ["keys", "create", "--tenant", tenant] + (["--admin"] if admin else [])
         return self.cli(*args).stdout.strip()
 
-    def start(self) -> None:
+    def start(self, command: str = "serve", *args: str) -> None:
+        """Start ``taskgate serve`` (or ``api``, or ``worker``) and wait until it is ready:
+        answering /health, or for a worker, saying in its log that it runs."""
+        mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(BIN), "serve", "--config", str(self.config), "--grace", str(self.grace)],
+                [
+                    str(BIN),
+                    command,
+                    "--config",
+                    str(self.config),
+                    "--grace",
+                    str(self.grace),
+                    *args,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -91,14 +102,21 @@ class Server:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+                raise RuntimeError(f"{command} exited: {self.log.read_text()}")
+            if self._ready(command, mark):
+                return
             time.sleep(0.05)
-        raise RuntimeError(f"server did not start: {self.log.read_text()}")
+        raise RuntimeError(f"{command} did not start: {self.log.read_text()}")
+
+    def _ready(self, command: str, mark: int) -> bool:
+        if command == "worker":
+            with self.log.open("rb") as f:
+                f.seek(mark)
+                return b"running routes" in f.read()
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:

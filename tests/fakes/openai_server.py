@@ -123,9 +123,15 @@ class FakeOpenAI(LoopbackServer):
     reasoning_models: tuple[str, ...] = ("deepseek-r1",)
     modes: frozenset[str] = frozenset()  # set below, once the module's tables exist
 
-    def __init__(self, key: str = "sk-fake-key", slow_seconds: float = 5.0) -> None:
+    def __init__(
+        self, key: str = "sk-fake-key", slow_seconds: float = 5.0, latency: float = 0.0
+    ) -> None:
         self.key = key
         self.slow_seconds = slow_seconds
+        self.latency = latency  # seconds every request takes
+        self.in_flight = 0  # requests being answered now, their peak, and those cut off
+        self.peak = 0
+        self.cut_off = 0
         self.requests: list[Recorded] = []
         self.shelf = Shelf()
         self._modes: deque[str] = deque()
@@ -197,6 +203,19 @@ class FakeOpenAI(LoopbackServer):
     async def _serve(
         self, request: web.Request, problem_of: Callable[[Any], om.Problem], answer: Answer
     ) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await self._handle(request, problem_of, answer)
+        except asyncio.CancelledError:  # the client hung up (aiohttp cancels the handler)
+            self.cut_off += 1
+            raise
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(
+        self, request: web.Request, problem_of: Callable[[Any], om.Problem], answer: Answer
+    ) -> web.StreamResponse:
         body = await self._record(request)
         mode = self._modes.popleft() if self._modes else None
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -228,6 +247,8 @@ class FakeOpenAI(LoopbackServer):
         return self.shelf.put(root_of(request), data, content_type, ext, expired)
 
     async def _pause(self, mode: str | None) -> None:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
         elif mode == "hold":

@@ -73,7 +73,7 @@ def settings(instances: list[dict[str, Any]], **scheduler: Any) -> Settings:
 class Rig:
     store: SqlStore
     gateway: Gateway
-    make_scheduler: Callable[[], Scheduler]
+    make_scheduler: Callable[..., Scheduler]
 
     async def submit(self, key: ApiKey, text: str, priority: Priority = Priority.DEFAULT) -> str:
         task, _ = await self.gateway.submit(key, Submission("chat", "rec", text, {}, priority))
@@ -104,8 +104,9 @@ async def rig_factory(
         events = MemoryEvents()
         gateway = Gateway(conf, store, events)
 
-        def make_scheduler() -> Scheduler:
-            s = Scheduler(conf, store, events, Files(store, LocalBlobs(tmp_path / "files")))
+        def make_scheduler(worker_id: str | None = None) -> Scheduler:
+            files = Files(store, LocalBlobs(tmp_path / "files"))
+            s = Scheduler(conf, store, events, files, worker_id=worker_id)
             schedulers.append(s)
             return s
 
@@ -185,6 +186,29 @@ async def test_capacity_is_never_exceeded_and_load_spreads_by_weight(rig_factory
     RECORDER.gate.set()
     await rig.wait_all(ids)
     assert RECORDER.peak == {"small": 2, "big": 6}
+
+
+async def test_capacity_holds_across_schedulers_sharing_the_store(rig_factory: Any) -> None:
+    """Three workers on one store: each would run 3 + 2 calls on its own, together they run
+    no more than the instances' 3 + 2, and every task runs exactly once. (Without the
+    store's count inside the claim, the peaks here reach 6 or more.)"""
+    slow = {"latency_ms": 20}
+    rig = rig_factory(
+        settings(
+            [
+                {"name": "a", "max_concurrency": 3, "options": slow},
+                {"name": "b", "max_concurrency": 2, "options": slow},
+            ]
+        )
+    )
+    ids = [await rig.submit(key("k"), f"t{i}") for i in range(60)]
+    # worker ids of other hosts: the same process's ids would look like a dead earlier life
+    schedulers = [rig.make_scheduler(f"host{n}:1:x") for n in range(3)]
+    for s in schedulers:
+        await s.start()
+    await rig.wait_all(ids)
+    assert RECORDER.peak == {"a": 3, "b": 2}
+    assert sorted(text for text, _ in RECORDER.started) == sorted(f"t{i}" for i in range(60))
 
 
 async def test_a_failing_instance_cools_down_and_is_probed(rig_factory: Any) -> None:

@@ -70,7 +70,11 @@ async def claim(
     priority: Priority = Priority.DEFAULT,
     lease: float = LEASE,
 ) -> list[Task]:
-    return await store.claim(route, priority, limit, worker, lease)
+    return await store.claim(route, lambda _: {priority: limit}, no_instance, worker, lease)
+
+
+def no_instance(claimed: Sequence[Task]) -> list[str | None]:
+    return [None] * len(claimed)
 
 
 async def claim_only(store: SqlStore, task: Task, **kw: Any) -> Task:

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from taskgate import __version__, events, files, store
+from taskgate import __version__, services, store
 from taskgate.api import aiflow, native, openai_api, tasksystem, volcengine
 from taskgate.api.auth import KeyRing
 from taskgate.api.fastpath import ErrorHandler, FastPath
@@ -21,9 +21,7 @@ from taskgate.api.limits import BodyLimit
 from taskgate.api.responses import JSON, error_body
 from taskgate.config import Settings
 from taskgate.errors import ApiError
-from taskgate.files import Files
 from taskgate.gateway import Gateway
-from taskgate.providers import load_plugins
 from taskgate.scheduler import Scheduler
 
 log = logging.getLogger("taskgate")
@@ -40,31 +38,27 @@ STATUS_TYPES = {
 
 
 def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float = 10.0) -> FastAPI:
-    load_plugins(settings.plugins)
+    """The HTTP app; with ``run_scheduler`` (``taskgate serve``) the scheduler and workers
+    run in the same process, without it (``taskgate api``) other processes run them."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _warn_missing_secrets(settings)
-        db = store.from_url(settings.store_url)
-        await db.open()
-        bus = events.from_url(None)
-        app.state.files = Files(db, files.from_url(settings.files_url))
-        app.state.gateway = Gateway(settings, db, bus, app.state.files)
-        app.state.keys = KeyRing(db, settings.auth_cache_seconds)
-        await _bootstrap_admin_key(db)
-        scheduler = Scheduler(settings, db, bus, app.state.files) if run_scheduler else None
-        app.state.scheduler = scheduler
-        await app.state.gateway.start()  # model discovery: before the first request
-        if scheduler:
-            await scheduler.start()
-        try:
-            yield
-        finally:
+        async with services.opened(settings) as s:
+            app.state.files = s.files
+            app.state.gateway = Gateway(settings, s.store, s.events, s.files)
+            app.state.keys = KeyRing(s.store, settings.auth_cache_seconds)
+            await _bootstrap_admin_key(s.store)
+            scheduler = Scheduler(settings, s.store, s.events, s.files) if run_scheduler else None
+            app.state.scheduler = scheduler
+            await app.state.gateway.start()  # model discovery: before the first request
             if scheduler:
-                await scheduler.stop(grace)
-            await app.state.gateway.stop()
-            await bus.close()
-            await db.close()
+                await scheduler.start()
+            try:
+                yield
+            finally:
+                if scheduler:
+                    await scheduler.stop(grace)
+                await app.state.gateway.stop()
 
     app = FastAPI(
         title="taskgate",
@@ -96,19 +90,6 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         return JSON({"status": "ok", "version": __version__, "tasks": counts})
 
     return app
-
-
-def _warn_missing_secrets(settings: Settings) -> None:
-    for route in settings.routes:
-        for inst in route.instances:
-            if inst.secret_env and inst.secret is None:
-                log.warning(
-                    "route %s, instance %s: environment variable %s is not set; "
-                    "calls to it will fail to authenticate",
-                    route.name,
-                    inst.name,
-                    inst.secret_env,
-                )
 
 
 async def _bootstrap_admin_key(db: store.SqlStore) -> None:

@@ -60,5 +60,8 @@ class Events(abc.ABC):
         finally:
             self._remove(sub)
 
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect (a transport between processes); in-process events need nothing."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         pass

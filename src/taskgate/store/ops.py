@@ -54,6 +54,10 @@ def tuples(conn: Conn, stmt: sa.Executable) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(stmt).all()]
 
 
+def tuples_with(conn: Conn, stmt: sa.Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(stmt, params)]
+
+
 def rows_with(conn: Conn, stmt: sa.Executable, params: dict[str, Any]) -> list[sa.RowMapping]:
     return list(conn.execute(stmt, params).mappings().all())
 
@@ -147,6 +151,29 @@ def claim_statement(skip_locked: bool) -> sa.Executable:
         )
         .returning(*tasks.c)
     )
+
+
+# Claims on one route take this lock (PostgreSQL; SQLite serialises writers anyway)
+ROUTE_LOCK = sa.text("SELECT pg_advisory_xact_lock(7364022, hashtext(:lock_route))")
+
+# Calls in flight per instance of a route, on every worker: tasks holding a backend slot
+# (a task whose backend job runs on its own holds none) under a lease that has not lapsed.
+BUSY = (
+    sa.select(tasks.c.instance, sa.func.count())
+    .where(
+        tasks.c.route == sa.bindparam("b_route"),
+        tasks.c.status == PROCESSING,
+        tasks.c.provider_job.is_(None),
+        tasks.c.lease_until > sa.bindparam("b_now", type_=sa.Float),
+    )
+    .group_by(tasks.c.instance)
+)
+
+SET_INSTANCE = (
+    tasks.update()
+    .where(tasks.c.id == sa.bindparam("s_id"))
+    .values(instance=sa.bindparam("s_instance"))
+)
 
 
 def _fence(o: Outcome) -> dict[str, Any]:

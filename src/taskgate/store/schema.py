@@ -23,6 +23,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 metadata = MetaData()
 
 Json = JSON().with_variant(JSONB(), "postgresql")
+# None is SQL NULL here (not JSON null), so that "IS NULL" finds the tasks without one
+NullableJson = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 PENDING = text("status = 'PENDING'")
 PROCESSING = text("status = 'PROCESSING'")
@@ -43,7 +45,7 @@ tasks = Table(
     Column("params", Json),
     Column("result", Json),
     Column("error", Json),
-    Column("provider_job", Json),  # a job running on the backend's side: {id, data, ...}
+    Column("provider_job", NullableJson),  # a job running on the backend's side: {id, data, ...}
     Column("batch_id", String(40)),  # one request fanned out to several models
     Column("conversation_id", String(40)),  # a chat turn: its answer joins the history
     Column("turn_id", Integer),  # the user message (in ``messages``) this task answers
@@ -84,6 +86,10 @@ tasks = Table(
         postgresql_where=PENDING,
     ),
     Index("ix_tasks_lease", "lease_until", sqlite_where=PROCESSING, postgresql_where=PROCESSING),
+    # calls in flight per instance, counted by every claim
+    Index(
+        "ix_tasks_busy", "route", "instance", sqlite_where=PROCESSING, postgresql_where=PROCESSING
+    ),
     Index("ix_tasks_deadline", "deadline", sqlite_where=PENDING, postgresql_where=PENDING),
     Index("ix_tasks_tenant_id", "tenant", "id"),
     Index("ix_tasks_batch", "batch_id"),

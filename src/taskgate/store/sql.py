@@ -22,7 +22,7 @@ import random
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -398,20 +398,57 @@ class SqlStore:
     # --- claiming and leases -------------------------------------------------------------
 
     async def claim(
-        self, route: str, priority: Priority, limit: int, worker: str, lease: float
+        self,
+        route: str,
+        plan: Callable[[Mapping[str, int]], Mapping[Priority, int]],
+        assign: Callable[[Sequence[Task]], Sequence[str | None]],
+        worker: str,
+        lease: float,
     ) -> list[Task]:
-        """Move up to ``limit`` due tasks of one lane to PROCESSING under ``worker``'s lease."""
+        """Claim tasks of one route for ``worker``, in one transaction that holds the route's
+        lock, so that no two workers' claims on a route interleave and its capacity holds
+        across all of them: count the calls in flight on each of the route's instances
+        (every worker's), ask ``plan`` how many tasks of each priority to take given those
+        counts, move them to PROCESSING under the lease, and record on each the instance
+        ``assign`` picks for it (None: keep the one it has, as a resumed backend job does).
+        """
+        return await self._write(self._claim_in, route, plan, assign, worker, lease)
+
+    def _claim_in(
+        self,
+        conn: Conn,
+        route: str,
+        plan: Callable[[Mapping[str, int]], Mapping[Priority, int]],
+        assign: Callable[[Sequence[Task]], Sequence[str | None]],
+        worker: str,
+        lease: float,
+    ) -> list[Task]:
         now = time.time()
-        values = {
-            "lane_route": route,
-            "lane_priority": int(priority),
-            "c_limit": limit,
-            "c_worker": worker,
-            "c_now": now,
-            "c_lease_until": now + lease,
-        }
-        rows = await self._write(ops.rows_with, self._claim_stmt, values)
-        return sorted((Task.from_row(r) for r in rows), key=lambda t: (t.fair_seq, t.id))
+        if self.dialect == "postgresql":
+            conn.execute(ops.ROUTE_LOCK, {"lock_route": route})
+        busy = dict(ops.tuples_with(conn, ops.BUSY, {"b_route": route, "b_now": now}))
+        claimed: list[Task] = []
+        for priority, want in plan(busy).items():
+            if want <= 0:
+                continue
+            values = {
+                "lane_route": route,
+                "lane_priority": int(priority),
+                "c_limit": want,
+                "c_worker": worker,
+                "c_now": now,
+                "c_lease_until": now + lease,
+            }
+            rows = ops.rows_with(conn, self._claim_stmt, values)
+            claimed += sorted((Task.from_row(r) for r in rows), key=lambda t: (t.fair_seq, t.id))
+        picks = assign(claimed)
+        chosen = [{"s_id": t.id, "s_instance": i} for t, i in zip(claimed, picks, strict=True) if i]
+        if chosen:
+            conn.execute(ops.SET_INSTANCE, chosen)
+        return [
+            dataclasses.replace(t, instance=i) if i else t
+            for t, i in zip(claimed, picks, strict=True)
+        ]
 
     @functools.cached_property
     def _claim_stmt(self) -> sa.Executable:

@@ -1,0 +1,57 @@
+"""What every taskgate process opens, built from the settings: the store (also the queue),
+the events that wake waiters and workers, and the file storage. ``taskgate serve`` and
+``taskgate api`` open them under the HTTP app; ``taskgate worker`` under the scheduler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from taskgate import events, files, store
+from taskgate.config import Settings
+from taskgate.events import Events
+from taskgate.files import Files
+from taskgate.providers import load_plugins
+from taskgate.store import SqlStore
+
+log = logging.getLogger("taskgate")
+
+
+@dataclass(frozen=True)
+class Services:
+    store: SqlStore
+    events: Events
+    files: Files
+
+
+@asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Services]:
+    load_plugins(settings.plugins)
+    _warn_missing_secrets(settings)
+    db = store.from_url(settings.store_url)
+    await db.open()
+    bus = events.from_url(settings.events_url, settings.store_url)
+    secret = settings.files_secret.get_secret_value() if settings.files_secret else None
+    blobs = files.from_url(settings.files_url, key_id=settings.files_key_id, secret=secret)
+    try:
+        await bus.open()
+        yield Services(db, bus, Files(db, blobs))
+    finally:
+        await bus.close()
+        await blobs.close()
+        await db.close()
+
+
+def _warn_missing_secrets(settings: Settings) -> None:
+    for route in settings.routes:
+        for inst in route.instances:
+            if inst.secret_env and inst.secret is None:
+                log.warning(
+                    "route %s, instance %s: environment variable %s is not set; "
+                    "calls to it will fail to authenticate",
+                    route.name,
+                    inst.name,
+                    inst.secret_env,
+                )

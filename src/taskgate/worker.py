@@ -1,0 +1,41 @@
+"""``taskgate worker``: the scheduler and its workers without the HTTP API, for the
+distributed mode. Any number of them run against one PostgreSQL store; each claims from the
+routes it serves (all, or those named), and SIGTERM (or Ctrl-C) drains it: it stops
+claiming, gives running calls ``grace`` seconds to finish, and hands back the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from taskgate import services
+from taskgate.config import Settings
+from taskgate.scheduler import Scheduler
+
+log = logging.getLogger("taskgate.worker")
+
+
+async def run(settings: Settings, routes: list[str] | None, grace: float) -> None:
+    unknown = sorted(set(routes or ()) - {r.name for r in settings.routes})
+    if unknown:
+        raise ValueError(
+            f"unknown routes {unknown}; configured: {[r.name for r in settings.routes]}"
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with services.opened(settings) as s:
+        scheduler = Scheduler(settings, s.store, s.events, s.files, routes=routes)
+        await scheduler.start()
+        print(  # whatever the log level: the line that says the worker is up
+            f"taskgate worker {scheduler.worker_id}: running routes {', '.join(scheduler.lanes)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+        log.info("worker %s draining (grace %gs)", scheduler.worker_id, grace)
+        await scheduler.stop(grace)
+    log.info("worker %s stopped", scheduler.worker_id)
