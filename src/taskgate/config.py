@@ -63,7 +63,14 @@ class Instance(_Model):
     secret: SecretStr | None = None  # filled from secret_env at load time; never serialised
     max_concurrency: int = Field(8, ge=1)
     weight: float = Field(1.0, gt=0)
+    # the backend's rate limits, held by all workers together (None: no limit)
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
 
 
 class Route(_Model):

@@ -170,6 +170,7 @@ class InstanceState:
     weight: float = 1.0
     in_flight: int = 0  # this worker's calls
     elsewhere: int = 0  # other workers' calls, as the store counted them while claiming
+    allowed: int | None = None  # calls its rate limits allow now (known while claiming)
     consecutive_failures: int = 0
     cooled_until: float = 0.0
     probing: bool = False
@@ -183,7 +184,8 @@ class InstanceState:
         return not self.tripped or (now >= self.cooled_until and not self.probing)
 
     def free(self) -> int:
-        return max(0, self.capacity - self.in_flight - self.elsewhere)
+        free = max(0, self.capacity - self.in_flight - self.elsewhere)
+        return free if self.allowed is None else min(free, self.allowed)
 
     def usable(self, now: float) -> bool:
         return self.free() > 0 and self.healthy(now)
@@ -249,5 +251,53 @@ def abort_call(inst: InstanceState) -> None:
 def start_call(inst: InstanceState, now: float) -> None:
     """Take a slot; a call on a cooled-down instance is its probe, and only one runs at a time."""
     inst.in_flight += 1
+    if inst.allowed is not None:
+        inst.allowed -= 1
     if inst.tripped and now >= inst.cooled_until:
         inst.probing = True
+
+
+# --- rate limits --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Bucket:
+    """A backend's rate limits as two token buckets shared by every worker (kept in the
+    store): requests and tokens, each holding at most a minute's worth and refilling at
+    the per-minute rate. A call takes one request when it is claimed; its tokens are taken
+    when it ends and its usage is known, so the token bucket may go below zero, and no call
+    starts until it has refilled above it."""
+
+    requests: float
+    tokens: float
+    updated_at: float
+
+    @classmethod
+    def full(cls, rpm: int | None, tpm: int | None, now: float) -> Bucket:
+        return cls(float(rpm or 0), float(tpm or 0), now)
+
+    def refill(self, rpm: int | None, tpm: int | None, now: float) -> None:
+        elapsed = max(0.0, now - self.updated_at)
+        if rpm is not None:
+            self.requests = min(float(rpm), self.requests + rpm * elapsed / 60)
+        if tpm is not None:
+            self.tokens = min(float(tpm), self.tokens + tpm * elapsed / 60)
+        self.updated_at = now
+
+    def allowed(self, rpm: int | None, tpm: int | None) -> int | None:
+        """Calls that may start now (None: no limit)."""
+        if tpm is not None and self.tokens <= 0:
+            return 0
+        return None if rpm is None else int(self.requests)
+
+
+def tokens_used(usage: Mapping[str, object]) -> int:
+    """Tokens a call used, from its usage (OpenAI's names, or input + output)."""
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        return total
+    parts = [
+        usage.get(k)
+        for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
+    ]
+    return sum(p for p in parts if isinstance(p, int))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -55,6 +56,15 @@ class Lane:
 
     def free(self, now: float) -> int:
         return policy.free_slots(self.instances, now)
+
+    @functools.cached_property
+    def limits(self) -> dict[str, tuple[int | None, int | None]]:
+        """Requests and tokens per minute of the instances that have rate limits."""
+        return {
+            i.name: (i.requests_per_minute, i.tokens_per_minute)
+            for i in self.route.instances
+            if i.rate_limited
+        }
 
     def instance_config(self, name: str) -> Instance:
         return next(i for i in self.route.instances if i.name == name)
@@ -253,9 +263,10 @@ class Scheduler:
         conf = self.settings.scheduler
         wants: dict[Priority, int] = {}
 
-        def plan(busy: Mapping[str, int]) -> dict[Priority, int]:
+        def plan(busy: Mapping[str, int], allowed: Mapping[str, int | None]) -> dict[Priority, int]:
             for inst in lane.instances:
                 inst.elsewhere = max(0, busy.get(inst.name, 0) - inst.in_flight)
+                inst.allowed = allowed.get(inst.name)
             slots = min(lane.free(time.time()), conf.claim_batch - taken)
             split = policy.strict_plan if conf.strict_priority else lane.wrr.plan
             wants.update(split(slots, live) if slots > 0 else {})
@@ -267,11 +278,11 @@ class Scheduler:
 
         try:
             got = await self.store.claim(
-                lane.route.name, plan, assign, self.worker_id, conf.lease_seconds
+                lane.route.name, plan, assign, self.worker_id, conf.lease_seconds, lane.limits
             )
         finally:
             for inst in lane.instances:  # between claims, only this worker's calls count
-                inst.elsewhere = 0
+                inst.elsewhere, inst.allowed = 0, None
         short = False
         for prio, want in wants.items():
             if sum(1 for t in got if t.priority == prio) < want:
@@ -451,7 +462,11 @@ class Scheduler:
         if error is None:
             assert result is not None
             kept = await self._keep_outputs(task, result)
-            return run.outcome(self.worker_id, Status.SUCCESS, "success", result=kept)
+            limit = run.lane.limits.get(run.instance.name)
+            tokens = policy.tokens_used(result.usage) if limit and limit[1] else 0
+            return run.outcome(
+                self.worker_id, Status.SUCCESS, "success", result=kept, tokens=tokens
+            )
         if run.provider_job is not None and run.timed_out:
             return self._job_timed_out(run, error)
         history = await self.store.history(task.id) if error.retryable else []

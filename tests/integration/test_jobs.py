@@ -151,7 +151,7 @@ async def test_a_lost_worker_with_a_job_is_resumed_even_out_of_attempts(rig_for:
     rig = rig_for(settings(retry={"max_attempts": 1}))
     video = await rig.submit(mock_job_seconds=0.2)
     [claimed] = await rig.store.claim(
-        "video", lambda _: {Priority.DEFAULT: 1}, lambda ts: [None] * len(ts), "gone:1:x", 30
+        "video", lambda *_: {Priority.DEFAULT: 1}, lambda ts: [None] * len(ts), "gone:1:x", 30
     )
     assert await rig.store.set_provider_job(video, "gone:1:x", 1, {"id": "j1", "data": {}})
     await rig.store.expire_leases(["gone:1:x"])

@@ -49,7 +49,7 @@ class RecordingProvider(Provider):
             await asyncio.sleep(float(call.option("latency_ms", 0)) / 1000)
         finally:
             RECORDER.in_flight[inst] -= 1
-        return Result({"ok": True})
+        return Result({"ok": True}, usage={"total_tokens": int(call.option("tokens", 0))})
 
 
 def settings(instances: list[dict[str, Any]], **scheduler: Any) -> Settings:
@@ -209,6 +209,32 @@ async def test_capacity_holds_across_schedulers_sharing_the_store(rig_factory: A
     await rig.wait_all(ids)
     assert RECORDER.peak == {"a": 3, "b": 2}
     assert sorted(text for text, _ in RECORDER.started) == sorted(f"t{i}" for i in range(60))
+
+
+async def started_after(seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    return len(RECORDER.started)
+
+
+async def test_requests_per_minute_hold_across_schedulers(rig_factory: Any) -> None:
+    rig = rig_factory(settings([{"name": "a", "max_concurrency": 8, "requests_per_minute": 5}]))
+    ids = [await rig.submit(key("k"), f"t{i}") for i in range(12)]
+    for n in range(2):
+        await rig.make_scheduler(f"host{n}:1:x").start()
+    assert await started_after(1.0) == 5  # a minute's worth at once, then one every 12 s
+    waiting = [t for i in ids if (t := await rig.store.get(i)) and t.status is Status.PENDING]
+    assert len(waiting) == 7
+
+
+async def test_tokens_per_minute_stop_calls_once_spent(rig_factory: Any) -> None:
+    """Each call uses 60 of the 100 tokens a minute: the first two start (the bucket is not
+    empty before either), the third waits for the bucket to refill above zero."""
+    inst = {"name": "a", "max_concurrency": 1, "tokens_per_minute": 100, "options": {"tokens": 60}}
+    rig = rig_factory(settings([inst]))
+    for i in range(4):
+        await rig.submit(key("k"), f"t{i}")
+    await rig.make_scheduler().start()
+    assert await started_after(1.0) == 2
 
 
 async def test_a_failing_instance_cools_down_and_is_probed(rig_factory: Any) -> None:

@@ -70,7 +70,7 @@ async def claim(
     priority: Priority = Priority.DEFAULT,
     lease: float = LEASE,
 ) -> list[Task]:
-    return await store.claim(route, lambda _: {priority: limit}, no_instance, worker, lease)
+    return await store.claim(route, lambda *_: {priority: limit}, no_instance, worker, lease)
 
 
 def no_instance(claimed: Sequence[Task]) -> list[str | None]:

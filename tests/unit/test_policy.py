@@ -432,3 +432,36 @@ def test_a_cancelled_probe_lets_another_probe_run() -> None:
     abort_call(inst)
     assert inst.in_flight == 0 and not inst.probing
     assert free_slots([inst], now=10) == 1  # the next call probes again
+
+
+def test_a_rate_bucket_starts_full_refills_by_the_minute_and_caps() -> None:
+    from taskgate.policy import Bucket
+
+    b = Bucket.full(60, None, NOW)
+    assert b.allowed(60, None) == 60
+    b.requests -= 60
+    b.refill(60, None, NOW + 10)
+    assert b.allowed(60, None) == 10  # one a second
+    b.refill(60, None, NOW + 1000)
+    assert b.requests == 60  # never more than a minute's worth
+
+
+def test_a_spent_token_bucket_allows_nothing_until_it_refills_above_zero() -> None:
+    from taskgate.policy import Bucket
+
+    b = Bucket.full(None, 600, NOW)
+    assert b.allowed(None, 600) is None  # tokens left, and no request limit
+    b.tokens -= 700  # a call used more than was left
+    assert b.allowed(None, 600) == 0
+    b.refill(None, 600, NOW + 10)  # +100: back to zero, still nothing
+    assert b.allowed(None, 600) == 0
+    b.refill(None, 600, NOW + 11)
+    assert b.allowed(None, 600) is None
+
+
+def test_tokens_used_reads_either_naming() -> None:
+    from taskgate.policy import tokens_used
+
+    assert tokens_used({"total_tokens": 7, "prompt_tokens": 3}) == 7
+    assert tokens_used({"input_tokens": 3, "output_tokens": 4}) == 7
+    assert tokens_used({}) == 0

@@ -56,6 +56,7 @@ class Outcome:
     run_after: float = 0.0
     next_route: str | None = None
     provider_job: dict[str, Any] | None = None
+    tokens: int = 0  # taken from the instance's tokens-per-minute bucket
 
 
 @dataclass(frozen=True, slots=True)

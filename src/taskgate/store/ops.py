@@ -8,7 +8,7 @@ accord or holds state.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from taskgate.conversations import answer_content
 from taskgate.errors import Conflict
 from taskgate.models import ApiKey, Status, Task
-from taskgate.policy import fair_seq
+from taskgate.policy import Bucket, fair_seq
 from taskgate.store.base import NewTask, Outcome
 from taskgate.store.outbox import add_deliveries
-from taskgate.store.schema import attempts, messages, tasks
+from taskgate.store.schema import attempts, messages, rate_buckets, tasks
 
 Conn = sa.Connection
 PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
@@ -176,6 +176,70 @@ SET_INSTANCE = (
 )
 
 
+_BUCKETS = (
+    sa.select(rate_buckets)
+    .where(rate_buckets.c.route == sa.bindparam("r_route"))
+    .with_for_update()  # a finish taking tokens meanwhile waits, and is not overwritten
+)
+_KEEP_BUCKET = (
+    rate_buckets.update()
+    .where(
+        rate_buckets.c.route == sa.bindparam("r_route"),
+        rate_buckets.c.instance == sa.bindparam("r_instance"),
+    )
+    .values(
+        requests=sa.bindparam("r_requests"),
+        tokens=sa.bindparam("r_tokens"),
+        updated_at=sa.bindparam("r_now"),
+    )
+)
+_TAKE_TOKENS = (
+    rate_buckets.update()
+    .where(
+        rate_buckets.c.route == sa.bindparam("r_route"),
+        rate_buckets.c.instance == sa.bindparam("r_instance"),
+    )
+    .values(tokens=rate_buckets.c.tokens - sa.bindparam("r_tokens"))
+)
+
+
+def rate_buckets_of(
+    conn: Conn, route: str, limits: Mapping[str, tuple[int | None, int | None]], now: float
+) -> dict[str, Bucket]:
+    """The route's rate buckets of the instances in ``limits``, refilled to ``now`` (made
+    full on first use). Locked until the transaction ends (on PostgreSQL)."""
+    if not limits:
+        return {}
+    stored = {r["instance"]: r for r in conn.execute(_BUCKETS, {"r_route": route}).mappings()}
+    out: dict[str, Bucket] = {}
+    for name, (rpm, tpm) in limits.items():
+        row = stored.get(name)
+        if row is None:
+            out[name] = b = Bucket.full(rpm, tpm, now)
+            new = {"route": route, "instance": name, "requests": b.requests, "tokens": b.tokens}
+            conn.execute(rate_buckets.insert(), [{**new, "updated_at": now}])
+        else:
+            out[name] = Bucket(row["requests"], row["tokens"], row["updated_at"])
+            out[name].refill(rpm, tpm, now)
+    return out
+
+
+def keep_rate_buckets(conn: Conn, route: str, buckets: Mapping[str, Bucket]) -> None:
+    conn.execute(
+        _KEEP_BUCKET,
+        [
+            {
+                "r_route": route,
+                "r_instance": name,
+                "r_requests": b.requests,
+                "r_tokens": b.tokens,
+                "r_now": b.updated_at,
+            }
+            for name, b in buckets.items()
+        ],
+    )
+
+
 def _fence(o: Outcome) -> dict[str, Any]:
     return {"b_id": o.task_id, "b_worker": o.worker, "b_attempt": o.attempt}
 
@@ -255,6 +319,13 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             history.append(attempt_row(o, now))
     if history:
         conn.execute(_ADD_ATTEMPTS, history)
+    spent = [
+        {"r_route": o.route, "r_instance": o.instance, "r_tokens": o.tokens}
+        for o in batch
+        if o.tokens
+    ]
+    if spent:  # the call happened whatever became of its ending
+        conn.execute(_TAKE_TOKENS, spent)
     ended = [t for t in out if t is not None]
     add_answers(conn, ended, now)
     add_deliveries(conn, ended, now)

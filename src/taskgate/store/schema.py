@@ -96,6 +96,17 @@ tasks = Table(
     Index("ix_tasks_tenant_label", "tenant", "label", "id"),
 )
 
+# rate limits shared by all workers: one pair of token buckets per backend instance
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("route", String(100), primary_key=True),
+    Column("instance", String(100), primary_key=True),
+    Column("requests", Float, nullable=False),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 batches = Table(
     "batches",
     metadata,

@@ -62,6 +62,10 @@ from taskgate.store.schema import (
 
 R = TypeVar("R")
 Conn = sa.Connection
+RateLimit = tuple[int | None, int | None]  # requests and tokens per minute
+# (calls in flight per instance, calls the rate limits allow per limited instance)
+#   -> tasks to take per priority
+Planner = Callable[[Mapping[str, int], Mapping[str, int | None]], Mapping[Priority, int]]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _ADVISORY_LOCK = 7_364_021  # serialises concurrent migrations on PostgreSQL
@@ -400,35 +404,41 @@ class SqlStore:
     async def claim(
         self,
         route: str,
-        plan: Callable[[Mapping[str, int]], Mapping[Priority, int]],
+        plan: Planner,
         assign: Callable[[Sequence[Task]], Sequence[str | None]],
         worker: str,
         lease: float,
+        limits: Mapping[str, RateLimit] | None = None,
     ) -> list[Task]:
         """Claim tasks of one route for ``worker``, in one transaction that holds the route's
-        lock, so that no two workers' claims on a route interleave and its capacity holds
-        across all of them: count the calls in flight on each of the route's instances
-        (every worker's), ask ``plan`` how many tasks of each priority to take given those
-        counts, move them to PROCESSING under the lease, and record on each the instance
-        ``assign`` picks for it (None: keep the one it has, as a resumed backend job does).
+        lock, so that no two workers' claims on a route interleave and its capacity and rate
+        limits hold across all of them: count the calls in flight on each of the route's
+        instances (every worker's) and the calls the rate limits of those in ``limits``
+        (instance: requests and tokens per minute) allow, ask ``plan`` how many tasks of each
+        priority to take given both, move them to PROCESSING under the lease, record on each
+        the instance ``assign`` picks for it (None: keep the one it has, as a resumed backend
+        job does), and take one request from the bucket of each instance picked.
         """
-        return await self._write(self._claim_in, route, plan, assign, worker, lease)
+        return await self._write(self._claim_in, route, plan, assign, worker, lease, limits or {})
 
     def _claim_in(
         self,
         conn: Conn,
         route: str,
-        plan: Callable[[Mapping[str, int]], Mapping[Priority, int]],
+        plan: Planner,
         assign: Callable[[Sequence[Task]], Sequence[str | None]],
         worker: str,
         lease: float,
+        limits: Mapping[str, RateLimit],
     ) -> list[Task]:
         now = time.time()
         if self.dialect == "postgresql":
             conn.execute(ops.ROUTE_LOCK, {"lock_route": route})
         busy = dict(ops.tuples_with(conn, ops.BUSY, {"b_route": route, "b_now": now}))
+        buckets = ops.rate_buckets_of(conn, route, limits, now)
+        allowed = {name: b.allowed(*limits[name]) for name, b in buckets.items()}
         claimed: list[Task] = []
-        for priority, want in plan(busy).items():
+        for priority, want in plan(busy, allowed).items():
             if want <= 0:
                 continue
             values = {
@@ -445,6 +455,11 @@ class SqlStore:
         chosen = [{"s_id": t.id, "s_instance": i} for t, i in zip(claimed, picks, strict=True) if i]
         if chosen:
             conn.execute(ops.SET_INSTANCE, chosen)
+        if buckets:
+            for name in picks:
+                if name in buckets:
+                    buckets[name].requests -= 1
+            ops.keep_rate_buckets(conn, route, buckets)
         return [
             dataclasses.replace(t, instance=i) if i else t
             for t, i in zip(claimed, picks, strict=True)
