@@ -1,0 +1,128 @@
+"""The distributed mode on PostgreSQL: one ``taskgate api`` and 1 or 2 ``taskgate worker``
+processes. ``-n`` chat tasks are queued through the API with no worker running, then the
+workers start and the time until all are SUCCESS is the drain rate; then the same with
+tasks submitted while the workers run (end to end). The backend is the mock provider at
+``--latency-ms`` (0: the figure is taskgate's own cost per task).
+
+Uses the database ``taskgate_bench`` on the local server (created if missing, emptied
+before each run); set TASKGATE_BENCH_PG to use another."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import yaml
+from harness import BIN, Server, _wait_up, free_port, pct, submit_all, wait_done
+
+PG = os.environ.get("TASKGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/taskgate_bench")
+
+
+async def fresh_database(url: str) -> None:
+    base, name = url.rsplit("/", 1)
+    admin = await asyncpg.connect(f"{base}/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def cluster(latency_ms: int) -> AsyncIterator[tuple[Server, Any]]:
+    """An API process (yielded) and a function that starts N worker processes."""
+    await fresh_database(PG)
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        route = {
+            "name": "mock",
+            "models": ["mock"],
+            "provider": "mock",
+            "instances": [{"name": "m", "max_concurrency": 512}],
+            "options": {"latency_ms": latency_ms},
+        }
+        conf = {
+            "port": port,
+            "store_url": PG,
+            "files_url": f"file://{tmp}/files",
+            "log_level": "warning",
+            "routes": [route],
+        }
+        path = Path(tmp) / "taskgate.yaml"
+        path.write_text(yaml.safe_dump(conf))
+        env = {**os.environ, "TASKGATE_CONFIG": str(path)}
+        key = subprocess.run(
+            [str(BIN), "keys", "create", "--tenant", "bench"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        procs = [subprocess.Popen([str(BIN), "api"], env=env, stderr=subprocess.DEVNULL)]
+
+        def start_workers(n: int) -> None:
+            for _ in range(n):
+                procs.append(
+                    subprocess.Popen([str(BIN), "worker"], env=env, stderr=subprocess.DEVNULL)
+                )
+
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_up(url)
+            yield Server(url, key, procs[0]), start_workers
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(30)
+
+
+async def drain(n: int, workers: int, latency_ms: int, concurrency: int) -> str:
+    body = {"kind": "chat", "model": "mock", "input": "hello"}
+    async with cluster(latency_ms) as (api, start_workers):
+        await submit_all(api, n, concurrency, body)
+        t0 = time.perf_counter()
+        start_workers(workers)
+        t_done = await wait_done(api, n)
+    return f"workers={workers}  drain {n / (t_done - t0):6.0f} tasks/s ({t_done - t0:.2f} s)"
+
+
+async def end_to_end(n: int, workers: int, latency_ms: int, concurrency: int) -> str:
+    body = {"kind": "chat", "model": "mock", "input": "hello"}
+    async with cluster(latency_ms) as (api, start_workers):
+        start_workers(workers)
+        await asyncio.sleep(2)  # the workers connect
+        t0 = time.perf_counter()
+        lat = await submit_all(api, n, concurrency, body)
+        t_done = await wait_done(api, n)
+    return (
+        f"workers={workers}  end to end {n / (t_done - t0):6.0f} tasks/s ({t_done - t0:.2f} s)"
+        f"  submit p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms"
+    )
+
+
+async def main(n: int, latency_ms: int, concurrency: int) -> None:
+    print(
+        f"{n} tasks, mock backend at {latency_ms} ms, PostgreSQL, {concurrency} client connections"
+    )
+    for run in (drain, end_to_end):
+        for workers in (1, 2):
+            print(await run(n, workers, latency_ms, concurrency), flush=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=5_000)
+    ap.add_argument("--latency-ms", type=int, default=0)
+    ap.add_argument("-c", "--concurrency", type=int, default=32)
+    args = ap.parse_args()
+    asyncio.run(main(args.n, args.latency_ms, args.concurrency))
