@@ -15,8 +15,8 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,10 @@ async def fresh_database(url: str) -> None:
         await admin.close()
 
 
-@asynccontextmanager
-async def cluster(latency_ms: int) -> AsyncIterator[tuple[Server, Any]]:
+@contextmanager
+def cluster(latency_ms: int) -> Iterator[tuple[Server, Any]]:
     """An API process (yielded) and a function that starts N worker processes."""
-    await fresh_database(PG)
+    asyncio.run(fresh_database(PG))
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         route = {
@@ -86,37 +86,37 @@ async def cluster(latency_ms: int) -> AsyncIterator[tuple[Server, Any]]:
                 p.wait(30)
 
 
-async def drain(n: int, workers: int, latency_ms: int, concurrency: int) -> str:
-    body = {"kind": "chat", "model": "mock", "input": "hello"}
-    async with cluster(latency_ms) as (api, start_workers):
-        await submit_all(api, n, concurrency, body)
-        t0 = time.perf_counter()
-        start_workers(workers)
-        t_done = await wait_done(api, n)
+BODY = {"kind": "chat", "model": "mock", "input": "hello"}
+
+
+async def drain(api: Server, start_workers: Any, n: int, workers: int, concurrency: int) -> str:
+    await submit_all(api, n, concurrency, BODY)
+    t0 = time.perf_counter()
+    start_workers(workers)
+    t_done = await wait_done(api, n)
     return f"workers={workers}  drain {n / (t_done - t0):6.0f} tasks/s ({t_done - t0:.2f} s)"
 
 
-async def end_to_end(n: int, workers: int, latency_ms: int, concurrency: int) -> str:
-    body = {"kind": "chat", "model": "mock", "input": "hello"}
-    async with cluster(latency_ms) as (api, start_workers):
-        start_workers(workers)
-        await asyncio.sleep(2)  # the workers connect
-        t0 = time.perf_counter()
-        lat = await submit_all(api, n, concurrency, body)
-        t_done = await wait_done(api, n)
+async def end_to_end(
+    api: Server, start_workers: Any, n: int, workers: int, concurrency: int
+) -> str:
+    start_workers(workers)
+    await asyncio.sleep(2)  # the workers connect
+    t0 = time.perf_counter()
+    lat = await submit_all(api, n, concurrency, BODY)
+    t_done = await wait_done(api, n)
     return (
         f"workers={workers}  end to end {n / (t_done - t0):6.0f} tasks/s ({t_done - t0:.2f} s)"
         f"  submit p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms"
     )
 
 
-async def main(n: int, latency_ms: int, concurrency: int) -> None:
-    print(
-        f"{n} tasks, mock backend at {latency_ms} ms, PostgreSQL, {concurrency} client connections"
-    )
+def main(n: int, latency_ms: int, concurrency: int) -> None:
+    print(f"{n} tasks, mock backend at {latency_ms} ms, PostgreSQL, {concurrency} connections")
     for run in (drain, end_to_end):
         for workers in (1, 2):
-            print(await run(n, workers, latency_ms, concurrency), flush=True)
+            with cluster(latency_ms) as (api, start_workers):
+                print(asyncio.run(run(api, start_workers, n, workers, concurrency)), flush=True)
 
 
 if __name__ == "__main__":
@@ -125,4 +125,4 @@ if __name__ == "__main__":
     ap.add_argument("--latency-ms", type=int, default=0)
     ap.add_argument("-c", "--concurrency", type=int, default=32)
     args = ap.parse_args()
-    asyncio.run(main(args.n, args.latency_ms, args.concurrency))
+    main(args.n, args.latency_ms, args.concurrency)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from pathlib import Path
 
 import pytest
 
-from taskgate.files import LocalBlobs, from_url
+from taskgate.files import LocalBlobs, S3Blobs, from_url
 from taskgate.providers.mock import solid_png
 
 
@@ -31,8 +32,55 @@ async def test_local_blobs_refuse_keys_that_are_not_plain_ids(tmp_path: Path, ke
 def test_files_url() -> None:
     blobs = from_url("file:///srv/taskgate/files")
     assert isinstance(blobs, LocalBlobs) and blobs.root == Path("/srv/taskgate/files")
-    with pytest.raises(ValueError, match="unsupported files URL"):
+    with pytest.raises(ValueError, match="unsupported files URL") as err:
         from_url("ftp://x")
+    assert "file://PATH" in str(err.value) and "s3://BUCKET" in str(err.value)
+
+
+def test_s3_files_url_with_every_option() -> None:
+    url = (
+        "s3://media/taskgate/files/?endpoint=http://127.0.0.1:9000&region=eu-west-1&path_style=true"
+    )
+    blobs = from_url(url, key_id="id", secret="s3cret")
+    assert isinstance(blobs, S3Blobs)
+    assert (blobs.bucket, blobs.prefix, blobs.endpoint_url) == (
+        "media",
+        "taskgate/files/",
+        "http://127.0.0.1:9000",
+    )
+    assert (blobs.region, blobs.path_style, blobs.key_id) == ("eu-west-1", True, "id")
+
+
+def test_s3_files_url_defaults_to_aws_and_the_default_credential_chain() -> None:
+    blobs = from_url("s3://media")
+    assert isinstance(blobs, S3Blobs)
+    assert (blobs.bucket, blobs.prefix, blobs.endpoint_url) == ("media", "", None)
+    assert (blobs.region, blobs.path_style, blobs.key_id) == ("us-east-1", None, None)
+    assert from_url("s3://media/p?path_style=false").path_style is False  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://",
+        "s3:///prefix",
+        "s3://key:secret@media",
+        "s3://media:9000",
+        "s3://media?endpoint=http://x&bucket=other",
+        "s3://media?path_style=maybe",
+    ],
+)
+def test_bad_s3_files_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="bad files URL"):
+        from_url(url)
+
+
+async def test_s3_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "aiobotocore.session", None)  # import fails
+    blobs = from_url("s3://media")
+    with pytest.raises(RuntimeError, match=r"pip install 'taskgate\[s3\]'"):
+        await blobs.put("abc", b"x")
+    await blobs.close()
 
 
 def chunks(png: bytes) -> dict[bytes, bytes]:

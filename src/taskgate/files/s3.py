@@ -17,12 +17,14 @@ from taskgate.files.base import Blobs
 
 EXTRA_HINT = "S3 file storage needs: pip install 'taskgate[s3]'"
 MISSING = {"NoSuchKey", "404", "NotFound"}
+STYLES = {True: "path", False: "virtual", None: "auto"}
 
 
 class S3Blobs(Blobs):
-    """``key_id``/``secret`` unset: botocore's default chain (env, profile, instance role).
-    ``endpoint_url`` unset: AWS. ``path_style``: ``endpoint/bucket/key`` instead of
-    ``bucket.endpoint/key``, which most self-hosted servers want."""
+    """``key_id``/``secret`` unset: botocore's default chain (env, profile, instance role);
+    the key needs s3:ListBucket too, or a missing file is a 403 (OSError), not a 404.
+    ``endpoint_url`` unset: AWS. ``path_style`` True: ``endpoint/bucket/key``; False:
+    ``bucket.endpoint/key``; None: botocore's choice (virtual on AWS, path elsewhere)."""
 
     def __init__(
         self,
@@ -31,7 +33,7 @@ class S3Blobs(Blobs):
         *,
         endpoint_url: str | None = None,
         region: str = "us-east-1",
-        path_style: bool = False,
+        path_style: bool | None = None,
         key_id: str | None = None,
         secret: str | None = None,
         connect_timeout: float = 5.0,
@@ -42,7 +44,7 @@ class S3Blobs(Blobs):
             raise ValueError("S3 file storage needs a bucket")
         self.bucket, self.prefix = bucket, prefix
         self.endpoint_url, self.region, self.path_style = endpoint_url, region, path_style
-        self._credentials = (key_id, secret)
+        self.key_id, self._secret = key_id, secret
         self._timeouts = (connect_timeout, read_timeout, max_attempts)
         self._stack = AsyncExitStack()
         self._client: Any = None
@@ -63,24 +65,23 @@ class S3Blobs(Blobs):
             from botocore.exceptions import BotoCoreError, ClientError
         except ImportError as exc:
             raise RuntimeError(EXTRA_HINT) from exc
-        self._errors = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError)
+        self._errors = (BotoCoreError, ClientError, aiohttp.ClientError)
         connect, read, attempts = self._timeouts
         config = AioConfig(
             connect_timeout=connect,
             read_timeout=read,
-            retries={"max_attempts": attempts, "mode": "standard"},
-            s3={"addressing_style": "path" if self.path_style else "auto"},
+            retries={"total_max_attempts": attempts, "mode": "standard"},
+            s3={"addressing_style": STYLES[self.path_style]},
             # checksums only where S3 requires them: many S3-compatible servers lack the rest
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        key_id, secret = self._credentials
         return get_session().create_client(
             "s3",
             region_name=self.region,
             endpoint_url=self.endpoint_url,
-            aws_access_key_id=key_id,
-            aws_secret_access_key=secret,
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self._secret,
             config=config,
         )
 
@@ -103,7 +104,7 @@ class S3Blobs(Blobs):
 
     def _os_error(self, op: str, key: str, exc: Exception) -> OSError:
         where = f"s3://{self.bucket}/{self.prefix}{key}"
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
         if code in MISSING:
             return FileNotFoundError(f"no such file: {where}")
         return OSError(f"S3 {op} {where} failed: {exc}")
