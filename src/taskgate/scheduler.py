@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -144,6 +145,7 @@ class Scheduler:
         self._late: set[asyncio.Task[None]] = set()  # collecting results after a timeout
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -153,12 +155,15 @@ class Scheduler:
         self._webhooks = Deliverer(self.settings.webhooks, self.store, self.rng)
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
-            asyncio.create_task(self._lease_loop(), name="leases"),
             asyncio.create_task(self._sweep_loop(), name="sweep"),
             asyncio.create_task(self._listen("queue", self._on_queue), name="queue-listener"),
-            asyncio.create_task(self._listen("cancel", self._on_cancel), name="cancel-listener"),
             # webhooks of ended tasks, sent from the worker process (stops with the loops)
             asyncio.create_task(self._webhooks.run(), name="webhooks"),
+        ]
+        # what keeps running tasks ours and cancellable: runs on through stop()'s grace
+        self._keepers = [
+            asyncio.create_task(self._lease_loop(), name="leases"),
+            asyncio.create_task(self._listen("cancel", self._on_cancel), name="cancel-listener"),
         ]
 
     async def _reclaim_from_dead_local_workers(self) -> None:
@@ -201,6 +206,9 @@ class Scheduler:
             if r.handle and not r.handle.done():
                 r.handle.cancel()
         await asyncio.gather(*handles, return_exceptions=True)
+        for keeper in self._keepers:
+            keeper.cancel()
+        await asyncio.gather(*self._keepers, return_exceptions=True)
         for lane in self.lanes.values():
             await lane.provider.aclose()
 
@@ -248,7 +256,13 @@ class Scheduler:
             live = [p for p in Priority if p not in lane.dry]
             if not live:
                 break
-            got, short = await self._claim_once(lane, live, len(claimed))
+            try:
+                got, short = await self._claim_once(lane, live, len(claimed))
+            except Exception:
+                if not claimed:
+                    raise
+                log.exception("a further claim on route %s failed", lane.route.name)
+                break  # start what the earlier claims took
             claimed += got
             if not short:
                 break
@@ -262,19 +276,24 @@ class Scheduler:
         Returns the tasks and whether a priority came up short (and is now dry)."""
         conf = self.settings.scheduler
         wants: dict[Priority, int] = {}
+        planned: list[policy.InstanceState] = []  # the states the plan saw
 
         def plan(busy: Mapping[str, int], allowed: Mapping[str, int | None]) -> dict[Priority, int]:
+            now = time.time()
             for inst in lane.instances:
                 inst.elsewhere = max(0, busy.get(inst.name, 0) - inst.in_flight)
                 inst.allowed = allowed.get(inst.name)
-            slots = min(lane.free(time.time()), conf.claim_batch - taken)
+            planned.extend(dataclasses.replace(i) for i in lane.instances)
+            slots = min(policy.free_slots(planned, now), conf.claim_batch - taken)
             split = policy.strict_plan if conf.strict_priority else lane.wrr.plan
             wants.update(split(slots, live) if slots > 0 else {})
             return wants
 
         def assign(claimed: Sequence[Task]) -> list[str | None]:
+            # from the planned states: one that changed meanwhile (a call failing, on another
+            # coroutine, while the database answered) must not leave a claimed task without
             avoids = [None if t.provider_job else [t.instance or ""] for t in claimed]
-            return policy.assign_instances(lane.instances, time.time(), avoids)
+            return policy.assign_instances(planned, time.time(), avoids)
 
         try:
             got = await self.store.claim(

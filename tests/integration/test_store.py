@@ -6,8 +6,9 @@ Every test takes the ``store`` fixture from ``tests/conftest.py``, so each runs 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -747,3 +748,26 @@ async def test_expire_leases_ends_only_the_named_workers_leases(store: SqlStore)
     assert ids(await store.sweep()) == [mine.id]
     still = await store.get(other.id)
     assert still is not None and still.status is Status.PROCESSING
+
+
+async def test_tokens_spent_are_taken_after_the_refill_up_to_the_next_claim(
+    store: SqlStore,
+) -> None:
+    """600 tokens a minute (10 a second): a call claimed on a full bucket that spends 601
+    tokens leaves it at -1 at the next claim, however long the call took; counting the
+    refill of its running time after taking the tokens would make that +4 here."""
+    limits = {"i1": (None, 600)}
+    seen: list[Mapping[str, int | None]] = []
+
+    def plan(_: Mapping[str, int], allowed: Mapping[str, int | None]) -> dict[Priority, int]:
+        seen.append(dict(allowed))
+        return {Priority.DEFAULT: 1}
+
+    task = await add_one(store)
+    [t] = await store.claim(ROUTE, plan, lambda ts: ["i1"] * len(ts), "w1", LEASE, limits)
+    await asyncio.sleep(0.5)
+    ending = Outcome(t.id, "w1", t.attempts, Status.SUCCESS, "success", "i1", ROUTE, 0.0)
+    assert await store.finish(dataclasses.replace(ending, tokens=601)) is not None
+    await store.claim(ROUTE, plan, no_instance, "w1", LEASE, limits)
+    assert seen == [{"i1": None}, {"i1": 0}]  # tokens left, then none
+    assert task.id == t.id

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,10 +34,15 @@ CHANNEL = "taskgate_events"
 QUEUE_MAX = 10_000  # messages waiting to be sent; beyond it the oldest are dropped
 SEND_BATCH = 500
 RECONNECT_MAX = 5.0  # seconds between attempts to reconnect, at most
+HEALTHY_AFTER = 10.0  # seconds a connection must have lasted for the backoff to start over
 
 
 def _null(_: Any) -> None:
     return None
+
+
+# orjson would write a dataclass (the ended Task) out in full; it stays in-process
+DATACLASS_AS_NULL = orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class Broadcast(MemoryEvents, abc.ABC):
@@ -57,10 +63,20 @@ class Broadcast(MemoryEvents, abc.ABC):
         ]
 
     async def close(self) -> None:
+        """Send what is still queued (for a second at most), then disconnect."""
+        if self._loops:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._outbox.join()
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        await self._disconnect()
+        await self._closed()
+
+    async def _closed(self) -> None:
+        """Release the connections once the loops have stopped."""
+        await self._reset("listen")
+        await self._reset("send")
 
     async def publish(self, topic: str, message: Message) -> None:
         await super().publish(topic, message)
@@ -68,17 +84,18 @@ class Broadcast(MemoryEvents, abc.ABC):
         payload = self._encode({"o": self.origin, "n": self._seq, "t": topic, "m": message})
         if self._outbox.full():
             self._outbox.get_nowait()
+            self._outbox.task_done()
             log.warning("events: send queue full, dropped the oldest message")
         self._outbox.put_nowait(payload)
 
     def _encode(self, envelope: dict[str, Any]) -> str:
-        payload = orjson.dumps(envelope, default=_null).decode()
+        payload = orjson.dumps(envelope, default=_null, option=DATACLASS_AS_NULL).decode()
         if self.max_payload is not None and len(payload.encode()) > self.max_payload:
             # too big for the transport: send what says which task changed; receivers re-read
             m = envelope["m"]
             envelope["m"] = {k: m[k] for k in ("type", "task_id", "status") if k in m}
             envelope["m"]["truncated"] = True
-            payload = orjson.dumps(envelope, default=_null).decode()
+            payload = orjson.dumps(envelope, default=_null, option=DATACLASS_AS_NULL).decode()
         return payload
 
     def _received(self, payload: str | bytes) -> None:
@@ -98,25 +115,32 @@ class Broadcast(MemoryEvents, abc.ABC):
             batch = [await self._outbox.get()]
             while not self._outbox.empty() and len(batch) < SEND_BATCH:
                 batch.append(self._outbox.get_nowait())
-            await self._send(batch)
+            try:
+                await self._send(batch)
+            finally:  # sent, or lost with the connection: either way no longer waiting
+                for _ in batch:
+                    self._outbox.task_done()
 
     async def _forever(self, loop: Callable[[], Awaitable[None]], what: str) -> None:
-        """Run a loop; when its connection fails, reconnect with backoff."""
+        """Run a loop; when its connection fails, reopen that one with backoff (which starts
+        over once a connection has lasted a while)."""
         delay = 0.1
         while True:
+            started = time.monotonic()
             try:
                 await loop()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.connected.clear()
+                if what == "listen":
+                    self.connected.clear()
+                if time.monotonic() - started > HEALTHY_AFTER:
+                    delay = 0.1
                 log.warning("events: %s failed (%s); reconnecting in %.1fs", what, exc, delay)
                 with contextlib.suppress(Exception):
-                    await self._disconnect()
+                    await self._reset(what)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
-            else:
-                delay = 0.1
 
     @abc.abstractmethod
     async def _listen(self) -> None:
@@ -128,5 +152,5 @@ class Broadcast(MemoryEvents, abc.ABC):
         """Publish the payloads on CHANNEL, in order, in as few round trips as possible."""
 
     @abc.abstractmethod
-    async def _disconnect(self) -> None:
-        """Close the connections (the loops open them again)."""
+    async def _reset(self, what: str) -> None:
+        """Close the connection of the ``listen`` or the ``send`` loop (it reopens it)."""

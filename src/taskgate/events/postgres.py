@@ -39,8 +39,11 @@ class PostgresEvents(Broadcast):
             payloads,
         )
 
-    async def _disconnect(self) -> None:
-        for conn in (self._listener, self._sender):
-            if conn is not None and not conn.is_closed():
-                conn.terminate()
-        self._listener = self._sender = None
+    async def _reset(self, what: str) -> None:
+        conn = self._listener if what == "listen" else self._sender
+        if what == "listen":
+            self._listener = None
+        else:
+            self._sender = None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()

@@ -35,7 +35,11 @@ class RedisEvents(Broadcast):
                 pipe.publish(CHANNEL, p)
             await pipe.execute()
 
-    async def _disconnect(self) -> None:
+    async def _reset(self, what: str) -> None:
+        """Nothing to do: the pub/sub connection closes with its ``async with``, and the
+        client's pool drops a broken connection by itself."""
+
+    async def _closed(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()

@@ -179,6 +179,7 @@ SET_INSTANCE = (
 _BUCKETS = (
     sa.select(rate_buckets)
     .where(rate_buckets.c.route == sa.bindparam("r_route"))
+    .order_by(rate_buckets.c.instance)  # rows locked in one order everywhere: no deadlock
     .with_for_update()  # a finish taking tokens meanwhile waits, and is not overwritten
 )
 _KEEP_BUCKET = (
@@ -190,16 +191,19 @@ _KEEP_BUCKET = (
     .values(
         requests=sa.bindparam("r_requests"),
         tokens=sa.bindparam("r_tokens"),
+        tokens_spent=0.0,
         updated_at=sa.bindparam("r_now"),
     )
 )
-_TAKE_TOKENS = (
+# A call's tokens are noted as spent; the next claim refills the bucket up to its own time
+# and then takes them, so the time before a call ended is never counted after it.
+_SPEND_TOKENS = (
     rate_buckets.update()
     .where(
         rate_buckets.c.route == sa.bindparam("r_route"),
         rate_buckets.c.instance == sa.bindparam("r_instance"),
     )
-    .values(tokens=rate_buckets.c.tokens - sa.bindparam("r_tokens"))
+    .values(tokens_spent=rate_buckets.c.tokens_spent + sa.bindparam("r_tokens"))
 )
 
 
@@ -217,10 +221,11 @@ def rate_buckets_of(
         if row is None:
             out[name] = b = Bucket.full(rpm, tpm, now)
             new = {"route": route, "instance": name, "requests": b.requests, "tokens": b.tokens}
-            conn.execute(rate_buckets.insert(), [{**new, "updated_at": now}])
+            conn.execute(rate_buckets.insert(), [{**new, "tokens_spent": 0.0, "updated_at": now}])
         else:
-            out[name] = Bucket(row["requests"], row["tokens"], row["updated_at"])
-            out[name].refill(rpm, tpm, now)
+            out[name] = b = Bucket(row["requests"], row["tokens"], row["updated_at"])
+            b.refill(rpm, tpm, now)
+            b.tokens -= row["tokens_spent"]
     return out
 
 
@@ -319,13 +324,15 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             history.append(attempt_row(o, now))
     if history:
         conn.execute(_ADD_ATTEMPTS, history)
-    spent = [
-        {"r_route": o.route, "r_instance": o.instance, "r_tokens": o.tokens}
-        for o in batch
-        if o.tokens
-    ]
-    if spent:  # the call happened whatever became of its ending
-        conn.execute(_TAKE_TOKENS, spent)
+    spent: dict[tuple[str, str], int] = {}
+    for o in batch:  # the call happened whatever became of its ending
+        if o.tokens:
+            spent[(o.route, o.instance)] = spent.get((o.route, o.instance), 0) + o.tokens
+    if spent:  # one row each, in the order claims lock them
+        rows = [
+            {"r_route": r, "r_instance": i, "r_tokens": n} for (r, i), n in sorted(spent.items())
+        ]
+        conn.execute(_SPEND_TOKENS, rows)
     ended = [t for t in out if t is not None]
     add_answers(conn, ended, now)
     add_deliveries(conn, ended, now)

@@ -104,6 +104,7 @@ rate_buckets = Table(
     Column("instance", String(100), primary_key=True),
     Column("requests", Float, nullable=False),
     Column("tokens", Float, nullable=False),
+    Column("tokens_spent", Float, nullable=False),  # by calls ended since the last claim
     Column("updated_at", Float, nullable=False),
 )
 

@@ -457,7 +457,7 @@ class SqlStore:
             conn.execute(ops.SET_INSTANCE, chosen)
         if buckets:
             for name in picks:
-                if name in buckets:
+                if name in buckets and limits[name][0] is not None:
                     buckets[name].requests -= 1
             ops.keep_rate_buckets(conn, route, buckets)
         return [

@@ -19,6 +19,7 @@ def upgrade() -> None:
         sa.Column("instance", sa.String(100), primary_key=True),
         sa.Column("requests", sa.Float, nullable=False),
         sa.Column("tokens", sa.Float, nullable=False),
+        sa.Column("tokens_spent", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
 
