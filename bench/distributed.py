@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 import yaml
-from harness import BIN, Server, _wait_up, free_port, pct, submit_all, wait_done
+from harness import BIN, Server, create_key, free_port, pct, submit_all, wait_done, wait_up
 
 PG = os.environ.get("TASKGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/taskgate_bench")
 
@@ -60,13 +60,7 @@ def cluster(latency_ms: int) -> Iterator[tuple[Server, Any]]:
         path = Path(tmp) / "taskgate.yaml"
         path.write_text(yaml.safe_dump(conf))
         env = {**os.environ, "TASKGATE_CONFIG": str(path)}
-        key = subprocess.run(
-            [str(BIN), "keys", "create", "--tenant", "bench"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        key = create_key(env)
         procs = [subprocess.Popen([str(BIN), "api"], env=env, stderr=subprocess.DEVNULL)]
 
         def start_workers(n: int) -> None:
@@ -77,7 +71,7 @@ def cluster(latency_ms: int) -> Iterator[tuple[Server, Any]]:
 
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_up(url)
+            wait_up(url)
             yield Server(url, key, procs[0]), start_workers
         finally:
             for p in procs:

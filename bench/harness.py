@@ -57,24 +57,24 @@ def server(routes: list[dict[str, Any]], **settings: Any) -> Iterator[Server]:
         path = Path(tmp) / "taskgate.yaml"
         path.write_text(yaml.safe_dump(conf))
         env = {**os.environ, "TASKGATE_CONFIG": str(path)}
-        key = subprocess.run(
-            [str(BIN), "keys", "create", "--tenant", "bench"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        key = create_key(env)
         proc = subprocess.Popen([str(BIN), "serve"], env=env, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_up(url)
+            wait_up(url)
             yield Server(url, key, proc)
         finally:
             proc.terminate()
             proc.wait(30)
 
 
-def _wait_up(url: str) -> None:
+def create_key(env: dict[str, str]) -> str:
+    """A tenant key made with ``taskgate keys create`` on the store the config names."""
+    cmd = [str(BIN), "keys", "create", "--tenant", "bench"]
+    return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def wait_up(url: str) -> None:
     import urllib.request
 
     for _ in range(300):

@@ -29,6 +29,20 @@ async def reset_postgres(url: str = PG_URL) -> None:
         await engine.dispose()
 
 
+async def drop_postgres_connections(url: str = PG_URL) -> None:
+    """End every other connection to the database, as a server restart would."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+        )
+    finally:
+        await conn.close()
+
+
 def store_url(kind: str, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/taskgate.db" if kind == "sqlite" else PG_URL
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import PG_URL, REDIS_URL, reset_postgres
+from tests.conftest import PG_URL, REDIS_URL, drop_postgres_connections, reset_postgres
 from tests.e2e.conftest import Server
 from tests.fakes import in_thread
 from tests.fakes.openai_server import FakeOpenAI
@@ -101,6 +100,13 @@ def cluster(tmp_path: Path, backend: FakeOpenAI) -> Iterator[Any]:
         c.stop()
 
 
+def until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def chat(prompt: str) -> dict[str, Any]:
     return {"kind": "chat", "model": "gpt-4o", "input": prompt}
 
@@ -167,15 +173,10 @@ def test_cancel_on_one_gateway_stops_the_call_on_the_worker_over_redis(
     backend.script("hold")
     with a.client(key) as ca, b.client(key) as cb:
         tid = ca.post("/v1/tasks", json=chat("held")).json()["id"]
-        deadline = time.monotonic() + 10
-        while backend.in_flight == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        until(lambda: backend.in_flight > 0)
         cancelled = cb.delete(f"/v1/tasks/{tid}").json()
         assert cancelled["status"] == "CANCELLED"
-        while backend.cut_off == 0:  # the worker's call was stopped, not left to run
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        until(lambda: backend.cut_off > 0)  # the call on the worker was stopped
         assert ca.get(f"/v1/tasks/{tid}").json()["status"] == "CANCELLED"
     backend.release()
 
@@ -188,10 +189,7 @@ def test_a_worker_killed_mid_task_loses_nothing(cluster: Any, backend: FakeOpenA
     key = api.create_key("acme")
     with api.client(key) as client:
         ids = [client.post("/v1/tasks", json=chat(f"t{i}")).json()["id"] for i in range(6)]
-        deadline = time.monotonic() + 10
-        while backend.in_flight < CAPACITY:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        until(lambda: backend.in_flight >= CAPACITY)
         doomed.stop(kill=True)  # SIGKILL with four calls under way
         c.worker()
         done = [wait_done(client, tid) for tid in ids]
@@ -211,10 +209,7 @@ def test_sigterm_drains_a_worker(cluster: Any, backend: FakeOpenAI) -> None:
     key = api.create_key("acme")
     with api.client(key) as client:
         tid = client.post("/v1/tasks", json=chat("finish me")).json()["id"]
-        deadline = time.monotonic() + 10
-        while backend.in_flight == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        until(lambda: backend.in_flight > 0)
         c.worker()
         assert draining.proc is not None
         draining.proc.send_signal(signal.SIGTERM)
@@ -241,7 +236,7 @@ def test_gateways_and_workers_ride_out_postgresql_dropping_every_connection(
     with api.client(key) as client:
         for i in range(40):
             if i == 20:  # what clients and workers see of a restart: every connection gone
-                asyncio.run(_drop_connections())
+                asyncio.run(drop_postgres_connections())
             try:
                 r = client.post("/v1/tasks", json=chat(f"t{i}"))
             except httpx.HTTPError:
@@ -253,14 +248,3 @@ def test_gateways_and_workers_ride_out_postgresql_dropping_every_connection(
         done = [wait_done(client, tid) for tid in accepted]
     assert len(accepted) >= 38, refused  # only requests caught in the drop fail, with a 5xx
     assert [t["status"] for t in done] == ["SUCCESS"] * len(accepted)
-
-
-async def _drop_connections() -> None:
-    conn = await asyncpg.connect(PG_URL)
-    try:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND datname = current_database()"
-        )
-    finally:
-        await conn.close()

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -16,7 +15,7 @@ from taskgate.events import Events, MemoryEvents
 from taskgate.events.broadcast import Broadcast
 from taskgate.events.postgres import PostgresEvents
 from taskgate.events.redis import RedisEvents
-from tests.conftest import PG_URL, REDIS_URL
+from tests.conftest import PG_URL, REDIS_URL, drop_postgres_connections
 
 
 @dataclasses.dataclass
@@ -103,14 +102,7 @@ async def test_a_message_too_big_for_notify_still_says_which_task_changed() -> N
 async def _kill_listeners(kind: str) -> None:
     """Cut every listening connection from the server's side, as a restart would."""
     if kind == "postgresql":
-        conn = await asyncpg.connect(PG_URL)
-        try:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
-            )
-        finally:
-            await conn.close()
+        await drop_postgres_connections()
     else:
         client = aioredis.from_url(REDIS_URL)
         try:
