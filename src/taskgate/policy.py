@@ -169,8 +169,10 @@ class InstanceState:
     capacity: int
     weight: float = 1.0
     in_flight: int = 0  # this worker's calls
-    elsewhere: int = 0  # other workers' calls, as the store counted them while claiming
-    allowed: int | None = None  # calls its rate limits allow now (known while claiming)
+    # in a claim's plan only (scheduler._claim_once): other workers' calls as the store
+    # counted them, and the calls the instance's rate limits allow now
+    elsewhere: int = 0
+    allowed: int | None = None
     consecutive_failures: int = 0
     cooled_until: float = 0.0
     probing: bool = False

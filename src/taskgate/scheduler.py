@@ -276,15 +276,20 @@ class Scheduler:
         Returns the tasks and whether a priority came up short (and is now dry)."""
         conf = self.settings.scheduler
         wants: dict[Priority, int] = {}
-        planned: list[policy.InstanceState] = []  # the states the plan saw
+        # the lane's states as the plan saw them, with the other workers' calls and the rate
+        # limits counted in (the lane's own states only ever hold this worker's calls)
+        planned: list[policy.InstanceState] = []
 
         def plan(busy: Mapping[str, int], allowed: Mapping[str, int | None]) -> dict[Priority, int]:
-            now = time.time()
-            for inst in lane.instances:
-                inst.elsewhere = max(0, busy.get(inst.name, 0) - inst.in_flight)
-                inst.allowed = allowed.get(inst.name)
-            planned.extend(dataclasses.replace(i) for i in lane.instances)
-            slots = min(policy.free_slots(planned, now), conf.claim_batch - taken)
+            planned.extend(
+                dataclasses.replace(
+                    i,
+                    elsewhere=max(0, busy.get(i.name, 0) - i.in_flight),
+                    allowed=allowed.get(i.name),
+                )
+                for i in lane.instances
+            )
+            slots = min(policy.free_slots(planned, time.time()), conf.claim_batch - taken)
             split = policy.strict_plan if conf.strict_priority else lane.wrr.plan
             wants.update(split(slots, live) if slots > 0 else {})
             return wants
@@ -295,13 +300,9 @@ class Scheduler:
             avoids = [None if t.provider_job else [t.instance or ""] for t in claimed]
             return policy.assign_instances(planned, time.time(), avoids)
 
-        try:
-            got = await self.store.claim(
-                lane.route.name, plan, assign, self.worker_id, conf.lease_seconds, lane.limits
-            )
-        finally:
-            for inst in lane.instances:  # between claims, only this worker's calls count
-                inst.elsewhere, inst.allowed = 0, None
+        got = await self.store.claim(
+            lane.route.name, plan, assign, self.worker_id, conf.lease_seconds, lane.limits
+        )
         short = False
         for prio, want in wants.items():
             if sum(1 for t in got if t.priority == prio) < want:

@@ -107,6 +107,11 @@ def until(condition: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
+def prompts(backend: FakeOpenAI) -> list[str]:
+    """The prompts the backend was sent, sorted."""
+    return sorted(r.body["messages"][-1]["content"] for r in backend.requests)
+
+
 def chat(prompt: str) -> dict[str, Any]:
     return {"kind": "chat", "model": "gpt-4o", "input": prompt}
 
@@ -136,8 +141,7 @@ def test_tasks_from_two_gateways_run_once_each_within_capacity(
         done = [wait_done(cb if i % 2 else ca, tid) for i, tid in enumerate(ids)]
     assert [t["status"] for t in done] == ["SUCCESS"] * 80
     assert [t["result"]["output"]["text"] for t in done] == [f"echo: task {i}" for i in range(80)]
-    prompts = sorted(r.body["messages"][-1]["content"] for r in backend.requests)
-    assert prompts == sorted(f"task {i}" for i in range(80))  # each exactly once
+    assert prompts(backend) == sorted(f"task {i}" for i in range(80))  # each exactly once
     assert backend.peak == CAPACITY  # full, never more, with two workers claiming
 
 
@@ -220,8 +224,7 @@ def test_sigterm_drains_a_worker(cluster: Any, backend: FakeOpenAI) -> None:
         assert [h["outcome"] for h in task["history"]] == ["success"]
         other = wait_done(client, later)
     assert other["status"] == "SUCCESS"
-    prompts = [r.body["messages"][-1]["content"] for r in backend.requests]
-    assert sorted(prompts) == ["finish me", "not yours"]  # each run once
+    assert prompts(backend) == ["finish me", "not yours"]  # each run once
 
 
 def test_gateways_and_workers_ride_out_postgresql_dropping_every_connection(

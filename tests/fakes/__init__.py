@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import Any, Self, TypeVar
 
@@ -50,6 +51,40 @@ class LoopbackServer:
         await self.stop()
 
 
+class Scripted:
+    """Behaviours a test queues with ``fake.script(*modes)``, one taken by each request that
+    follows (``next_mode()``); a request in ``hold`` waits (``held()``) until
+    ``fake.release()``, which any thread may call. A fake lists its ``modes``, calls
+    ``Scripted.__init__`` and, from its ``routes``, ``bind_loop()``."""
+
+    modes: frozenset[str] = frozenset()
+
+    def __init__(self) -> None:
+        self._modes: deque[str] = deque()
+        self._released = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def script(self, *modes: str) -> None:
+        unknown = set(modes) - self.modes
+        if unknown:
+            raise ValueError(f"unknown fake modes {sorted(unknown)}")
+        self._modes.extend(modes)
+
+    def next_mode(self) -> str | None:
+        return self._modes.popleft() if self._modes else None
+
+    def bind_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def release(self) -> None:
+        """Let requests in ``hold`` answer (callable from any thread)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._released.set)
+
+    async def held(self) -> None:
+        await self._released.wait()
+
+
 F = TypeVar("F", bound=LoopbackServer)
 
 
@@ -69,4 +104,4 @@ def in_thread(fake: F) -> Iterator[F]:
         loop.close()
 
 
-__all__ = ["LoopbackServer", "in_thread"]
+__all__ = ["LoopbackServer", "Scripted", "in_thread"]

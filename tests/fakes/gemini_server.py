@@ -27,14 +27,13 @@ import asyncio
 import base64
 import binascii
 import json
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes import LoopbackServer
+from tests.fakes import LoopbackServer, Scripted
 
 BODY_FIELDS = {"contents", "systemInstruction", "generationConfig", "safetySettings", "tools"}
 CONFIG_FIELDS = {"temperature", "maxOutputTokens", "topP", "topK", "stopSequences"}
@@ -99,18 +98,12 @@ class Recorded:
     body: Any  # the parsed JSON, or None when it was not JSON
 
 
-class FakeGemini(LoopbackServer):
+class FakeGemini(Scripted, LoopbackServer):
     def __init__(self, key: str = "AIza-fake-key", slow_seconds: float = 5.0) -> None:
         self.key = key
         self.slow_seconds = slow_seconds
         self.requests: list[Recorded] = []
-        self._modes: deque[str] = deque()
-
-    def script(self, *modes: str) -> None:
-        unknown = set(modes) - set(CANNED) - set(OTHER_MODES)
-        if unknown:
-            raise ValueError(f"unknown fake modes {sorted(unknown)}")
-        self._modes.extend(modes)
+        Scripted.__init__(self)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1beta/models/{action}", self._generate)
@@ -124,7 +117,7 @@ class FakeGemini(LoopbackServer):
         self.requests.append(Recorded(request.path, model, dict(request.headers), body))
         if method != "generateContent" or not model:
             return error_response(404, f"Method not found: {method}.", "NOT_FOUND")
-        mode = self._modes.popleft() if self._modes else None
+        mode = self.next_mode()
         key = request.headers.get("x-goog-api-key")
         if key is None:
             return error_response(
@@ -238,3 +231,6 @@ def answer(body: dict[str, Any], mode: str | None) -> web.Response:
 
 def as_parts(system: Any) -> list[dict[str, Any]]:
     return list(system["parts"]) if isinstance(system, dict) else []
+
+
+FakeGemini.modes = frozenset(CANNED) | frozenset(OTHER_MODES)

@@ -47,14 +47,13 @@ import struct
 import time
 import uuid
 import zlib
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes import LoopbackServer
+from tests.fakes import LoopbackServer, Scripted
 
 VERSION = "2022-08-31"
 ACTIONS = ("CVProcess", "CVSync2AsyncSubmitTask", "CVSync2AsyncGetResult")
@@ -99,7 +98,7 @@ class VideoTask:
     status: str = "in_queue"
 
 
-class FakeJimeng(LoopbackServer):
+class FakeJimeng(Scripted, LoopbackServer):
     def __init__(
         self,
         access_key: str = "AKLTfakeaccesskey",
@@ -115,13 +114,7 @@ class FakeJimeng(LoopbackServer):
         self.tasks: dict[str, VideoTask] = {}
         self.files: dict[str, tuple[bytes, str]] = {}
         self.expired: set[str] = set()
-        self._modes: deque[str] = deque()
-
-    def script(self, *modes: str) -> None:
-        unknown = set(modes) - set(SERVICE_ERRORS) - set(OTHER_MODES)
-        if unknown:
-            raise ValueError(f"unknown fake modes {sorted(unknown)}")
-        self._modes.extend(modes)
+        Scripted.__init__(self)
 
     def finish(self, task_id: str) -> None:
         self.tasks[task_id].status = "done"
@@ -155,7 +148,7 @@ class FakeJimeng(LoopbackServer):
         refused = self._check_signature(request, raw, action)
         if refused is not None:
             return refused
-        mode = self._modes.popleft() if self._modes else None
+        mode = self.next_mode()
         if mode in SERVICE_ERRORS:
             return service_error(*SERVICE_ERRORS[mode])
         if mode == "http_500":
@@ -415,3 +408,6 @@ def solid_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
     )
+
+
+FakeJimeng.modes = frozenset(SERVICE_ERRORS) | frozenset(OTHER_MODES)

@@ -44,14 +44,13 @@ import binascii
 import hashlib
 import json
 import re
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes import LoopbackServer
+from tests.fakes import LoopbackServer, Scripted
 
 DEFAULT_MODELS = ["llama3.2:latest", "deepseek-r1:7b", "qwen3:8b", "nomic-embed-text:latest"]
 THINKERS = ("deepseek-r1", "qwen3")
@@ -108,7 +107,7 @@ def tag_entry(name: str) -> dict[str, Any]:
     }
 
 
-class FakeOllama(LoopbackServer):
+class FakeOllama(Scripted, LoopbackServer):
     def __init__(
         self, models: list[str] | None = None, key: str | None = None, slow_seconds: float = 5.0
     ) -> None:
@@ -117,20 +116,7 @@ class FakeOllama(LoopbackServer):
         self.slow_seconds = slow_seconds
         self.tags_down = False
         self.requests: list[Recorded] = []
-        self._modes: deque[str] = deque()
-        self._released = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def script(self, *modes: str) -> None:
-        unknown = set(modes) - set(CANNED) - set(OTHER_MODES)
-        if unknown:
-            raise ValueError(f"unknown fake modes {sorted(unknown)}")
-        self._modes.extend(modes)
-
-    def release(self) -> None:
-        """Let requests in ``hold`` answer (callable from any thread)."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._released.set)
+        Scripted.__init__(self)
 
     def has(self, name: str) -> bool:
         return full_name(name) in {full_name(m) for m in self.models}
@@ -138,7 +124,7 @@ class FakeOllama(LoopbackServer):
     # --- lifecycle -----------------------------------------------------------------------
 
     def routes(self, app: web.Application) -> None:
-        self._loop = asyncio.get_running_loop()
+        self.bind_loop()
         app.router.add_post("/api/chat", self._chat)
         app.router.add_post("/api/embed", self._embed)
         app.router.add_get("/api/tags", self._tags)
@@ -157,7 +143,7 @@ class FakeOllama(LoopbackServer):
         body, early = await self._admit(request)
         if early is not None:
             return early
-        mode = self._modes.popleft() if self._modes else None
+        mode = self.next_mode()
         if (problem := self._chat_problem(body, mode)) is not None:
             return problem
         await self._pause(mode)
@@ -172,7 +158,7 @@ class FakeOllama(LoopbackServer):
         body, early = await self._admit(request)
         if early is not None:
             return early
-        mode = self._modes.popleft() if self._modes else None
+        mode = self.next_mode()
         if (problem := self._embed_problem(body, mode)) is not None:
             return problem
         await self._pause(mode)
@@ -256,7 +242,7 @@ class FakeOllama(LoopbackServer):
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
         elif mode == "hold":
-            await self._released.wait()
+            await self.held()
 
 
 @dataclass(frozen=True)
@@ -437,3 +423,6 @@ def fake_embedding(text: str, dims: int = 4) -> list[float]:
     """The fake's embedding of a text: fixed numbers in [0, 1] derived from it."""
     digest = hashlib.sha256(text.encode()).digest()
     return [round(digest[i % len(digest)] / 255, 4) for i in range(dims)]
+
+
+FakeOllama.modes = frozenset(CANNED) | frozenset(OTHER_MODES)

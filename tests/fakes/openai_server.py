@@ -36,14 +36,13 @@ import functools
 import hashlib
 import json
 import re
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes import LoopbackServer
+from tests.fakes import LoopbackServer, Scripted
 from tests.fakes import openai_media as om
 from tests.fakes.shelf import Shelf, root_of
 
@@ -114,7 +113,7 @@ class Recorded:
     method: str = "POST"
 
 
-class FakeOpenAI(LoopbackServer):
+class FakeOpenAI(Scripted, LoopbackServer):
     """Subclassed by the fake Ark server, which speaks the same chat protocol: the class
     attributes and the ``error``/``unauthorized``/``canned`` methods are what differ."""
 
@@ -134,30 +133,17 @@ class FakeOpenAI(LoopbackServer):
         self.cut_off = 0
         self.requests: list[Recorded] = []
         self.shelf = Shelf()
-        self._modes: deque[str] = deque()
+        Scripted.__init__(self)
         self._expire_next = False
-        self._released = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.prefix}"
 
-    def script(self, *modes: str) -> None:
-        unknown = set(modes) - self.modes
-        if unknown:
-            raise ValueError(f"unknown fake modes {sorted(unknown)}")
-        self._modes.extend(modes)
-
-    def release(self) -> None:
-        """Let requests in ``hold`` answer (callable from any thread)."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._released.set)
-
     # --- lifecycle -----------------------------------------------------------------------
 
     def routes(self, app: web.Application) -> None:
-        self._loop = asyncio.get_running_loop()
+        self.bind_loop()
         post = app.router.add_post
         post(f"{self.prefix}/chat/completions", self._chat)
         post("/v1/embeddings", self._embeddings)
@@ -217,7 +203,7 @@ class FakeOpenAI(LoopbackServer):
         self, request: web.Request, problem_of: Callable[[Any], om.Problem], answer: Answer
     ) -> web.StreamResponse:
         body = await self._record(request)
-        mode = self._modes.popleft() if self._modes else None
+        mode = self.next_mode()
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if mode == "revoked" or token != self.key:
             return self.unauthorized(token)
@@ -252,7 +238,7 @@ class FakeOpenAI(LoopbackServer):
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
         elif mode == "hold":
-            await self._released.wait()
+            await self.held()
 
     async def _answer_chat(
         self, request: web.Request, body: dict[str, Any], mode: str | None
