@@ -69,8 +69,9 @@ def server(routes: list[dict[str, Any]], **settings: Any) -> Iterator[Server]:
 
 
 def create_key(env: dict[str, str]) -> str:
-    """A tenant key made with ``taskgate keys create`` on the store the config names."""
-    cmd = [str(BIN), "keys", "create", "--tenant", "bench"]
+    """An admin key (``/health`` counts tasks for admins only) made with ``taskgate keys
+    create`` on the store the config names."""
+    cmd = [str(BIN), "keys", "create", "--tenant", "bench", "--admin"]
     return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -110,7 +111,8 @@ async def submit_all(srv: Server, n: int, concurrency: int, body: dict[str, Any]
 async def wait_done(srv: Server, n: int, timeout: float = 600) -> float:
     """Poll /health until ``n`` tasks are SUCCESS; return the time it happened."""
     end = time.monotonic() + timeout
-    async with aiohttp.ClientSession(srv.url) as http:
+    headers = {"Authorization": f"Bearer {srv.key}"}
+    async with aiohttp.ClientSession(srv.url, headers=headers) as http:
         while time.monotonic() < end:
             async with http.get("/health") as r:
                 counts = (await r.json())["tasks"]

@@ -155,8 +155,25 @@ def keys_list(config_path: str | None, tenant: str | None) -> None:
 @CONFIG
 @click.argument("key_id")
 def keys_revoke(config_path: str | None, key_id: str) -> None:
-    """Revoke a key by its id."""
-    if not _with_store(lambda db: db.revoke_key(key_id), config_path):
+    """Revoke a key by its id. Gateways that share an events channel with this command
+    (PostgreSQL or Redis) refuse it at once, others within ``auth_cache_seconds``."""
+    from taskgate import events
+    from taskgate.events.topics import announce_revoked
+
+    settings = config.load(config_path)
+
+    async def revoke(db: Any) -> bool:
+        if not await db.revoke_key(key_id):
+            return False
+        bus = events.from_url(settings.events_url, settings.store_url)
+        await bus.open()
+        try:
+            await announce_revoked(bus, key_id)
+        finally:
+            await bus.close()  # sends it first (a lost announcement leaves the cache's bound)
+        return True
+
+    if not _with_store(revoke, config_path):
         raise click.ClickException(f"no active key {key_id}")
     click.echo(f"revoked {key_id}")
 

@@ -8,7 +8,12 @@
     │   ├── Forbidden              403  key lacks the role
     │   ├── NotFound               404  no such object in the caller's tenant
     │   ├── Conflict               409  idempotency key reused with another body
-    │   └── PayloadTooLarge        413
+    │   ├── PayloadTooLarge        413
+    │   ├── InternalError          500  a fault of ours (logged with its traceback; the
+    │   │                               answer names nothing of it)
+    │   └── Unavailable            503  the store cannot be reached now: try again after
+    │                                   ``Retry-After`` (the store raises it, from its driver's
+    │                                   connection errors)
     └── ProviderError              raised at the provider boundary, decided on by policy.decide
         ├── RetryableError         worth another attempt (on another instance if one exists)
         │   ├── RateLimited        429; carries retry_after
@@ -47,6 +52,11 @@ class TaskgateError(Exception):
 class ApiError(TaskgateError):
     status_code = 400
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with the answer, in every API."""
+        return {}
+
 
 class BadRequest(ApiError):
     code = "bad_request"
@@ -76,6 +86,21 @@ class Conflict(ApiError):
 class PayloadTooLarge(ApiError):
     code = "payload_too_large"
     status_code = 413
+
+
+class InternalError(ApiError):
+    code = "internal_error"
+    status_code = 500
+
+
+class Unavailable(ApiError):
+    code = "unavailable"
+    status_code = 503
+    retry_after = 2  # seconds: a restarting database is usually back within a few
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ProviderError(TaskgateError):

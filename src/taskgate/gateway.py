@@ -5,15 +5,18 @@ these calls; none of them reads or writes tasks, or talks to the scheduler, any 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from taskgate import netguard
+from taskgate import netguard, params
 from taskgate.config import Route, Settings
 from taskgate.conversations import user_turn, with_history
 from taskgate.discovery import Discovery
@@ -40,8 +43,15 @@ from taskgate.views import batch_json as batch_json
 from taskgate.views import batch_result as batch_result
 from taskgate.views import iso, task_json
 
+log = logging.getLogger("taskgate.gateway")
+
 # Inline data: URIs longer than this go to file storage at submit; shorter ones stay inline.
 INLINE_FILE_MIN = 4096
+
+# The longest durations a client may ask for, in seconds: a run of one attempt, and a wait
+# in the queue before the first start.
+MAX_RUN_TIMEOUT = 86_400.0
+MAX_QUEUE_TIMEOUT = 30 * 86_400.0
 
 # How often a waiter re-reads the store even without an event (events are hints).
 WAIT_REREAD_SECONDS = 5.0
@@ -147,9 +157,9 @@ class Gateway:
 
     async def submit(self, key: ApiKey, sub: Submission) -> tuple[Task, bool]:
         """Accept a task durably. Returns (task, created); created is False on an idempotent
-        replay of an earlier submission with the same key and body."""
-        await self._check_webhook(sub)
-        sub = await self._store_inline_files(key, check_storable(sub))
+        replay of an earlier submission with the same key and body. Everything is checked
+        before anything is stored: a refused request leaves no task and no file."""
+        await self._check(sub)
         if sub.conversation_id is not None:
             if sub.idempotency_key is not None:
                 raise BadRequest(
@@ -158,9 +168,13 @@ class Gateway:
                 )
             [task] = await self._submit_turn(key, sub, [sub.model])
             return task, True
-        task, created = await self.store.insert(self._new_task(key, sub))
+        new = self._new_task(key, sub)
+        async with self._inline_files(key, sub.input) as (input_, saved):
+            task, created = await self.store.insert(dataclasses.replace(new, input=input_))
         if created:
             await self._queued(task)
+        elif saved:  # a replay keeps the earlier task's files
+            await self._discard(saved)
         return task, created
 
     async def submit_batch(
@@ -169,8 +183,7 @@ class Gateway:
         """Fan one request out to several models: a task each, accepted all together."""
         if not models or len(set(models)) != len(models):
             raise BadRequest("a batch needs one or more distinct models", field="models")
-        await self._check_webhook(sub)
-        sub = await self._store_inline_files(key, check_storable(sub))
+        await self._check(sub)
         batch = Batch(
             new_id(),
             key.tenant,
@@ -185,32 +198,58 @@ class Gateway:
         if sub.conversation_id is not None:
             return batch, await self._submit_turn(key, sub, models, batch)
         news = [self._new_task(key, sub, batch.id, model=m) for m in models]
-        tasks = await self.store.insert_batch(batch, news)
+        async with self._inline_files(key, sub.input) as (input_, _):
+            news = [dataclasses.replace(n, input=input_) for n in news]
+            tasks = await self.store.insert_batch(batch, news)
         for task in tasks:
             await self._queued(task)
         return batch, tasks
 
-    async def _store_inline_files(self, key: ApiKey, sub: Submission) -> Submission:
-        """Inputs given inline as ``data:`` URIs (over ``INLINE_FILE_MIN`` bytes) go to file
-        storage, owned by the tenant; the task keeps ``{"file_id": ...}`` references."""
-        if self.files is None or not has_data_uri(sub.input):
-            return sub
-        return dataclasses.replace(sub, input=await self._extract(key, sub.input))
+    async def _check(self, sub: Submission) -> None:
+        """What is checked of every submission before any model is resolved."""
+        check_duration("timeout", sub.timeout, MAX_RUN_TIMEOUT)
+        check_duration("queue_timeout", sub.queue_timeout, MAX_QUEUE_TIMEOUT)
+        params.check(sub.params)
+        await self._check_webhook(sub)
+        check_storable(sub)
 
-    async def _extract(self, key: ApiKey, value: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def _inline_files(self, key: ApiKey, value: Any) -> AsyncIterator[tuple[Any, list[str]]]:
+        """``value`` with its inline ``data:`` URIs over ``INLINE_FILE_MIN`` bytes stored as
+        files of the tenant (``{"file_id": ...}`` in their place), and the ids of the files
+        stored. Run it last, once the request is known good: if the block fails (or a URI
+        is not valid), the files are removed again."""
+        saved: list[str] = []
+        try:
+            if self.files is not None and has_data_uri(value):
+                value = await self._extract(key, value, saved)
+            yield value, saved
+        except BaseException:
+            await self._discard(saved)
+            raise
+
+    async def _extract(self, key: ApiKey, value: Any, saved: list[str]) -> Any:
         if isinstance(value, str) and value.startswith("data:") and len(value) > INLINE_FILE_MIN:
             assert self.files is not None
             try:
                 f = from_data_uri(value, "input")
             except ProviderError as exc:
                 raise BadRequest(f"an input data: URI is not valid: {exc.message}") from None
-            saved = await self.files.save(key.tenant, f.data, f.content_type, f.name)
-            return {"file_id": saved.id}
+            stored = await self.files.save(key.tenant, f.data, f.content_type, f.name)
+            saved.append(stored.id)
+            return {"file_id": stored.id}
         if isinstance(value, dict):
-            return {k: await self._extract(key, v) for k, v in value.items()}
+            return {k: await self._extract(key, v, saved) for k, v in value.items()}
         if isinstance(value, list):
-            return [await self._extract(key, v) for v in value]
+            return [await self._extract(key, v, saved) for v in value]
         return value
+
+    async def _discard(self, file_ids: list[str]) -> None:
+        if file_ids and self.files is not None:
+            try:
+                await self.files.discard(file_ids)
+            except Exception:  # the refusal still stands; the files are only orphans
+                log.exception("could not remove the files %s of a refused request", file_ids)
 
     async def _submit_turn(
         self, key: ApiKey, sub: Submission, models: list[str], batch: Batch | None = None
@@ -219,23 +258,27 @@ class Gateway:
         (a task of another kind, an image, just joins the history); the user's turn is kept
         with the tasks, in one transaction."""
         assert sub.conversation_id is not None
+        for m in models:  # refuse before anything is read or stored
+            self._route_checked(sub, m)
         conversation = await self.store.get_conversation(sub.conversation_id, key.tenant)
         if conversation is None:
             raise NotFound(f"no conversation {sub.conversation_id!r}")
         history = await self.store.messages(conversation.id)
         conf = self.settings.conversations
-        news = [
-            self._new_task(
-                key,
-                dataclasses.replace(sub, input=with_history(sub.input, history, m, conf))
-                if sub.kind == "chat"  # other kinds (an image) join the history, uncontexted
-                else sub,
-                batch.id if batch else None,
-                model=m,
-            )
-            for m in models
-        ]
-        tasks = await self.store.insert_turn(conversation.id, user_turn(sub.input), news, batch)
+        async with self._inline_files(key, sub.input) as (input_, _):
+            sub = dataclasses.replace(sub, input=input_)
+            news = [
+                self._new_task(
+                    key,
+                    dataclasses.replace(sub, input=with_history(sub.input, history, m, conf))
+                    if sub.kind == "chat"  # other kinds (an image) join the history, uncontexted
+                    else sub,
+                    batch.id if batch else None,
+                    model=m,
+                )
+                for m in models
+            ]
+            tasks = await self.store.insert_turn(conversation.id, user_turn(sub.input), news, batch)
         for task in tasks:
             await self._queued(task)
         return tasks
@@ -260,6 +303,12 @@ class Gateway:
         if not await self.store.delete_conversation(conversation_id, scope(key)):
             raise NotFound(f"no conversation {conversation_id!r}")
 
+    def _route_checked(self, sub: Submission, model: str) -> Route:
+        """The route of ``model``, once the submission's params suit its provider."""
+        route = self.route_for(sub.kind, model)
+        params.check(sub.params, lookup(route.provider).param_bounds)
+        return route
+
     def _new_task(
         self,
         key: ApiKey,
@@ -271,8 +320,7 @@ class Gateway:
         model), ready for the store; refused with a 400 if not routable."""
         if model is not None:
             sub = dataclasses.replace(sub, model=model, idempotency_key=None)
-        route = self.route_for(sub.kind, sub.model)
-        check_storable(sub)
+        route = self._route_checked(sub, sub.model)
         if sub.idempotency_key is not None and not 0 < len(sub.idempotency_key) <= 200:
             raise BadRequest(
                 "idempotency key must have 1 to 200 characters", field="idempotency_key"
@@ -402,6 +450,12 @@ class Gateway:
 
 def declared_as(name: str) -> str:
     return "glob" if any(c in name for c in "*?[") else "declared"
+
+
+def check_duration(name: str, seconds: float | None, most: float) -> None:
+    """A duration a client asked for: none, or more than 0 and at most ``most`` seconds."""
+    if seconds is not None and not 0 < seconds <= most:  # NaN fails this too
+        raise BadRequest(f"{name} must be more than 0 and at most {most:g} seconds", field=name)
 
 
 def check_storable(sub: Submission) -> Submission:

@@ -1,11 +1,11 @@
-"""Where a client-supplied URL may lead: the guard against server-side request forgery.
+"""Where a URL from outside may lead: the guard against server-side request forgery.
 
-A client names a URL (a webhook today; media URLs and endpoints may follow) and taskgate's
-server connects to it. Without a check, a client could make the server reach what only the
-server can reach: its own loopback services, the private network, a cloud metadata endpoint
-(169.254.169.254). So a URL must be http(s), and every address its host resolves to must be
-globally routable, unless an admin allowed private addresses altogether (``allow_private``)
-or named the host or network (``allowed_hosts``).
+A client names a URL (a webhook), or a backend answers with one (an output file to fetch),
+and taskgate's server connects to it. Without a check, they could make the server reach what
+only the server can reach: its own loopback services, the private network, a cloud metadata
+endpoint (169.254.169.254). So a URL must be http(s), and every address its host resolves to
+must be globally routable, unless an admin allowed private addresses altogether
+(``allow_private``) or named the host or network (``allowed_hosts``).
 
 The check runs twice: when the URL is accepted (a clear 400 at once) and on every connection
 (:class:`GuardedResolver`), because DNS may answer differently by then (DNS rebinding); the
@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
@@ -84,10 +85,12 @@ def _parse_allowed(entries: Iterable[str]) -> tuple[frozenset[str], tuple[Networ
 class Guard:
     """The policy: ``allow_private`` lifts the address check; ``allowed_hosts`` names hosts
     (``hooks.internal``, or ``*.corp.example`` for any subdomain) and networks
-    (``10.1.0.0/16``, ``192.168.1.7``) that may be private."""
+    (``10.1.0.0/16``, ``192.168.1.7``) that may be private. ``hint`` tells, in a refusal,
+    which setting allows more."""
 
     allow_private: bool = False
     allowed_hosts: tuple[str, ...] = ()
+    hint: str = field(default=HINT, compare=False)
     _names: frozenset[str] = field(init=False, repr=False)
     _nets: tuple[Network, ...] = field(init=False, repr=False)
 
@@ -111,7 +114,7 @@ class Guard:
         problem = address_problem(ip)
         if problem is not None:
             where = f"{ip}" if host == str(ip) else f"{host!r} resolves to {ip}"
-            raise Refused(f"{where}, a {problem} address; refused ({HINT})")
+            raise Refused(f"{where}, a {problem} address; refused ({self.hint})")
 
     def parse(self, url: str) -> URL:
         """An http(s) URL with a host, or :class:`Refused`."""
@@ -182,6 +185,24 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def guarded_session(guard: Guard, **kw: Any) -> aiohttp.ClientSession:
+    """A session that connects only where ``guard`` allows, on every request and every
+    redirect: host names through :class:`GuardedResolver` (to the very addresses checked), IP
+    literals, which aiohttp does not resolve, by a middleware; no proxy from the environment
+    (the guard must see the real host)."""
+
+    async def check_literal(
+        req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        guard.check_literal(req.url)
+        return await handler(req)
+
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(guard), limit=0)
+    return aiohttp.ClientSession(
+        connector=connector, middlewares=(check_literal,), trust_env=False, **kw
+    )
 
 
 def guard_of(conf: Any) -> Guard:

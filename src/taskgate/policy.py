@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,11 +41,18 @@ def poll_delay(
     )
 
 
+# The longest wait a backend's hint (Retry-After) can impose: a longer one, or one that is
+# not a finite number, is read as this (a task must never be put off for good).
+MAX_HINT = 3600.0
+
+
 def _exponential(
     n: int, base: float, cap: float, jitter: float, rng: random.Random, floor: float | None
 ) -> float:
     delay = min(cap, base * 2 ** max(0, n - 1)) * (1 - jitter * rng.random())
-    return delay if floor is None else max(delay, floor)
+    if floor is None or math.isnan(floor):
+        return delay
+    return max(delay, min(floor, MAX_HINT))
 
 
 class Action(enum.Enum):

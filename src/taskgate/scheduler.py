@@ -24,25 +24,26 @@ import os
 import random
 import socket
 import time
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from taskgate import errors, policy, polling
-from taskgate.config import Instance, Route, Settings
+from taskgate.config import Instance, RetryPolicy, Route, Settings
 from taskgate.events import Events
 from taskgate.events.topics import announce_cancelled, task_event
 from taskgate.files import Files, file_json
 from taskgate.models import Priority, Status, Task
-from taskgate.providers import Call, Job, OutputFile, Provider, Result, build
+from taskgate.providers import Call, Job, OutputFile, Provider, Result, build, redact
 from taskgate.store import Outcome, SqlStore
 from taskgate.webhooks import Deliverer
 
 log = logging.getLogger("taskgate.scheduler")
 
 INLINE_MAX = 8 << 20  # return_base64 inlines files up to this size; larger ones: by url
+# writing an attempt's ending again while the store fails: after 0.1 s, doubling up to 2 s
+ENDING_RETRY = RetryPolicy(backoff_base=0.1, backoff_max=2.0, jitter=0.5)
 
 
 @dataclass
@@ -84,6 +85,10 @@ class Running:
     holds_slot: bool = True  # False once a backend job is submitted (or when resuming one)
     provider_job: dict[str, Any] | None = None  # the backend's job, kept on the task
     timed_out: bool = False  # the run timeout (not a backend's own timeout) ended the call
+    held_until: float = field(init=False)  # the lease, as claimed or last renewed
+
+    def __post_init__(self) -> None:
+        self.held_until = self.task.lease_until or 0.0
 
     @property
     def polling(self) -> bool:
@@ -105,10 +110,18 @@ class Running:
         )
 
 
-def checked(result: Result) -> Result:
-    """A provider's result, once we know the store can keep it (JSON)."""
-    orjson.dumps([result.output, result.usage])
-    return result
+def checked(result: Result, call: Call) -> Result:
+    """A provider's result as the store keeps it: JSON (else TypeError), without the call's
+    secret in its output and usage (a backend may echo the key it was sent)."""
+    return redact.scrub_result(result, call)
+
+
+async def ended(call: Call, result: Result) -> Result:
+    """The result of a call that has ended: checked, and the progress text that the call's
+    emit held back (a possible start of the secret) sent."""
+    if isinstance(call.emit, redact.Progress):
+        await call.emit.flush()
+    return checked(result, call)
 
 
 class Scheduler:
@@ -197,7 +210,7 @@ class Scheduler:
             loop.cancel()
         await asyncio.gather(*self._loops, *self._late, return_exceptions=True)
         for r in self.running.values():  # a job that only waits on the backend: hand back now
-            if r.polling and r.handle:
+            if r.polling and r.calling and r.handle:
                 r.handle.cancel()
         handles = [r.handle for r in self.running.values() if r.handle]
         if handles:
@@ -357,13 +370,45 @@ class Scheduler:
             self._release(run, error)
         written = None
         try:
-            written = await self.store.finish(await self._settle(run, result, error))
+            written = await self._write_ending(run, lambda: self._settle(run, result, error))
         except Exception:
             log.exception("could not record the outcome of task %s; its lease will expire", task.id)
         finally:
             self._forget(run)
         if written is not None:
             await self._announce(written)
+
+    async def _write_ending(
+        self, run: Running, settle: Callable[[], Awaitable[Outcome]]
+    ) -> Task | None:
+        """Settle the attempt's ending (which may read the store, and store output files)
+        and write it; while the store fails (a database restarting), settle or write the
+        same ending again, with backoff, so that a result already paid for is kept. The
+        run stays in ``running`` meanwhile, so the lease loop keeps renewing its lease; once
+        that lease may have lapsed (the renewals failed too), another worker may take the
+        task over (and would fence this write out): then the last error is raised. A write
+        that keeps failing while the lease is renewed will not succeed: it is given up after
+        a lease's length too."""
+        give_up_at = time.time() + self.settings.scheduler.lease_seconds
+        tries = 0
+        outcome: Outcome | None = None
+        while True:
+            try:
+                outcome = outcome or await settle()
+                return await self.store.finish(outcome)
+            except Exception as exc:
+                left = min(give_up_at, run.held_until) - time.time()
+                if left <= 0:
+                    raise
+                tries += 1
+                delay = min(policy.backoff(tries, ENDING_RETRY, self.rng), left)
+                log.warning(
+                    "could not record the outcome of task %s (%s); trying again in %.1fs",
+                    run.task.id,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
 
     async def _settle(
         self, run: Running, result: Result | None, error: errors.ProviderError | None
@@ -381,6 +426,7 @@ class Scheduler:
 
     def _make_call(self, run: Running) -> Call:
         task = run.task
+        instance = run.lane.instance_config(run.instance.name)
         return Call(
             task_id=task.id,
             kind=task.kind,
@@ -388,9 +434,10 @@ class Scheduler:
             input=task.input,
             params=task.params,
             attempt=task.attempts,
-            instance=run.lane.instance_config(run.instance.name),
+            instance=instance,
             route=run.lane.route,
-            emit=lambda data: self._publish(task, "progress", data=data),
+            # progress without the secret, however a stream splits it
+            emit=redact.Progress(instance, lambda data: self._publish(task, "progress", data=data)),
             read_file=lambda file_id: self._read_file(task.tenant, file_id),
         )
 
@@ -412,8 +459,8 @@ class Scheduler:
                 async with asyncio.timeout(timeout):
                     out = await lane.provider.run(call)
                 if isinstance(out, Result):
-                    return checked(out)
-                await self._submitted(run, out)
+                    return await ended(call, out)
+                await self._submitted(run, redact.scrub_job(out, call))
             assert run.provider_job is not None
             if run.provider_job.get("instance") != run.instance.name:
                 name = run.provider_job.get("instance")
@@ -424,17 +471,20 @@ class Scheduler:
                 result = await polling.poll_until_done(
                     lane.provider, call, polling.job_of(run.provider_job), lane.route.poll, self.rng
                 )
-            return checked(result)
+            return await ended(call, result)
         except TimeoutError as exc:
             run.timed_out = True
             raise errors.ProviderTimeout(
                 f"no answer within the run timeout of {timeout:g}s"
             ) from exc
-        except errors.ProviderError:
+        except errors.ProviderError as exc:  # a plugin's error may quote the secret, too
+            redact.scrub_error(exc, call)
             raise
         except Exception as exc:  # a plugin's bug (or output that is not JSON): fail, don't retry
-            log.exception("provider %s raised on task %s", lane.route.provider, task.id)
-            raise errors.PermanentError(f"provider error: {type(exc).__name__}: {exc}") from exc
+            trace = redact.scrub("".join(traceback.format_exception(exc)), call)
+            log.error("provider %s raised on task %s:\n%s", lane.route.provider, task.id, trace)
+            text = redact.scrub(f"provider error: {type(exc).__name__}: {exc}", call)
+            raise errors.PermanentError(text) from exc
 
     async def _submitted(self, run: Running, job: Job) -> None:
         """The backend took a job: keep it on the task, then free the slot while it runs."""
@@ -575,7 +625,7 @@ class Scheduler:
             return
         try:
             written = await self.store.record_late_result(
-                task.id, await self._keep_outputs(task, checked(result))
+                task.id, await self._keep_outputs(task, checked(result, call))
             )
         except Exception:
             log.exception("could not keep the late result of task %s", task.id)
@@ -674,13 +724,19 @@ class Scheduler:
                 log.exception("lease renewal failed")
 
     async def renew_leases(self) -> None:
-        """Renew what we hold; stop calls for tasks that were cancelled or taken elsewhere."""
+        """Renew what we hold; stop calls for tasks that were cancelled or taken elsewhere.
+        A renewal that fails (the store is down) changes nothing here: the runs go on, and
+        one that only waits to write its ending knows its lease from ``held_until``."""
+        lease = self.settings.scheduler.lease_seconds
         ids = list(self.running)
         held: set[str] = set()
         for i in range(0, len(ids), 1000):
-            held |= await self.store.renew(
-                ids[i : i + 1000], self.worker_id, self.settings.scheduler.lease_seconds
-            )
+            asked_at = time.time()
+            renewed = await self.store.renew(ids[i : i + 1000], self.worker_id, lease)
+            for task_id in renewed:
+                if (run := self.running.get(task_id)) is not None:
+                    run.held_until = asked_at + lease
+            held |= renewed
         for task_id in set(ids) - held:
             await self._let_go(task_id)
 

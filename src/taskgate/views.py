@@ -11,9 +11,14 @@ from taskgate.models import Batch, Status, Task
 
 
 def iso(ts: float | None) -> str | None:
+    """A stored time as ISO 8601 UTC. Total: a time no calendar renders (a row written
+    before durations were bounded may hold one) shows as None rather than failing a read."""
     if ts is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def task_json(task: Task) -> dict[str, Any]:

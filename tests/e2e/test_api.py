@@ -13,6 +13,13 @@ import pytest
 from tests.e2e.conftest import Server, mock_route
 
 
+def deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def submit(c: httpx.Client, **body: Any) -> dict[str, Any]:
     body = {"kind": "chat", "model": "mock", "input": "hi", **body}
     r = c.post("/v1/tasks", json=body)
@@ -38,8 +45,16 @@ def test_task_runs_to_success_with_its_attempt_recorded(server: Server, key: str
     assert done["finished_at"] is not None
 
 
-def test_health_and_docs(server: Server) -> None:
-    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+def test_health_and_docs(server: Server, key: str) -> None:
+    # without an admin key it says only that the server is up: no tenant's counts
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    with server.client(key) as c:
+        submit(c)
+        assert c.get("/health").json() == {"status": "ok"}
+    with server.client(server.create_key("ops", admin=True)) as c:
+        assert sum(c.get("/health").json()["tasks"].values()) == 1
+    with server.client("tg_not_a_key") as c:
+        assert c.get("/health").status_code == 401
     assert httpx.get(f"{server.url}/docs").status_code == 200
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v1/tasks", "/v1/tasks/{task_id}", "/v1/tasks/{task_id}/events"} <= set(paths)
@@ -55,14 +70,24 @@ def test_health_and_docs(server: Server) -> None:
         ({"kind": "chat", "model": "mock", "params": [1, 2]}, 422, "params"),
         ({"kind": "chat"}, 422, "model"),
         ({"kind": "chat", "model": "mock", "surprise": 1}, 422, "surprise"),
-        ({"kind": "chat", "model": "mock", "input": 2**70}, 400, "storable JSON"),
+        ({"kind": "chat", "model": "mock", "input": deep(300)}, 400, "storable JSON"),
+        ({"kind": "chat", "model": "mock", "queue_timeout": 1e20}, 422, "queue_timeout"),
+        ({"kind": "chat", "model": "mock", "queue_timeout": "Infinity"}, 422, "queue_timeout"),
+        ({"kind": "chat", "model": "mock", "timeout": "NaN"}, 422, "timeout"),
+        # not JSON: NaN, Infinity, a number beyond a double
+        (b'{"kind": "chat", "model": "mock", "params": {"x": NaN}}', 400, "malformed"),
+        (b'{"kind": "chat", "model": "mock", "input": [Infinity]}', 400, "malformed"),
+        (b'{"kind": "chat", "model": "mock", "input": [1e400]}', 400, "infinity"),
     ],
 )
 def test_bad_input_is_a_clear_4xx_and_stores_nothing(
-    server: Server, key: str, body: dict[str, Any], status: int, needle: str
+    server: Server, key: str, body: dict[str, Any] | bytes, status: int, needle: str
 ) -> None:
     with server.client(key) as c:
-        r = c.post("/v1/tasks", json=body)
+        if isinstance(body, bytes):
+            r = c.post("/v1/tasks", content=body, headers={"content-type": "application/json"})
+        else:
+            r = c.post("/v1/tasks", json=body)
         assert r.status_code == status, r.text
         assert needle in r.json()["error"]["message"]
         assert c.get("/v1/tasks").json()["data"] == []

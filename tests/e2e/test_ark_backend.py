@@ -38,6 +38,7 @@ def ark_route(fake: FakeArk, **over: Any) -> dict[str, Any]:
         "timeout": 30,
         "retry": {"max_attempts": 3, "backoff_base": 0.05, "backoff_max": 0.2},
         "poll": {"interval": 0.05, "max_interval": 0.2},
+        "options": {"output_urls_private": True},  # the fake serves its files on loopback
     }
     return route | over
 

@@ -86,3 +86,56 @@ def test_a_large_data_uri_input_is_kept_in_file_storage(server: Server, key: str
         )
         assert r.status_code == 400 and "data: URI" in r.json()["error"]["message"]
     assert done["result"]["output"]["input_sha256"] == hashlib.sha256(blob).hexdigest()
+
+
+def stored_files(server: Server) -> list[Any]:
+    return [p for p in (server.root / "files").rglob("*") if p.is_file()]
+
+
+def test_a_refused_request_stores_no_file(server: Server, key: str) -> None:
+    big = "data:image/png;base64," + base64.b64encode(PNG + bytes(20_000)).decode()
+    refused = [
+        ("/v1/tasks", {"kind": "image_edit", "model": "nope", "input": {"image": big}}),
+        ("/v1/tasks", {"kind": "painting", "model": "mock", "input": {"image": big}}),
+        ("/v1/batches", {"kind": "image_edit", "models": ["mock", "nope"], "input": big}),
+        ("/v1/tasks", {"kind": "chat", "model": "mock", "input": big, "conversation_id": "no"}),
+        # a good file, then one that is not base64: the first is removed again
+        ("/v1/tasks", {"kind": "image_edit", "model": "mock", "input": [big, big[:-9] + "@@@"]}),
+    ]
+    with server.client(key) as c:
+        for path, body in refused:
+            r = c.post(path, json=body)
+            assert 400 <= r.status_code < 500, (path, r.text)
+        assert c.get("/v1/tasks").json()["data"] == []
+    assert stored_files(server) == []
+
+
+def test_a_replay_with_a_large_data_uri_is_the_same_task_and_keeps_one_file(
+    server: Server, key: str
+) -> None:
+    big = "data:image/png;base64," + base64.b64encode(PNG + bytes(20_000)).decode()
+    body = {"kind": "chat", "model": "mock", "input": {"image": big}, "idempotency_key": "k"}
+    with server.client(key) as c:
+        first = c.post("/v1/tasks", json=body)
+        again = c.post("/v1/tasks", json=body)
+    assert (first.status_code, again.status_code) == (202, 200), again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert len(stored_files(server)) == 1
+
+
+def test_a_download_cannot_run_as_a_page(server: Server, key: str) -> None:
+    uploads = {
+        "page.html": ("text/html", "attachment"),
+        "logo.svg": ("image/svg+xml", "attachment"),
+        "cat.png": ("image/png", "inline"),
+        "song.mp3": ("audio/mpeg", "inline"),
+    }
+    with server.client(key) as c:
+        for name, (kind, how) in uploads.items():
+            body = b"<script>alert(1)</script>" if kind != "image/png" else PNG
+            up = c.post("/v1/files", files={"file": (name, body, kind)}).json()
+            r = c.get(up["url"])
+            assert r.headers["content-disposition"].startswith(how + ";"), name
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert "default-src 'none'" in r.headers["content-security-policy"]
+            assert "sandbox" in r.headers["content-security-policy"]

@@ -22,9 +22,8 @@ def fake() -> Iterator[FakeServer]:
         yield server
 
 
-def test_an_in_house_server_described_in_yaml_runs_tasks(
-    make_server: Any, fake: FakeServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def server(make_server: Any, fake: FakeServer, monkeypatch: pytest.MonkeyPatch) -> Server:
     monkeypatch.setenv("RANKER_KEY", KEY)
     route = {
         "name": "ranker",
@@ -40,8 +39,12 @@ def test_an_in_house_server_described_in_yaml_runs_tasks(
             "usage_path": "usage",
         },
     }
-    server: Server = make_server([route])
-    server.start()
+    s: Server = make_server([route])
+    s.start()
+    return s
+
+
+def test_an_in_house_server_described_in_yaml_runs_tasks(server: Server, fake: FakeServer) -> None:
     with server.client(server.create_key("acme")) as c:
         task = submit(c, kind="rank", model="ranker-v2", input={"query": "cats"}, params={"k": 3})
         done = wait(c, task["id"])
@@ -51,4 +54,20 @@ def test_an_in_house_server_described_in_yaml_runs_tasks(
     sent = fake.requests[-1]
     assert (sent.method, sent.path) == ("POST", "/v1/rank")
     assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert KEY not in server.log.read_text()
+
+
+def test_a_server_quoting_the_key_in_its_answer_does_not_leak_it(
+    server: Server, fake: FakeServer
+) -> None:
+    quoted = {"you_sent": f"Bearer {KEY}", KEY: [KEY]}
+    fake.reply(body={"echo": quoted, "usage": {"tokens": 1, "note": KEY}})
+    with server.client(server.create_key("acme")) as c:
+        task = submit(c, kind="rank", model="ranker-v2", input={"query": "q"}, params={"k": 1})
+        done = wait(c, task["id"])
+        shown = [c.get(f"/v1/tasks/{task['id']}").text, c.get("/v1/tasks").text]
+    assert done["status"] == "SUCCESS", done
+    assert done["result"]["output"] == {"you_sent": "Bearer ***", "***": ["***"]}
+    assert done["result"]["usage"] == {"tokens": 1, "note": "***"}
+    assert not any(KEY in text for text in shown)
     assert KEY not in server.log.read_text()

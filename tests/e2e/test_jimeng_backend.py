@@ -37,6 +37,7 @@ def route(name: str, models: list[str], endpoint: str, secret_env: str) -> dict[
         "instances": [instance],
         "retry": RETRY,
         "poll": {"interval": 0.05, "max_interval": 0.2},
+        "options": {"output_urls_private": True},  # the fake serves its files on loopback
     }
 
 

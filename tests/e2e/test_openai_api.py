@@ -43,6 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenAI) -> Iterat
         "instances": [{"name": "fake-1", "endpoint": fake.base_url, "secret_env": "FAKE_KEY"}],
         "timeout": 30,
         "retry": RETRY,
+        "options": {"output_urls_private": True},  # the fake serves its images on loopback
     }
     narrow = mock_route("narrow", instances=[{"name": "n1", "max_concurrency": 1}])
     flaky = mock_route("flaky", health={"failure_threshold": 1000, "cooldown": 0.1})

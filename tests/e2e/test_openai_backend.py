@@ -44,6 +44,7 @@ def server(make_server: Any, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) 
         "instances": [instance],
         "timeout": 30,
         "retry": {"max_attempts": 3, "backoff_base": 0.05, "backoff_max": 0.2},
+        "options": {"output_urls_private": True},  # the fake serves its images on loopback
     }
     s: Server = make_server([route])
     s.start()
@@ -137,6 +138,27 @@ def test_a_backend_quoting_the_secret_does_not_leak_it(
         assert done["error"]["type"] == "auth_failed"
         assert "Incorrect API key provided: ***" in done["error"]["message"]
         assert_no_secret(c, done["id"], server)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_backend_echoing_the_key_in_its_answer_does_not_leak_it(
+    server: Server, key: str, fake: FakeOpenAI, stream: bool
+) -> None:
+    fake.script("echo_key")
+    with server.client(key) as c:
+        task = chat(c, "hi", params={"stream": stream})
+        events = read_events(c, task["id"], fake)
+        done = wait(c, task["id"])
+        shown = [c.get(f"/v1/tasks/{task['id']}").text, c.get("/v1/tasks").text]
+    assert done["status"] == "SUCCESS", done
+    assert done["result"]["output"]["text"] == "you sent Bearer *** ok"
+    if stream:
+        deltas = [data["data"]["delta"] for name, data in events if name == "progress"]
+        assert deltas == ["you ", "sent ", "Bearer ", "*** ", "ok"]
+    assert KEY not in json.dumps(events)
+    assert not any(KEY in text for text in shown)
+    assert KEY not in server.log.read_text()
+    assert fake.requests[-1].headers["Authorization"] == f"Bearer {KEY}"  # it was sent
 
 
 # --- images and audio --------------------------------------------------------------------

@@ -45,6 +45,7 @@ def server(make_server: Any, fake: FakeJimeng, monkeypatch: pytest.MonkeyPatch) 
             {"name": "volc", "endpoint": fake.base_url, "secret_env": "SEED_JIMENG_KEYS"}
         ],
         "poll": {"interval": 0.05, "max_interval": 0.2},
+        "options": {"output_urls_private": True},  # the fake serves its files on loopback
     }
     routes = [
         mock_route("doubao", ["doubao-seedream-3-0-t2i-250415", "doubao-pro-4k"]),

@@ -26,12 +26,15 @@ one taken by each API request that follows:
     truncated       (streams) the first deltas, then the end of the body without [DONE]
     content_policy  400 with code ``content_policy_violation`` (an image prompt refused)
     expired_url     answer, but the next image URL handed out answers 403 (expired)
+    echo_key        as ``hold``, then answer chat quoting the Authorization header it got (a
+                    careless server), the key in a streamed delta of its own
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -237,13 +240,16 @@ class FakeOpenAI(Scripted, LoopbackServer):
             await asyncio.sleep(self.latency)
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
-        elif mode == "hold":
+        elif mode in ("hold", "echo_key"):
             await self.held()
 
     async def _answer_chat(
         self, request: web.Request, body: dict[str, Any], mode: str | None
     ) -> web.StreamResponse:
         reply = chat_reply(body, mode, self.reasoning_models)
+        if mode == "echo_key":
+            text = f"you sent {request.headers.get('Authorization')} ok"
+            reply = dataclasses.replace(reply, text=text)
         if body.get("stream"):
             return await stream_reply(request, reply, body, mode)
         return web.json_response(completion(reply, body["model"]))
@@ -288,6 +294,7 @@ OTHER_MODES = (
     "stream_error",
     "truncated",
     "expired_url",
+    "echo_key",
 )
 FakeOpenAI.modes = frozenset(CANNED) | frozenset(OTHER_MODES)
 

@@ -37,7 +37,8 @@ async def gate(fake: FakeArk) -> AsyncIterator[ProviderHarness]:
         watch=KEY,
         secret=KEY,
         model="doubao-pro-4k",
-        route_options={"client_media_urls": True},  # the tests pass https image URLs
+        # the tests pass https image URLs; the fake serves its outputs on loopback
+        route_options={"client_media_urls": True, "output_urls_private": True},
     ) as h:
         yield h
 

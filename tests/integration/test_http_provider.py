@@ -217,6 +217,36 @@ async def test_401_quoting_the_key_is_auth_failed_without_the_key(fake: FakeServ
     assert error.message == "bad key ***"
 
 
+def quoting_the_key_at(cut: int, kept: int) -> str:
+    """A text whose key starts ``kept`` characters before ``cut``."""
+    return "x" * (cut - len("Bearer ") - kept) + f"Bearer {KEY} and more"
+
+
+@pytest.mark.parametrize("kept", [1, 4, 10, len(KEY) - 1])
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_an_error_quoting_the_key_across_the_cut_shows_no_part_of_it(
+    fake: FakeServer, kept: int, as_json: bool
+) -> None:
+    text = quoting_the_key_at(300, kept)
+    if as_json:
+        fake.reply(500, {"detail": text})
+    else:
+        fake.reply(500, text=text)
+    async with harness(fake.base_url) as h:
+        error = await h.fails(errors.Overloaded)
+    assert "Bearer *" in error.message and KEY[:4] not in error.message
+    assert len(error.message) <= 300
+
+
+async def test_a_bad_reply_quoting_the_key_across_the_cut_shows_no_part_of_it(
+    fake: FakeServer,
+) -> None:
+    fake.reply(text=quoting_the_key_at(300 - len("a reply that is not JSON: "), 12))
+    async with harness(fake.base_url) as h:
+        error = await h.fails(errors.BadResponse)
+    assert "Bearer ***" in error.message and KEY[:4] not in error.message
+
+
 async def test_a_silent_server_times_out(fake: FakeServer) -> None:
     async with harness(fake.base_url, path="/slow", read_timeout=0.2) as h:
         error = await h.fails(errors.ProviderTimeout)

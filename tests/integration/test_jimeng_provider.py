@@ -13,7 +13,8 @@ import pytest
 
 from taskgate import errors
 from taskgate.providers import Job, Pending, Result, lookup
-from taskgate.providers.jimeng import JimengProvider, action_url, hide
+from taskgate.providers.jimeng import JimengProvider, action_url
+from taskgate.providers.redact import scrub
 from tests.e2e.conftest import free_port
 from tests.fakes.jimeng_server import FakeJimeng
 from tests.integration.provider_harness import ProviderHarness
@@ -31,7 +32,13 @@ async def fake() -> AsyncIterator[FakeJimeng]:
 
 def harness(endpoint: str | None, secret: str | None = SECRET, **options: Any) -> ProviderHarness:
     return ProviderHarness(
-        "jimeng", endpoint, watch=SK, secret=secret, model="jimeng-2.1", instance_options=options
+        "jimeng",
+        endpoint,
+        watch=SK,
+        secret=secret,
+        model="jimeng-2.1",
+        instance_options=options,
+        route_options={"output_urls_private": True},  # the fake serves its files on loopback
     )
 
 
@@ -345,7 +352,7 @@ async def test_a_missing_or_malformed_secret_fails_without_calling(
 
 def test_the_secret_key_is_blanked_out_of_text_for_errors() -> None:
     call = harness(None).call("x", "image")
-    assert hide(f"a {SECRET} b {SK} c {AK}", call) == f"a *** b *** c {AK}"
+    assert scrub(f"a {SECRET} b {SK} c {AK}", call) == f"a *** b *** c {AK}"
 
 
 async def test_an_unreachable_backend_is_connection_failed() -> None:

@@ -249,7 +249,10 @@ async def test_a_prompt_with_images_and_native_base64(
 @pytest.mark.parametrize(
     ("image", "needle"),
     [
-        ("https://example.com/cat.png", "cannot fetch image URLs"),
+        ("https://example.com/cat.png", "uploaded file. or a data: URI"),
+        (" HTTP://example.com/cat.png", "uploaded file. or a data: URI"),
+        ("file:///etc/passwd", "not 'file:///etc/passwd'"),
+        ("//example.com/cat.png", "not '//example.com/cat.png'"),
         ({"file_id": "missing"}, "no file 'missing'"),
         ("data:image/png;base64,@@@", "not valid base64"),
     ],
@@ -267,7 +270,7 @@ async def test_images_it_cannot_send_fail_before_any_request(
 async def test_bad_native_base64_is_refused_by_ollama_as_invalid_input(
     gate: ProviderHarness,
 ) -> None:
-    messages = [{"role": "user", "content": "x", "images": ["not base64!"]}]
+    messages = [{"role": "user", "content": "x", "images": ["bm90IGJhc2U2N"]}]  # bad length
     error = await gate.fails(errors.InvalidInput, {"messages": messages})
     assert error.message == "illegal base64 data at input byte 0"
 

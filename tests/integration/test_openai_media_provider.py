@@ -34,7 +34,12 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 @pytest.fixture
 async def gate(fake: FakeOpenAI) -> AsyncIterator[ProviderHarness]:
     async with ProviderHarness(
-        "openai", fake.base_url, watch=KEY, secret=KEY, model="dall-e-3"
+        "openai",
+        fake.base_url,
+        watch=KEY,
+        secret=KEY,
+        model="dall-e-3",
+        route_options={"output_urls_private": True},  # the fake serves its images on loopback
     ) as h:
         yield h
 
@@ -60,6 +65,19 @@ async def test_an_image_url_is_downloaded_into_a_file_at_once(
     assert result.usage == {"images": 1}
     assert fake.requests[-1].path == "/v1/images/generations"
     assert sent(fake) == {"model": "dall-e-3", "prompt": "a red fox"}
+
+
+async def test_an_image_url_on_a_private_address_is_refused_unless_the_route_allows_it(
+    fake: FakeOpenAI,
+) -> None:
+    async with ProviderHarness(
+        "openai", fake.base_url, watch=KEY, secret=KEY, model="dall-e-3"
+    ) as h:
+        error = await h.fails(errors.PermanentError, "a red fox", kind="image")
+    assert f"output URL http://127.0.0.1:{fake.port}/files/" in error.message
+    assert "a loopback address; refused" in error.message
+    assert "options.output_urls_private" in error.message
+    assert fake.shelf.downloads == []  # the file was never fetched
 
 
 async def test_image_params_are_passed_through(gate: ProviderHarness, fake: FakeOpenAI) -> None:

@@ -326,3 +326,29 @@ async def test_an_image_url_from_a_client_is_refused_unless_the_route_allows_it(
     ) as allowed:
         await allowed.run(message)
     assert last_body(fake)["messages"][0]["content"][0] == part
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "HTTP://10.0.0.1/secret.png",
+        "Http://10.0.0.1/secret.png",
+        " http://10.0.0.1/secret.png",
+        "\thttps://10.0.0.1/secret.png",
+        "//10.0.0.1/secret.png",
+        "file:///etc/passwd",
+        "ftp://10.0.0.1/secret.png",
+        "javascript:alert(1)",
+        "secret.png",
+    ],
+)
+async def test_no_spelling_of_a_client_url_reaches_the_backend(
+    gate: ProviderHarness, fake: FakeOpenAI, url: str
+) -> None:
+    for part in (
+        {"type": "image_url", "image_url": {"url": url}},
+        {"type": "image_url", "image_url": url},
+        {"type": "video_url", "video_url": {"url": url}},
+    ):
+        await gate.fails(errors.InvalidInput, {"messages": [{"role": "user", "content": [part]}]})
+    assert fake.requests == []

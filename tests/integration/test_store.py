@@ -129,6 +129,20 @@ async def wait_past(moment: float) -> None:
 # --- insert and get --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("value", [42, -1.5, 0, True, None, "42", [1, "2"], {"n": 3}])
+async def test_any_json_input_and_result_is_read_back_as_it_was(
+    store: SqlStore, value: Any
+) -> None:
+    """SQLite gives JSON columns NUMERIC affinity: a bare number is kept as a number, and
+    must still read back (a task with the input 42 once broke every claim of its route)."""
+    task, _ = await store.insert(new_task(input=value))
+    assert (await store.get(task.id)).input == value  # type: ignore[union-attr]
+    claimed = await claim_only(store, task)
+    assert claimed.input == value
+    ended = await store.finish(outcome(claimed, result=value))
+    assert ended is not None and ended.result == value
+
+
 async def test_insert_returns_a_pending_task_with_the_given_fields(store: SqlStore) -> None:
     before = time.time()
     new = new_task(run_timeout=12.5, deadline=before + 600, priority=Priority.LOW)

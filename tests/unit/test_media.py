@@ -12,6 +12,7 @@ from taskgate.providers import Call, OutputFile
 from taskgate.providers.media import (
     data_uri,
     from_data_uri,
+    inline_file_images,
     input_bytes,
     input_url,
     name_for,
@@ -66,3 +67,83 @@ def test_bad_base64_from_a_backend_is_a_bad_response() -> None:
         output_from_b64("not base64!", "image/png", "x.png")
     assert name_for("image", "image/jpeg") == "image.jpg"
     assert name_for("blob", "application/x-unknown") == "blob.bin"
+
+
+PNG_URI = "data:image/png;base64,iVBORw0KGgo="
+ALLOWING = ROUTE.model_copy(update={"options": {"client_media_urls": True}})
+
+
+@pytest.mark.parametrize(
+    ("given", "by_default", "where_allowed"),
+    [
+        # http(s) in any case, after any blank: refused unless the route allows client URLs
+        ("HTTP://h/x.png", None, "http://h/x.png"),
+        ("Http://h/x.png", None, "http://h/x.png"),
+        ("hTTps://h/x.png", None, "https://h/x.png"),
+        ("HTTPS://h/x.png", None, "https://h/x.png"),
+        (" http://h/x.png", None, "http://h/x.png"),
+        ("\thttp://h/x.png\n", None, "http://h/x.png"),
+        # never: another scheme, no scheme, no host, a data URI that is not base64
+        ("//h/x.png", None, None),
+        ("file:///etc/passwd", None, None),
+        ("FILE:///etc/passwd", None, None),
+        ("ftp://h/x", None, None),
+        ("gopher://h:70/_x", None, None),
+        ("javascript:alert(1)", None, None),
+        ("x.png", None, None),
+        ("/etc/passwd", None, None),
+        ("http:///x.png", None, None),
+        ("http:x.png", None, None),
+        ("h\ttp://h/x.png", None, None),
+        ("data:text/plain,hello", None, None),
+        # a base64 data URI: always, as a clean data: URI
+        (PNG_URI, PNG_URI, PNG_URI),
+        (" DATA:image/png;base64,iVBORw0KGgo=", PNG_URI, PNG_URI),
+    ],
+)
+async def test_one_rule_for_the_urls_a_client_may_give(
+    given: str, by_default: str | None, where_allowed: str | None
+) -> None:
+    plain = call({})
+    allowing = dataclasses.replace(plain, route=ALLOWING)
+    for c, expected in ((plain, by_default), (allowing, where_allowed)):
+        if expected is None:
+            with pytest.raises(errors.InvalidInput, match=r"^image: |^image must be"):
+                await input_url(c, given, "image")
+        else:
+            assert await input_url(c, given, "image") == expected
+    if by_default is None:  # bytes are never fetched from a client's URL
+        with pytest.raises(errors.InvalidInput):
+            await input_bytes(allowing, given, "image")
+
+
+@pytest.mark.parametrize("url", ["HTTP://10.0.0.1/x.png", " http://h/x.png", "file:///etc/passwd"])
+@pytest.mark.parametrize("field", ["image_url", "video_url"])
+async def test_chat_media_parts_follow_the_rule(url: str, field: str) -> None:
+    messages = [{"role": "user", "content": [{"type": field, field: {"url": url}}]}]
+    c = dataclasses.replace(call({}), kind="chat", input={"messages": messages})
+    with pytest.raises(errors.InvalidInput):
+        await inline_file_images(c)
+
+
+async def test_chat_media_parts_are_sent_clean_and_files_inlined() -> None:
+    f = OutputFile(b"abc", "image/png", "a.png")
+    content = [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": " DATA:image/png;base64,YWJj", "detail": "low"}},
+        {"type": "image_url", "image_url": {"file_id": "f1", "detail": "high"}},
+        {"type": "video_url", "video_url": "HTTPS://h/v.mp4"},
+    ]
+    c = dataclasses.replace(
+        call({"f1": f}),
+        kind="chat",
+        input={"messages": [{"role": "user", "content": content}]},
+        route=ALLOWING,
+    )
+    [message] = (await inline_file_images(c)).input["messages"]
+    assert message["content"] == [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,YWJj", "detail": "low"}},
+        {"type": "image_url", "image_url": {"detail": "high", "url": "data:image/png;base64,YWJj"}},
+        {"type": "video_url", "video_url": "https://h/v.mp4"},
+    ]

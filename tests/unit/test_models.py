@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from taskgate.models import TERMINAL, Priority, Status, can_transition, new_id
+from taskgate.models import TERMINAL, Priority, Status, Task, can_transition, new_id
 
 P, R = Status.PENDING, Status.PROCESSING
 S, F, T, X = Status.SUCCESS, Status.FAILED, Status.TIMEOUT, Status.CANCELLED
@@ -80,3 +80,26 @@ def test_new_ids_sort_by_creation_time() -> None:
 def test_new_ids_are_unique() -> None:
     ids = [new_id() for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
+
+
+def test_a_stored_time_no_calendar_renders_does_not_break_a_read() -> None:
+    from taskgate.views import iso, task_json
+
+    task = Task(
+        id="t1",
+        tenant="acme",
+        api_key_id="k",
+        kind="chat",
+        model="mock",
+        route="mock",
+        priority=Priority.DEFAULT,
+        status=Status.CANCELLED,
+        input="hi",
+        params={},
+        created_at=0.0,
+        updated_at=0.0,
+        deadline=1e20,  # written before durations were bounded
+    )
+    assert task_json(task)["deadline"] is None
+    assert [iso(v) for v in (float("inf"), float("nan"), -1e20)] == [None, None, None]
+    assert iso(1.5) == "1970-01-01T00:00:01.500Z"

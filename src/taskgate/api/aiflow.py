@@ -185,7 +185,8 @@ async def create_task_form(
     key: ApiKey = Depends(caller),
     gw: Gateway = Depends(gateway),
 ) -> JSON:
-    """Queue a task from AIFlow's multipart form; the files go to taskgate's storage first."""
+    """Queue a task from AIFlow's multipart form; the files go to taskgate's storage first
+    (once the request is checked; a submission refused after that removes them again)."""
     raw = {
         "task_type": task_type,
         "model_spec": json_field("model_spec", model_spec),
@@ -199,9 +200,14 @@ async def create_task_form(
         raise RequestValidationError(exc.errors(include_url=False)) from None
     sub = plan(gw, body)
     refs = [{"file_id": await _store(request, key, f)} for f in files or []]
-    return await _accept(
-        gw, key, with_files(sub, refs), bool(body.callback and body.callback.headers)
-    )
+    try:
+        return await _accept(
+            gw, key, with_files(sub, refs), bool(body.callback and body.callback.headers)
+        )
+    except Exception:
+        if refs:
+            await request.app.state.files.discard([r["file_id"] for r in refs])
+        raise
 
 
 async def _store(request: Request, key: ApiKey, f: UploadFile) -> str:

@@ -15,26 +15,17 @@ from starlette.exceptions import HTTPException
 
 from taskgate import __version__, services, store
 from taskgate.api import aiflow, native, openai_api, tasksystem, volcengine
-from taskgate.api.auth import KeyRing
+from taskgate.api.auth import KeyRing, caller, has_key
 from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
-from taskgate.api.responses import JSON, error_body
+from taskgate.api.responses import JSON, STATUS_TYPES, as_api_error, error_body
+from taskgate.api.strict import malformed_message
 from taskgate.config import Settings
 from taskgate.errors import ApiError
 from taskgate.gateway import Gateway
 from taskgate.scheduler import Scheduler
 
 log = logging.getLogger("taskgate")
-
-STATUS_TYPES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
 
 
 def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float = 10.0) -> FastAPI:
@@ -46,7 +37,8 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         async with services.opened(settings) as s:
             app.state.files = s.files
             app.state.gateway = Gateway(settings, s.store, s.events, s.files)
-            app.state.keys = KeyRing(s.store, settings.auth_cache_seconds)
+            app.state.keys = KeyRing(s.store, s.events, settings.auth_cache_seconds)
+            await app.state.keys.start()
             await _bootstrap_admin_key(s.store)
             scheduler = Scheduler(settings, s.store, s.events, s.files) if run_scheduler else None
             app.state.scheduler = scheduler
@@ -59,6 +51,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
                 if scheduler:
                     await scheduler.stop(grace)
                 await app.state.gateway.stop()
+                await app.state.keys.stop()
 
     app = FastAPI(
         title="taskgate",
@@ -77,6 +70,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         ApiError: _api_error,
         RequestValidationError: _validation_error,
         HTTPException: _http_error,
+        Exception: _unexpected,  # last: what nothing above answers (a fault of ours)
     }
     for cls, handler in errors.items():
         app.add_exception_handler(cls, handler)
@@ -86,6 +80,10 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
 
     @app.get("/health", tags=["ops"])
     async def health(request: Request) -> JSON:
+        """Whether the server is up. With an admin key, also its version and the tasks of
+        every tenant counted by status (no store read without one)."""
+        if not has_key(request) or not (await caller(request)).admin:  # a sent key must be good
+            return JSON({"status": "ok"})
         counts = await request.app.state.gateway.store.counts()
         return JSON({"status": "ok", "version": __version__, "tasks": counts})
 
@@ -108,20 +106,20 @@ async def _bootstrap_admin_key(db: store.SqlStore) -> None:
 
 async def _api_error(_: Request, exc: Exception) -> JSON:
     assert isinstance(exc, ApiError)
-    return JSON({"error": exc.as_dict()}, status_code=exc.status_code)
+    return JSON({"error": exc.as_dict()}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSON:
+    return await _api_error(request, as_api_error(exc))
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSON:
     assert isinstance(exc, RequestValidationError)
     problems = [_describe(e) for e in exc.errors()]
-    malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
+    if (message := malformed_message(exc)) is not None:
+        return JSON(error_body("bad_request", message), status_code=400)
     return JSON(
-        error_body(
-            "bad_request" if malformed else "invalid_request",
-            "malformed JSON body" if malformed else "; ".join(problems),
-            problems=problems,
-        ),
-        status_code=400 if malformed else 422,
+        error_body("invalid_request", "; ".join(problems), problems=problems), status_code=422
     )
 
 

@@ -1,42 +1,85 @@
 """API-key authentication. Keys are stored hashed; a verified key is cached for
-``auth_cache_seconds`` so that a request costs no store read (a revoked key stops working
-within that time; revoking through the API takes effect at once on this process)."""
+``auth_cache_seconds`` so that a request costs no store read. A revoked key (through the API
+of any gateway, or ``taskgate keys revoke``) is announced on the events channel and every
+gateway drops it at once; if the announcement is lost (the channel is down), the key still
+stops working within ``auth_cache_seconds``."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import Request
 
 from taskgate.errors import Forbidden, Unauthorized
+from taskgate.events import Events
+from taskgate.events.topics import KEY_REVOKED, announce_revoked
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
 from taskgate.store import SqlStore
 
 
 class KeyRing:
-    def __init__(self, store: SqlStore, ttl: float) -> None:
+    def __init__(self, store: SqlStore, events: Events, ttl: float) -> None:
         self.store = store
+        self.events = events
         self.ttl = ttl
         self._cache: dict[str, tuple[ApiKey, float]] = {}
+        self._forgotten = 0  # how many revocations this ring has heard of
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Listen for revocations from every process (this one included)."""
+        subscribed = asyncio.Event()
+        self._listener = asyncio.create_task(self._drop_revoked(subscribed), name="keyring")
+        await subscribed.wait()
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+
+    async def _drop_revoked(self, subscribed: asyncio.Event) -> None:
+        async with self.events.subscribe(KEY_REVOKED) as sub:
+            subscribed.set()
+            while True:
+                if (message := await sub.get()) is not None:
+                    self.forget(str(message.get("key_id")))
 
     async def verify(self, secret: str) -> ApiKey:
         hit = self._cache.get(secret)
         now = time.monotonic()
         if hit is not None and hit[1] > now:
             return hit[0]
+        forgotten = self._forgotten
         key = await self.store.key_for_secret(secret)
         if key is None or not key.active:
             self._cache.pop(secret, None)
             raise Unauthorized("invalid or revoked API key")
-        if self.ttl > 0:
+        # a revocation heard during the read may be of this key, read just before it
+        if self.ttl > 0 and forgotten == self._forgotten:
             self._cache[secret] = (key, now + self.ttl)
         return key
 
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke a key: refused here at once, and by the other gateways as soon as they hear
+        of it. False if there is no such active key."""
+        if not await self.store.revoke_key(key_id):
+            return False
+        self.forget(key_id)
+        await announce_revoked(self.events, key_id)
+        return True
+
     def forget(self, key_id: str) -> None:
+        self._forgotten += 1
         for secret, (key, _) in list(self._cache.items()):
             if key.id == key_id:
                 del self._cache[secret]
+
+
+def has_key(request: Request) -> bool:
+    """Whether the request sends a key at all."""
+    return "authorization" in request.headers or "x-api-key" in request.headers
 
 
 def secret_from(request: Request) -> str:

@@ -1,18 +1,16 @@
-"""Request body size limit as plain ASGI middleware, answering in taskgate's JSON error shape.
+"""Request body size limit as plain ASGI middleware.
 
-A declared Content-Length over the limit is refused before anything is read; a body streamed
-without one is cut off once it passes the limit (the 413 is raised from ``receive``, so it
-reaches the app's error handler like any other HTTP error).
+The 413 is raised from ``receive`` when the app first reads the body: at once for a
+declared Content-Length over the limit (nothing is read), and once a body streamed without
+one passes the limit. So it reaches the route that reads the body like any other refusal,
+and comes out in that API's error shape.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.exceptions import HTTPException
-
-from taskgate.api.responses import error_body
 
 
 class BodyLimit:
@@ -23,13 +21,15 @@ class BodyLimit:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                return await self._refuse(send)
+        declared = next(
+            (int(v) for n, v in scope["headers"] if n == b"content-length" and v.isdigit()), 0
+        )
         seen = 0
 
         async def limited_receive() -> Any:
             nonlocal seen
+            if declared > self.max_bytes:
+                raise HTTPException(413, self._message())
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
@@ -40,9 +40,3 @@ class BodyLimit:
 
     def _message(self) -> str:
         return f"request body over the limit of {self.max_bytes} bytes"
-
-    async def _refuse(self, send: Any) -> None:
-        body = orjson.dumps(error_body("payload_too_large", self._message()))
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})

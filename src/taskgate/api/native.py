@@ -15,21 +15,35 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taskgate.api.auth import KeyRing, admin, caller, gateway
 from taskgate.api.responses import JSON
+from taskgate.api.strict import StrictRoute, check_media_type, json_body
 from taskgate.errors import NotFound
 from taskgate.files import file_json
-from taskgate.gateway import Gateway, Submission, batch_json, iso, scope, task_json
-from taskgate.models import ApiKey, Conversation, Message, Priority, Status
+from taskgate.gateway import (
+    MAX_QUEUE_TIMEOUT,
+    MAX_RUN_TIMEOUT,
+    Gateway,
+    Submission,
+    batch_json,
+    iso,
+    scope,
+    task_json,
+)
+from taskgate.models import ApiKey, Conversation, Message, Priority, Status, StoredFile
 from taskgate.store import TaskFilter
 
-router = APIRouter()
+router = APIRouter(route_class=StrictRoute)
 
 SSE_TICK = 1.0  # seconds between position updates of a waiting task
 
 
-class WorkIn(BaseModel):
-    """What a task and a batch both carry."""
+class Body(BaseModel):
+    """A request body: no fields beyond those declared, numbers finite."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class WorkIn(Body):
+    """What a task and a batch both carry."""
 
     kind: str = Field(
         min_length=1, max_length=32, description="chat, image, ... or a plugin's kind"
@@ -37,9 +51,14 @@ class WorkIn(BaseModel):
     input: Any = Field(None, description="the model input: a prompt, messages, ...")
     params: dict[str, Any] = Field(default_factory=dict, description="parameters for the model")
     priority: Literal["critical", "default", "low"] = "default"
-    timeout: float | None = Field(None, gt=0, le=86_400, description="run timeout, seconds")
+    timeout: float | None = Field(
+        None, gt=0, le=MAX_RUN_TIMEOUT, description="run timeout, seconds"
+    )
     queue_timeout: float | None = Field(
-        None, gt=0, description="longest wait in the queue before TIMEOUT, seconds"
+        None,
+        gt=0,
+        le=MAX_QUEUE_TIMEOUT,
+        description="longest wait in the queue before TIMEOUT, seconds",
     )
     conversation_id: str | None = Field(
         None, max_length=40, description="a chat turn: the conversation's earlier turns are sent"
@@ -76,9 +95,7 @@ class BatchIn(WorkIn):
     first_wins: bool = Field(False, description="the first success cancels the other tasks")
 
 
-class KeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KeyIn(Body):
     tenant: str = Field(min_length=1, max_length=64)
     name: str = Field("", max_length=200)
     admin: bool = False
@@ -101,8 +118,9 @@ async def submit_task(
 async def submit_task_fast(request: Request) -> JSON:
     """``submit_task`` without the router's dependency solving (see api/fastpath.py)."""
     key = await caller(request)
+    check_media_type(request)
     try:
-        body = TaskIn.model_validate_json(await request.body())
+        body = TaskIn.model_validate(json_body(await request.body()))
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     gw: Gateway = request.app.state.gateway
@@ -168,9 +186,7 @@ async def cancel_task(
 # --- conversations ---------------------------------------------------------------------------
 
 
-class ConversationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ConversationIn(Body):
     title: str = Field("", max_length=200)
 
 
@@ -384,8 +400,25 @@ async def upload_file(
 async def download_file(file_id: str, request: Request, key: ApiKey = Depends(caller)) -> Response:
     """A stored file (a task's output or an upload) of the caller's tenant."""
     f, data = await request.app.state.files.open(file_id, scope(key))
-    disposition = f'inline; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", f.name)}"'
-    return Response(data, media_type=f.content_type, headers={"content-disposition": disposition})
+    return Response(data, media_type=f.content_type, headers=download_headers(f))
+
+
+# Shown in a browser tab rather than saved: media a browser plays without running anything.
+# Everything else (HTML, SVG, PDF, scripts...) is sent as an attachment: a file a tenant
+# uploaded must never run as a page of taskgate's origin.
+INLINE_TYPES = re.compile(r"(image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|video/[\w.+-]+)")
+
+
+def download_headers(f: StoredFile) -> dict[str, str]:
+    """Headers that keep a stored file inert in a browser: its type is not sniffed, it runs
+    no script and loads nothing, and only plain images, audio and video show inline."""
+    kind = f.content_type.split(";", 1)[0].strip().lower()
+    how = "inline" if INLINE_TYPES.fullmatch(kind) else "attachment"
+    return {
+        "content-disposition": f'{how}; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", f.name)}"',
+        "x-content-type-options": "nosniff",
+        "content-security-policy": "default-src 'none'; sandbox",
+    }
 
 
 # --- keys (admin) ------------------------------------------------------------------------
@@ -420,10 +453,8 @@ async def list_keys(
 async def revoke_key(
     key_id: str,
     _: ApiKey = Depends(admin),
-    gw: Gateway = Depends(gateway),
     ring: KeyRing = Depends(keyring),
 ) -> JSON:
-    if not await gw.store.revoke_key(key_id):
+    if not await ring.revoke(key_id):
         raise NotFound(f"no active key {key_id!r}")
-    ring.forget(key_id)
     return JSON({"id": key_id, "revoked": True})

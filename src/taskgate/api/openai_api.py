@@ -20,33 +20,33 @@ are the dialect's hot path. Errors are always OpenAI's error object (see api/ope
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from taskgate.api import openai_wire as wire
 from taskgate.api.auth import caller, gateway_of
 from taskgate.api.openai_watch import ChatStream, WaitEnded, Watch
 from taskgate.api.responses import JSON
+from taskgate.api.strict import StrictRoute, check_media_type
 from taskgate.errors import ApiError
 from taskgate.gateway import Submission
 from taskgate.models import ApiKey, Status, Task
+from taskgate.params import COMMON
 
 Handler = Callable[[Request], Awaitable[Response]]
 PREFIX = "/openai/v1"
-REFUSED = (ApiError, RequestValidationError, HTTPException)
 HEADERS_WITHIN = 5.0  # a stream's headers wait this long for the first token (or an error)
 KEEPALIVE = 15.0  # seconds between SSE comments while a stream has nothing to send
 
 
-class OpenAIRoute(APIRoute):
-    """A route whose refusals (bad key, schema, unknown model) come out in OpenAI's shape."""
+class OpenAIRoute(StrictRoute):
+    """A route whose refusals (bad key, schema, unknown model), and unexpected failures,
+    come out in OpenAI's shape."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -54,7 +54,7 @@ class OpenAIRoute(APIRoute):
         async def answer(request: Request) -> Response:
             try:
                 return await handler(request)
-            except REFUSED as exc:
+            except Exception as exc:
                 return wire.refusal(exc)
 
         return answer
@@ -80,8 +80,9 @@ class ChatCompletionIn(BaseModel):
 async def chat_completions(request: Request) -> Response:
     try:
         key = await caller(request)
+        check_media_type(request)
         return await _chat(request, key, wire.json_object(await request.body()))
-    except REFUSED as exc:
+    except Exception as exc:
         return wire.refusal(exc)
 
 
@@ -152,8 +153,13 @@ class EventStream(StreamingResponse):
 
 
 async def shared_chat_completions(request: Request) -> Response:
-    """``POST /v1/chat/completions``: OpenAI's shape here, another dialect's elsewhere."""
-    body = await _openai_chat_body(request)
+    """``POST /v1/chat/completions``: OpenAI's shape here, another dialect's elsewhere. A
+    body that cannot be read (over ``max_body_bytes``) is nobody's yet: the other dialect,
+    whose errors carry OpenAI's ``error`` object too, answers it."""
+    try:
+        body = await _openai_chat_body(request)
+    except Exception as exc:
+        return (_other_refusal[0] if _other_refusal else wire.refusal)(exc)
     if body is None:
         if _other_chat:
             return await _other_chat[0](request)
@@ -165,7 +171,7 @@ async def shared_chat_completions(request: Request) -> Response:
         )
     try:
         return await _chat(request, await caller(request), body)
-    except REFUSED as exc:
+    except Exception as exc:
         return wire.refusal(exc)
 
 
@@ -180,12 +186,17 @@ async def _openai_chat_body(request: Request) -> dict[str, Any] | None:
 
 
 _other_chat: list[Handler] = []
+_other_refusal: list[Callable[[Exception], Response]] = []
 
 
-def serve_other_chat(handler: Handler) -> None:
+def serve_other_chat(
+    handler: Handler, refusal: Callable[[Exception], Response] = wire.refusal
+) -> None:
     """Let another dialect answer ``POST /v1/chat/completions`` requests that are not
-    OpenAI's (no ``messages``, or not JSON). The request's body can be read again."""
+    OpenAI's (no ``messages``, or not JSON), and refuse in its shape those whose body cannot
+    be read. The request's body can be read again."""
     _other_chat[:] = [handler]
+    _other_refusal[:] = [refusal]
 
 
 @router.post(f"{PREFIX}/chat/completions", summary="Chat completion (OpenAI)")
@@ -237,7 +248,7 @@ class EmbeddingIn(BaseModel):
     input: str | list[str] | list[int] | list[list[int]]
     model: str
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=COMMON["dimensions"][1])
 
 
 @router.post(f"{PREFIX}/embeddings", summary="Embeddings (OpenAI)")
@@ -258,32 +269,45 @@ async def audio_transcriptions(
     language: str | None = Form(None),
     prompt: str | None = Form(None),
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = Form("json"),
-    temperature: float | None = Form(None),
+    temperature: float | None = Form(None, ge=0, le=1, allow_inf_nan=False),
     key: ApiKey = Depends(caller),
 ) -> Response:
     """The upload is stored in taskgate's files (as ``POST /v1/files`` would), then
-    transcribed by a ``transcription`` task that names it."""
+    transcribed by a ``transcription`` task that names it. A request refused (its model,
+    its headers) stores nothing."""
+    params = {"language": language, "prompt": prompt, "temperature": temperature}
+    params = {k: v for k, v in params.items() if v is not None}
+    params["response_format"] = response_format
+    sub = wire.submission("transcription", model, None, params, request.headers)
+    gateway_of(request).route_for(sub.kind, sub.model)
     data = await file.read()
     content_type = file.content_type or "application/octet-stream"
     stored = await request.app.state.files.save(
         key.tenant, data, content_type, file.filename or "audio"
     )
-    params = {"language": language, "prompt": prompt, "temperature": temperature}
-    params = {k: v for k, v in params.items() if v is not None}
-    params["response_format"] = response_format
-    sub = wire.submission(
-        "transcription", model, {"file": {"file_id": stored.id}}, params, request.headers
+    sub = dataclasses.replace(sub, input={"file": {"file_id": stored.id}})
+    return await _run(
+        request, key, sub, lambda t: wire.transcription_reply(t, response_format), [stored.id]
     )
-    return await _run(request, key, sub, lambda t: wire.transcription_reply(t, response_format))
 
 
 async def _run(
-    request: Request, key: ApiKey, sub: Submission, reply: Callable[[Task], Any]
+    request: Request,
+    key: ApiKey,
+    sub: Submission,
+    reply: Callable[[Task], Any],
+    uploads: Sequence[str] = (),
 ) -> Response:
-    """Submit, wait for the end, answer with ``reply(task)`` or the failure."""
+    """Submit, wait for the end, answer with ``reply(task)`` or the failure. The files
+    ``uploads`` names were stored for this request: a refused submission removes them."""
     watch = Watch(gateway_of(request), key, request)
     try:
-        await watch.submit(sub)
+        try:
+            await watch.submit(sub)
+        except Exception:
+            if uploads:
+                await request.app.state.files.discard(uploads)
+            raise
         return _answer(await watch.ended(), reply)
     except WaitEnded as ended:
         return ended.answer

@@ -20,9 +20,9 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from taskgate.api.responses import JSON
-from taskgate.errors import ApiError, BadRequest
-from taskgate.gateway import Submission
+from taskgate.api.responses import JSON, as_api_error, error_headers
+from taskgate.errors import BadRequest
+from taskgate.gateway import MAX_QUEUE_TIMEOUT, Submission
 from taskgate.models import Priority, Status, Task
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -31,7 +31,6 @@ CHAT_OWN = frozenset({"model", "messages", "stream", "stream_options", "n"})
 IMAGE_PARAMS = ("n", "size", "quality", "style", "background", "output_format", "seed")
 TRANSCRIPT_TEXT_FORMATS = frozenset({"text", "srt", "vtt"})
 DEFAULT_QUEUE_TIMEOUT = 600.0  # seconds an OpenAI-dialect task may wait for its first start
-
 # a failed task's error type -> (HTTP status, OpenAI error type)
 TASK_ERRORS: Mapping[str, tuple[int, str]] = {
     "invalid_input": (400, "invalid_request_error"),
@@ -63,19 +62,23 @@ def error(
 
 
 def refusal(exc: Exception) -> JSON:
-    """An error raised while taking a request (bad key, bad body, unknown model) in OpenAI's
-    shape; FastAPI's schema errors (422 in the native API) are 400 here, as OpenAI answers."""
+    """An error raised while taking a request (bad key, bad body, unknown model; or an
+    unexpected failure) in OpenAI's shape; FastAPI's schema errors (422 in the native API)
+    are 400 here, as OpenAI answers."""
     if isinstance(exc, RequestValidationError):
         return schema_error(exc)
     if isinstance(exc, HTTPException):
-        return error(exc.status_code, str(exc.detail), code=None)
-    assert isinstance(exc, ApiError)
-    param = exc.details.get("field")
-    code = API_CODES.get(exc.code, exc.code)
-    if isinstance(exc, BadRequest) and param == "model" and "unknown model" in exc.message:
-        code = "model_not_found"
-    type_ = "server_error" if exc.status_code >= 500 else "invalid_request_error"
-    return error(exc.status_code, exc.message, type_, param, code)
+        response = error(exc.status_code, str(exc.detail), code=None)
+    else:
+        api = as_api_error(exc)
+        param = api.details.get("field")
+        code = API_CODES.get(api.code, api.code)
+        if isinstance(api, BadRequest) and param == "model" and "unknown model" in api.message:
+            code = "model_not_found"
+        type_ = "server_error" if api.status_code >= 500 else "invalid_request_error"
+        response = error(api.status_code, api.message, type_, param, code)
+    response.headers.update(error_headers(exc))
+    return response
 
 
 def schema_error(exc: RequestValidationError) -> JSON:
@@ -141,6 +144,8 @@ def priority_of(headers: Mapping[str, str]) -> Priority:
 
 
 def queue_timeout_of(headers: Mapping[str, str]) -> float:
+    """Seconds from X-Taskgate-Queue-Timeout: more than 0, at most the native API's longest
+    ``queue_timeout`` (``nan``, ``inf`` and ``1e400`` are refused with the rest)."""
     raw = headers.get("x-taskgate-queue-timeout")
     if raw is None:
         return DEFAULT_QUEUE_TIMEOUT
@@ -148,9 +153,9 @@ def queue_timeout_of(headers: Mapping[str, str]) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not 0 < value <= 86_400:
+    if not 0 < value <= MAX_QUEUE_TIMEOUT:  # False for nan
         raise BadRequest(
-            "X-Taskgate-Queue-Timeout must be seconds in (0, 86400]",
+            f"X-Taskgate-Queue-Timeout must be seconds in (0, {MAX_QUEUE_TIMEOUT:.0f}]",
             field="X-Taskgate-Queue-Timeout",
         )
     return value

@@ -1,6 +1,7 @@
 """What the seed dialects' routers (api/aiflow.py, api/volcengine.py, api/tasksystem.py)
-share: each answers refusals in its own seed's error shape, reads JSON fields of forms, and
-turns a task's stored files into absolute URLs. None of this touches tasks: the Gateway does.
+share: each answers refusals in its own dialect's error shape, reads JSON bodies strictly (as
+the OpenAI dialect does too), reads JSON fields of forms, and turns a task's stored files into
+absolute URLs. None of this touches tasks: the Gateway does.
 """
 
 from __future__ import annotations
@@ -15,28 +16,32 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from taskgate.api.responses import JSON
-from taskgate.errors import ApiError, BadRequest
+from taskgate.api.responses import JSON, STATUS_TYPES, as_api_error, error_headers
+from taskgate.api.strict import StrictRoute, malformed_message
+from taskgate.errors import BadRequest
 from taskgate.models import Task
 
 # (HTTP status, message, taskgate's error object) -> the dialect's error response
 Render = Callable[[int, str, dict[str, Any]], Response]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-REFUSED = (ApiError, RequestValidationError, HTTPException)
 
 
 def refusal(exc: Exception) -> tuple[int, str, dict[str, Any]]:
-    """A refused request (bad key, bad body, unknown model or id) as status, message and
-    taskgate's error object. Schema errors are 400 here: the seeds' clients know no 422."""
+    """A refused request (bad key, bad body, unknown model or id; or an unexpected failure)
+    as status, message and taskgate's error object. Schema errors are 400 here: these
+    systems' clients know no 422."""
     if isinstance(exc, RequestValidationError):
+        if (message := malformed_message(exc)) is not None:
+            return 400, message, {"type": "bad_request", "message": message}
         problems = [_describe(e) for e in exc.errors()]
         message = "; ".join(problems) or "invalid request"
         return 400, message, {"type": "invalid_request", "message": message}
     if isinstance(exc, HTTPException):
         message = str(exc.detail)
-        return exc.status_code, message, {"type": "error", "message": message}
-    assert isinstance(exc, ApiError)
-    return exc.status_code, exc.message, exc.as_dict()
+        type_ = STATUS_TYPES.get(exc.status_code, "error")
+        return exc.status_code, message, {"type": type_, "message": message}
+    error = as_api_error(exc)
+    return error.status_code, error.message, error.as_dict()
 
 
 def _describe(error: Any) -> str:
@@ -49,19 +54,26 @@ def route_class(render: Render) -> type[APIRoute]:
     """An APIRoute whose refusals, including the key check and schema validation that
     FastAPI runs before the endpoint, come out through ``render``."""
 
-    class SeedRoute(APIRoute):
+    class SeedRoute(StrictRoute):
         def get_route_handler(self) -> Handler:
             handler = super().get_route_handler()
 
             async def answer(request: Request) -> Response:
                 try:
                     return await handler(request)
-                except REFUSED as exc:
-                    return render(*refusal(exc))
+                except Exception as exc:
+                    return refused(render, exc)
 
             return answer
 
     return SeedRoute
+
+
+def refused(render: Render, exc: Exception) -> Response:
+    """The answer to a request that raised ``exc``, in a dialect's shape (``render``)."""
+    response = render(*refusal(exc))
+    response.headers.update(error_headers(exc))
+    return response
 
 
 def detail_error(status: int, message: str, error: dict[str, Any]) -> Response:

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from taskgate.api import openai_api
 from taskgate.api.auth import caller, gateway, gateway_of
 from taskgate.api.responses import JSON
-from taskgate.api.seeds import REFUSED, detail_error, refusal, route_class
+from taskgate.api.seeds import detail_error, refused, route_class
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway, Submission
 from taskgate.models import ApiKey
@@ -76,8 +76,12 @@ async def chat_completions(request: Request) -> Response:
     try:
         key = await caller(request)
         return await _chat(gateway_of(request), key, await _prompt_body(request))
-    except REFUSED as exc:
-        return detail_error(*refusal(exc))
+    except Exception as exc:
+        return refused_here(exc)
+
+
+def refused_here(exc: Exception) -> Response:
+    return refused(detail_error, exc)
 
 
 async def _prompt_body(request: Request) -> PromptIn:
@@ -124,7 +128,7 @@ async def _chat(gw: Gateway, key: ApiKey, body: PromptIn) -> Response:
     return JSON(reply)
 
 
-openai_api.serve_other_chat(chat_completions)
+openai_api.serve_other_chat(chat_completions, refused_here)
 
 
 # --- images ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from taskgate.api.seeds import file_urls, route_class
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway, Submission, iso
 from taskgate.models import ApiKey, Priority, Status, Task
+from taskgate.params import COMMON, MAX_INT64
 from taskgate.store import TaskFilter
 from taskgate.views import output_text
 
@@ -50,6 +51,8 @@ MESSAGES = {
     "failed": "任务失败",
 }
 MAX_OFFSET = 10_000
+MAX_TOKENS = int(COMMON["max_tokens"][1])
+MAX_TEMPERATURE = COMMON["temperature"][1]
 
 
 def envelope(data: Any, message: str, status: int = 200) -> JSON:
@@ -72,11 +75,11 @@ class TaskIn(BaseModel):
     user_id: str | None = Field(None, max_length=200)
     provider: str | None = Field(None, max_length=100)
     model: str | None = Field(None, max_length=200)
-    size: str | None = None
-    aspect_ratio: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    seed: int | None = None
+    size: str | None = Field(None, max_length=100)
+    aspect_ratio: str | None = Field(None, max_length=100)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: float | None = Field(None, ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=-MAX_INT64 - 1, le=MAX_INT64)
     priority: Literal["critical", "default", "low"] | None = None  # taskgate's own
 
 

@@ -3,7 +3,8 @@ arrives, the worker holding a task that was cancelled. They are hints, never the
 listener re-reads the store, and pollers at a bounded interval finish the job if an event is lost.
 
 Topics used: ``task:{id}`` (status, position and progress of one task), ``queue`` (a task became
-claimable on a route), ``cancel`` (a running task was cancelled).
+claimable on a route), ``cancel`` (a running task was cancelled), ``key_revoked`` (an API key
+was revoked: gateways drop it from their caches).
 
 Messages are JSON objects, except one shortcut: a ``finished`` event published in-process
 carries the ended :class:`~taskgate.models.Task` under ``ended``, which saves each waiter a

@@ -1,5 +1,6 @@
 """The messages taskgate publishes, in one place: ``task:{id}`` (a task's life, for waiters
-and event streams), ``queue`` (work became due on a lane) and ``cancel`` (stop a call)."""
+and event streams), ``queue`` (work became due on a lane), ``cancel`` (stop a call) and
+``key_revoked`` (forget a key)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 from taskgate.events.base import Events
 from taskgate.models import Task
+
+KEY_REVOKED = "key_revoked"
 
 
 def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
@@ -22,3 +25,8 @@ async def announce_cancelled(events: Events, tasks: list[Task]) -> None:
             message.update(provider_job=task.provider_job, kind=task.kind, model=task.model)
         await events.publish("cancel", message)
         await events.publish(f"task:{task.id}", task_event(task, "finished"))
+
+
+async def announce_revoked(events: Events, key_id: str) -> None:
+    """Every gateway drops the key from its cache of verified keys."""
+    await events.publish(KEY_REVOKED, {"key_id": key_id})

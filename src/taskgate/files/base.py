@@ -20,5 +20,9 @@ class Blobs(abc.ABC):
     async def get(self, key: str) -> bytes:
         """The bytes, or FileNotFoundError."""
 
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the bytes; a key that is not there is no error."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         pass

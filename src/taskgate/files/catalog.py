@@ -3,8 +3,10 @@ store. Saving writes the bytes first, so a row never points at nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from taskgate.errors import NotFound
@@ -32,8 +34,20 @@ class Files:
             created_at=time.time(),
         )
         await self.blobs.put(f.id, data)
-        await self.store.add_file(f)
+        try:
+            await self.store.add_file(f)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the store's error is the one to report
+                await self.blobs.delete(f.id)
+            raise
         return f
+
+    async def discard(self, file_ids: Sequence[str]) -> None:
+        """Remove files that nothing refers to (saved for a request that was then refused):
+        the row first, so no row ever points at missing bytes."""
+        await self.store.delete_files(file_ids)
+        for file_id in file_ids:
+            await self.blobs.delete(file_id)
 
     async def open(self, file_id: str, tenant: str | None) -> tuple[StoredFile, bytes]:
         """A file of the tenant (None: any tenant) with its bytes, or NotFound."""

@@ -102,6 +102,13 @@ class S3Blobs(Blobs):
         except self._errors as exc:
             raise self._os_error("get", key, exc) from exc
 
+    async def delete(self, key: str) -> None:
+        s3 = await self.client()
+        try:  # S3 answers a missing key's delete with success
+            await s3.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except self._errors as exc:
+            raise self._os_error("delete", key, exc) from exc
+
     def _os_error(self, op: str, key: str, exc: Exception) -> OSError:
         where = f"s3://{self.bucket}/{self.prefix}{key}"
         code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))

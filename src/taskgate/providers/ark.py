@@ -4,9 +4,10 @@ videos.
 An instance's ``endpoint`` is the API's base URL including ``/api/v3`` (by default
 ``https://ark.cn-beijing.volces.com/api/v3``); its ``secret`` is the Ark API key, sent as the
 bearer key. Options (route or instance): ``upstream_model`` (a model id or an endpoint id
-``ep-...``; by default the task's model), ``read_timeout``, ``max_output_bytes`` and
-``callback_url`` (a URL of yours that Ark notifies when a video job changes state; set by
-the admin, never by a task).
+``ep-...``; by default the task's model), ``read_timeout``, ``max_output_bytes``,
+``output_urls_private`` (where the URLs of its outputs may point; see
+:mod:`taskgate.providers.web`) and ``callback_url`` (a URL of yours that Ark notifies when a
+video job changes state; set by the admin, never by a task).
 
 ``chat`` is OpenAI's protocol (``/chat/completions``), served by the ``openai`` provider's
 code: the same inputs, params, streaming and output, with ``reasoning`` from thinking models

@@ -10,17 +10,22 @@ calls ``poll`` with backoff until it returns a ``Result`` (or raises); after a r
 resumes polling from the stored job. ``cancel_job`` is called when the task is cancelled.
 ``poll`` raises ``errors.job_ended(error)`` when the job itself failed; any other retryable
 error is taken as a failed poll request, and the job is polled again.
+
+Whatever a provider hands back (results, job data, progress, errors) may quote the instance's
+secret, as a backend may echo it: the scheduler blanks it out (:mod:`taskgate.providers.redact`)
+before anything is stored, published or logged.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from taskgate import errors
 from taskgate.config import Instance, Route
+from taskgate.params import Bounds
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -43,7 +48,8 @@ class Call:
     attempt: int
     instance: Instance
     route: Route
-    emit: Emit = _no_progress  # progress: tokens, percent, provider job ids
+    # progress: text pieces ({"delta": ...}, {"reasoning_delta": ...}), percent, job ids
+    emit: Emit = _no_progress
     # The bytes of a file of the task's tenant, by id (inputs that reference uploads);
     # NotFound-style failures come back as errors.InvalidInput.
     read_file: Callable[[str], Awaitable[OutputFile]] = _no_files
@@ -101,6 +107,10 @@ class Provider(abc.ABC):
     """Subclass, implement :meth:`run`, and register with ``@register_provider("name")``."""
 
     kinds: ClassVar[frozenset[str] | None] = None  # None: accepts any kind
+    # Numbers of a task's params this provider reads itself, with their ranges (least,
+    # most, whole): checked at submit, beside params.COMMON, so a request with one out of
+    # range is a 400 and stores nothing.
+    param_bounds: ClassVar[Mapping[str, Bounds]] = {}
 
     def __init__(self, route: Route) -> None:
         self.route = route

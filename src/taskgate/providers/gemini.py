@@ -35,8 +35,9 @@ from taskgate import errors
 from taskgate.providers.base import Call, Result
 from taskgate.providers.media import inline_file_images
 from taskgate.providers.openai import as_dict, loads, parse_object, upstream_model
+from taskgate.providers.redact import scrub, scrub_cut
 from taskgate.providers.registry import register_provider
-from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, scrub
+from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, snippet
 
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com"
 ROLES = {"user": "user", "assistant": "model"}
@@ -197,7 +198,7 @@ def reply_result(data: dict[str, Any], call: Call) -> Result:
     )
     if is_soft_refusal(text):
         raise errors.ContentRefused(
-            scrub(f"the model declined: {text[:SNIPPET]}", call), provider_code="soft_refusal"
+            f"the model declined: {scrub_cut(text, SNIPPET, call)}", provider_code="soft_refusal"
         )
     reason = None if finish is None else FINISH_REASONS.get(str(finish), str(finish).lower())
     return Result({"text": text, "finish_reason": reason}, usage_of(data.get("usageMetadata")))
@@ -220,14 +221,14 @@ def usage_of(raw: Any) -> dict[str, Any]:
 async def gemini_error(resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
     text = await resp.text(errors="replace")
     error = as_dict(as_dict(loads(text)).get("error"))
-    message = str(error.get("message") or text.strip()[:SNIPPET] or "(empty reply)")
+    message = scrub(str(error["message"]), call) if error.get("message") else snippet(text, call)
     status = resp.status
     if status == 400 and has_reason(error, "API_KEY_INVALID"):
         status = 401  # Gemini answers a wrong key with 400 INVALID_ARGUMENT
     wait = retry_after(resp.headers.get("Retry-After"))
     return errors.from_http_status(
         status,
-        scrub(message, call),
+        message,
         provider_code=str(error["status"]) if error.get("status") else None,
         retry_after=wait if wait is not None else retry_delay(error),
     )

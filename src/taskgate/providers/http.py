@@ -54,8 +54,9 @@ import orjson
 from taskgate import errors
 from taskgate.config import Route
 from taskgate.providers.base import Call, Result
+from taskgate.providers.redact import scrub
 from taskgate.providers.registry import register_provider
-from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, scrub
+from taskgate.providers.web import WebProvider, bad_response, retry_after, snippet
 
 PLACEHOLDERS = frozenset({"input", "params", "model", "kind", "task_id"})
 FIELD_PLACEHOLDERS = frozenset({"input", "params"})  # the ones that take ``.FIELD``
@@ -189,7 +190,7 @@ class HttpProvider(WebProvider):
         message, code = error_detail(text)
         return errors.from_http_status(
             resp.status,
-            scrub(message, call),
+            snippet(message, call),
             provider_code=None if code is None else scrub(code, call),
             retry_after=retry_after(resp.headers.get("Retry-After")),
         )
@@ -278,7 +279,8 @@ def pick(data: Any, path: str, option: str, raw: bytes, call: Call) -> Any:
 
 
 def error_detail(text: str) -> tuple[str, str | None]:
-    """Message and code from ``error.message``, ``message`` or ``detail``; else the raw text."""
+    """Message and code from ``error.message``, ``message`` or ``detail``; else the raw text.
+    Neither is cut or scrubbed here: the caller quotes the message (:func:`snippet`)."""
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -298,5 +300,5 @@ def error_detail(text: str) -> tuple[str, str | None]:
                 message = (
                     candidate if isinstance(candidate, str) else orjson.dumps(candidate).decode()
                 )
-                return message[:SNIPPET], None if code is None else str(code)
-    return text.strip()[:SNIPPET] or "(empty reply)", None
+                return message, None if code is None else str(code)
+    return text, None

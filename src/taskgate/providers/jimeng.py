@@ -7,7 +7,8 @@ default ``https://visual.volcengineapi.com``); its secret is ``ACCESS_KEY:SECRET
 one environment variable ``secret_env`` names. Options (route or instance): ``region``
 (``cn-north-1``) and ``service`` (``cv``) of the signature, ``image_req_key``
 (``jimeng_high_aes_general_v21_L``), ``video_req_key`` (``jimeng_vgfm_t2v_l20``),
-``read_timeout`` and ``max_output_bytes``.
+``read_timeout``, ``max_output_bytes`` and ``output_urls_private`` (where the URLs of its
+outputs may point; see :mod:`taskgate.providers.web`).
 
 ``image`` runs ``CVProcess`` at once. Input: the prompt as a string or ``{"prompt": ...}``.
 Params: ``size`` ("512x384") or ``width``/``height`` (one of :data:`SIZES`, checked before the
@@ -23,7 +24,8 @@ until the status is ``done``, then downloads ``video_url`` into a file. Params:
 Errors are read from both of Volcengine's shapes: the gateway's
 ``{"ResponseMetadata": {"Error": {"Code", "Message"}}}`` (signature, key, clock, throttling)
 and the service's ``{"code", "message", "request_id"}`` (:data:`REFUSED`, :data:`THROTTLED`,
-:data:`INTERNAL`). The secret key is blanked out of any text that goes into an error.
+:data:`INTERNAL`). The secret, and the secret key on its own, are blanked out of any text
+that goes into an error (:mod:`taskgate.providers.redact`).
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from taskgate.config import Route
 from taskgate.providers import media, volcsign
 from taskgate.providers.base import Call, Job, OutputFile, Pending, Result
 from taskgate.providers.openai import as_dict, loads, parse_object
+from taskgate.providers.redact import scrub
 from taskgate.providers.registry import register_provider
-from taskgate.providers.web import SNIPPET, WebProvider, bad_response, download, retry_after, scrub
+from taskgate.providers.web import WebProvider, bad_response, download, retry_after, snippet
 
 DEFAULT_ENDPOINT = "https://visual.volcengineapi.com"
 VERSION = "2022-08-31"
@@ -169,8 +172,7 @@ class JimengProvider(WebProvider):
             return gateway_error(data, resp.status, call, wait)
         if "code" in data:
             return service_error(data, resp.status, call, wait)
-        snippet = hide(text.strip()[:SNIPPET] or "(empty reply)", call)
-        return errors.from_http_status(resp.status, snippet, retry_after=wait)
+        return errors.from_http_status(resp.status, snippet(text, call), retry_after=wait)
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -277,7 +279,7 @@ def service_error(
 ) -> errors.ProviderError:
     """An error of the visual service: ``{"code": 50412, "message": "Text Risk Not Pass"}``."""
     code = data.get("code")
-    message = hide(f"jimeng {code}: {data.get('message') or '(no message)'}", call)
+    message = scrub(f"jimeng {code}: {data.get('message') or '(no message)'}", call)
     kw: dict[str, Any] = {"provider_code": str(code), "status": status}
     if code in REFUSED:
         return errors.ContentRefused(message, **kw)
@@ -298,15 +300,7 @@ def gateway_error(
     """An error of Volcengine's gateway: ``{"ResponseMetadata": {"Error": {"Code": ...}}}``."""
     error = as_dict(as_dict(data.get("ResponseMetadata")).get("Error"))
     code = str(error.get("Code") or status)
-    message = hide(f"volcengine {code}: {error.get('Message') or '(no message)'}", call)
+    message = scrub(f"volcengine {code}: {error.get('Message') or '(no message)'}", call)
     if code in AUTH_CODES:
         return errors.AuthFailed(message, provider_code=code, status=status)
     return errors.from_http_status(status, message, provider_code=code, retry_after=wait)
-
-
-def hide(text: str, call: Call) -> str:
-    """Blank out the whole secret and, on its own, the secret key half of it."""
-    text = scrub(text, call)
-    secret = call.instance.secret.get_secret_value() if call.instance.secret else ""
-    secret_key = secret.partition(":")[2].strip()
-    return text.replace(secret_key, "***") if secret_key else text

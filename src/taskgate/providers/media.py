@@ -3,10 +3,11 @@ backend returns as base64 or as a URL (downloaded at once: a provider's URL may 
 it is never the only copy).
 
 An input file may be given as ``{"file_id": "..."}`` (a file of the task's tenant in
-taskgate's storage), a ``data:`` URI, or, where the backend fetches it itself, an
-``http(s)://`` URL. Providers ask for the form their backend needs: bytes (multipart) or a
-URL (a data URI when the file is ours). In chat messages, an image part may name an
-uploaded file as ``{"type": "image_url", "image_url": {"file_id": ...}}``.
+taskgate's storage), a base64 ``data:`` URI, or, where the backend fetches it itself and the
+route allows it, an ``http(s)://`` URL; anything else a client writes as a URL is refused
+(:func:`client_url`, the one rule). Providers ask for the form their backend needs: bytes
+(multipart) or a URL (a data URI when the file is ours). In chat messages, a media part may
+name an uploaded file as ``{"type": "image_url", "image_url": {"file_id": ...}}``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import base64
 import binascii
 import dataclasses
 import mimetypes
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from taskgate import errors
 from taskgate.providers.base import Call, OutputFile
@@ -26,33 +29,70 @@ def is_file_ref(value: Any) -> bool:
 
 
 async def input_bytes(call: Call, ref: Any, what: str = "file") -> OutputFile:
-    """The bytes of an input file given by id or data URI."""
+    """The bytes of an input file given by id or data URI (client URLs are never fetched)."""
     if is_file_ref(ref):
         return await call.read_file(ref["file_id"])
-    if isinstance(ref, str) and ref.startswith("data:"):
-        return from_data_uri(ref, what)
+    if isinstance(ref, str) and (uri := parse_client_url(ref, what)).startswith("data:"):
+        return from_data_uri(uri, what)
     raise errors.InvalidInput(
         f"{what} must be {{'file_id': ...}} (an uploaded file) or a data: URI"
     )
 
 
 async def input_url(call: Call, ref: Any, what: str = "file") -> str:
-    """A URL the backend can read: a data URI, or an http(s) URL as given where the route
-    allows clients' media URLs (option ``client_media_urls``; by default they are refused,
-    as the backend would fetch whatever a client names)."""
-    if isinstance(ref, str) and ref.startswith("data:"):
-        return ref
-    if isinstance(ref, str) and ref.startswith(("http://", "https://")):
-        check_client_url(call, what)
-        return ref
+    """A URL the backend can read: a client's URL as :func:`client_url` allows it, or a
+    data URI of a file of ours."""
+    if isinstance(ref, str):
+        return client_url(call, ref, what)
     f = await input_bytes(call, ref, what)
     return data_uri(f)
 
 
+SCHEME = re.compile(r"([a-z][a-z0-9+.-]*):", re.IGNORECASE)
+
+
+def client_url(call: Call, url: str, what: str) -> str:
+    """The one rule for a media URL a client gives, and the URL as the backend gets it
+    (trimmed, its scheme in lower case): a base64 ``data:`` URI, or an ``http(s)://`` URL with
+    a host where the route allows clients' media URLs (option ``client_media_urls``; by
+    default they are refused, as the backend would fetch whatever a client names). Anything
+    else is refused with InvalidInput: other schemes (``file:``, ``ftp:``, ``javascript:``),
+    a scheme-relative ``//host/x`` and a relative path alike."""
+    url = parse_client_url(url, what)
+    if not url.startswith("data:") and not call.option("client_media_urls", False):
+        raise errors.InvalidInput(
+            f"{what}: media URLs from clients are refused here; upload the file"
+            " (POST /v1/files) and give {'file_id': ...}, or a data: URI"
+        )
+    return url
+
+
+def parse_client_url(url: str, what: str) -> str:
+    """A client's media URL that is a base64 ``data:`` URI or an ``http(s)://`` URL with a
+    host, trimmed and with its scheme in lower case; anything else is InvalidInput."""
+    url = url.strip()
+    match = SCHEME.match(url)
+    scheme = match.group(1).lower() if match else ""
+    url = scheme + url[len(scheme) :]
+    if scheme == "data":
+        if not url.partition(",")[0].endswith(";base64"):
+            raise errors.InvalidInput(f"{what}: a data URI must be base64 (data:TYPE;base64,...)")
+        return url
+    if scheme in ("http", "https") and url[len(scheme) :].startswith("://"):
+        if not urlsplit(url).hostname:
+            raise errors.InvalidInput(f"{what}: the URL {url[:60]!r} has no host")
+        return url
+    raise errors.InvalidInput(
+        f"{what} must be {{'file_id': ...}} (an uploaded file), a base64 data: URI or, where"
+        f" the route allows them, an http(s) URL; not {url[:60]!r}"
+    )
+
+
 async def inline_file_images(call: Call) -> Call:
-    """The call with chat image parts that name an uploaded file,
-    ``{"type": "image_url", "image_url": {"file_id": ...}}``, turned into data URIs, the
-    form every chat backend accepts. Other input is left as it is."""
+    """The call with the media of chat parts (``image_url``, ``video_url``: any ``*_url``
+    field of a part) as the backend may get them: a client's URL as :func:`client_url`
+    allows it, an uploaded file, ``{"type": "image_url", "image_url": {"file_id": ...}}``, as
+    a data URI, the form every chat backend accepts. Other input is left as it is."""
     value = call.input
     if not (isinstance(value, dict) and isinstance(value.get("messages"), list)):
         return call
@@ -63,28 +103,24 @@ async def inline_file_images(call: Call) -> Call:
 async def _inline_message(call: Call, message: Any) -> Any:
     if not (isinstance(message, dict) and isinstance(message.get("content"), list)):
         return message
-    parts = []
-    for part in message["content"]:
-        image = part.get("image_url") if isinstance(part, dict) else None
-        url = image.get("url") if isinstance(image, dict) else image
-        if isinstance(url, str) and url.startswith(("http://", "https://")):
-            check_client_url(call, "image_url")
-        if isinstance(image, dict) and is_file_ref(image):
-            rest = {k: v for k, v in image.items() if k != "file_id"}
-            url = data_uri(await call.read_file(image["file_id"]))
-            part = {**part, "image_url": {**rest, "url": url}}
-        parts.append(part)
-    return {**message, "content": parts}
+    return {**message, "content": [await _inline_part(call, p) for p in message["content"]]}
 
 
-def check_client_url(call: Call, what: str) -> None:
-    """A client's http(s) media URL goes to the backend only where the route allows it
-    (option ``client_media_urls``): the backend would fetch whatever the client names."""
-    if not call.option("client_media_urls", False):
-        raise errors.InvalidInput(
-            f"{what}: media URLs from clients are refused here; upload the file "
-            "(POST /v1/files) and give {'file_id': ...}, or a data: URI"
-        )
+async def _inline_part(call: Call, part: Any) -> Any:
+    if not isinstance(part, dict):
+        return part
+    out = dict(part)
+    for key, media in part.items():
+        if not (isinstance(key, str) and key.endswith("_url")):
+            continue
+        if isinstance(media, dict) and is_file_ref(media):
+            rest = {k: v for k, v in media.items() if k != "file_id"}
+            out[key] = {**rest, "url": data_uri(await call.read_file(media["file_id"]))}
+        elif isinstance(media, dict) and isinstance(media.get("url"), str):
+            out[key] = {**media, "url": client_url(call, media["url"], key)}
+        elif isinstance(media, str):
+            out[key] = client_url(call, media, key)
+    return out
 
 
 def data_uri(f: OutputFile) -> str:

@@ -26,8 +26,9 @@ import time
 import zlib
 from typing import Any
 
-from taskgate import errors
+from taskgate import errors, params
 from taskgate.config import Route
+from taskgate.errors import BadRequest
 from taskgate.providers.base import Call, Job, OutputFile, Pending, Provider, Result
 from taskgate.providers.media import input_bytes
 from taskgate.providers.registry import register_provider
@@ -53,6 +54,17 @@ def _unit(*parts: object) -> float:
     return struct.unpack(">Q", digest[:8])[0] / 2**64
 
 
+def _number(call: Call, name: str, default: Any) -> float:
+    """A numeric param of the call (else ``default``, an option), within its bounds (those
+    of a task's params were checked at submit; an option's are checked here)."""
+    value = call.params.get(name, default)
+    try:
+        params.check_number(name, value, *MockProvider.param_bounds[name])
+    except BadRequest as exc:
+        raise errors.InvalidInput(exc.message) from None
+    return float(value)
+
+
 def prompt_of(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -69,6 +81,16 @@ def prompt_of(value: Any) -> str:
 
 @register_provider("mock")
 class MockProvider(Provider):
+    param_bounds = {
+        "mock_latency_ms": (0, 86_400_000, False),
+        "mock_job_seconds": (0, 86_400, False),
+        "mock_retry_after": (0, 86_400, False),
+        "mock_fail_attempts": (0, 1_000, True),
+        "mock_poll_failures": (0, 1_000, True),
+        "mock_size": (1, 1_024, True),
+        "dimensions": params.COMMON["dimensions"],
+    }
+
     def __init__(self, route: Route) -> None:
         super().__init__(route)
         self.cancelled: list[str] = []
@@ -78,13 +100,13 @@ class MockProvider(Provider):
         p = call.params
         if "mock_job_seconds" in p:
             self._maybe_fail(call)
-            done_at = time.time() + float(p["mock_job_seconds"])
+            done_at = time.time() + _number(call, "mock_job_seconds", 0)
             return Job(f"mockjob-{call.task_id}-{call.attempt}", {"done_at": done_at}, 0.0)
         return await self._answer(call)
 
     async def poll(self, call: Call, job: Job) -> Result | Pending:
         failed = self._failed_polls.get(job.id, 0)
-        if failed < int(call.params.get("mock_poll_failures", 0)):  # the poll request fails
+        if failed < _number(call, "mock_poll_failures", 0):  # the poll request fails
             self._failed_polls[job.id] = failed + 1
             raise errors.Overloaded(f"mock poll {failed + 1} of {job.id} failed")
         left = float(job.data["done_at"]) - time.time()
@@ -102,7 +124,7 @@ class MockProvider(Provider):
 
     async def _answer(self, call: Call) -> Result:
         p = call.params
-        latency = float(p.get("mock_latency_ms", call.option("latency_ms", 0))) / 1000
+        latency = _number(call, "mock_latency_ms", call.option("latency_ms", 0)) / 1000
         self._maybe_fail(call)
         text = prompt_of(call.input)
         if call.kind == "chat" and p.get("stream"):
@@ -128,27 +150,29 @@ class MockProvider(Provider):
     @staticmethod
     def _maybe_fail(call: Call) -> None:
         p = call.params
-        fail_first = int(p.get("mock_fail_attempts", 0))
+        fail_first = _number(call, "mock_fail_attempts", 0)
         rate = float(call.option("failure_rate", 0.0))
         if call.attempt <= fail_first or (rate and _unit(call.task_id, call.attempt) < rate):
             cls = _ERRORS.get(str(p.get("mock_error", "overloaded")), errors.Overloaded)
             raise cls(
                 f"mock {cls.code} on attempt {call.attempt}",
                 provider_code=f"mock_{cls.code}",
-                retry_after=float(p["mock_retry_after"]) if "mock_retry_after" in p else None,
+                retry_after=_number(call, "mock_retry_after", 0)
+                if "mock_retry_after" in p
+                else None,
             )
 
     @staticmethod
     def _files(call: Call, text: str) -> tuple[OutputFile, ...]:
         if call.kind not in ("image", "image_edit"):
             return ()
-        size = int(call.params.get("mock_size", 16))
+        size = int(_number(call, "mock_size", 16))
         return (OutputFile(solid_png(size, _colour(text)), "image/png", "image.png"),)
 
     @staticmethod
     def _output(call: Call, text: str) -> dict[str, Any]:
         if call.kind == "embedding":  # one vector per input string, as the openai provider
-            dims = int(call.params.get("dimensions", 8))
+            dims = int(_number(call, "dimensions", 8))
             texts = call.input if isinstance(call.input, list) else [text]
             return {"embeddings": [mock_vector(str(t), dims) for t in texts]}
         if call.kind == "chat":

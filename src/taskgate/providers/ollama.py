@@ -41,6 +41,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 from typing import Any
 
 import aiohttp
@@ -59,6 +60,7 @@ from taskgate.providers.openai import (
     parse_object,
     upstream_model,
 )
+from taskgate.providers.redact import scrub, scrub_cut
 from taskgate.providers.registry import register_provider
 from taskgate.providers.web import (
     CONNECT_TIMEOUT,
@@ -66,7 +68,7 @@ from taskgate.providers.web import (
     WebProvider,
     bad_response,
     retry_after,
-    scrub,
+    snippet,
 )
 
 log = logging.getLogger("taskgate.providers.ollama")
@@ -83,6 +85,7 @@ OPTION_PARAMS = (
 )
 PASSED_THROUGH = ("format", "tools", "think", "keep_alive")
 EMBED_PASSED_THROUGH = ("dimensions", "truncate", "keep_alive")
+BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
 
 
 @register_provider("ollama")
@@ -288,12 +291,9 @@ async def add_part(
 
 
 async def image_b64(call: Call, ref: Any, what: str) -> str:
-    """An image as Ollama's plain base64 string."""
-    if isinstance(ref, str) and ref.startswith(("http://", "https://")):
-        raise errors.InvalidInput(
-            f"{what}: ollama cannot fetch image URLs; send a data: URI or {{'file_id': ...}}"
-        )
-    if isinstance(ref, str) and not ref.startswith("data:"):
+    """An image as Ollama's plain base64 string. Ollama cannot fetch URLs: anything but
+    base64 is read as media a client gives (a file of ours or a data URI), or refused."""
+    if isinstance(ref, str) and BASE64.fullmatch(ref):
         return ref  # base64 already, as Ollama's own clients send it
     f = await media.input_bytes(call, ref, what)
     return base64.b64encode(f.data).decode()
@@ -373,7 +373,7 @@ def chat_result(reply: Reply, call: Call) -> Result:
     text = "".join(reply.text)
     if not reply.tool_calls and call.option("soft_refusals", True) and is_soft_refusal(text):
         raise errors.ContentRefused(
-            scrub(f"the model declined: {text[:SNIPPET]}", call), provider_code="soft_refusal"
+            f"the model declined: {scrub_cut(text, SNIPPET, call)}", provider_code="soft_refusal"
         )
     return reply.result()
 
@@ -386,8 +386,7 @@ def usage_of(data: dict[str, Any]) -> dict[str, Any]:
 def tag_names(raw: bytes, instance: Instance) -> list[str]:
     models = as_dict(loads(raw.decode(errors="replace"))).get("models")
     if not isinstance(models, list):
-        snippet = raw[:SNIPPET].decode(errors="replace")
-        raise errors.BadResponse(scrub(f"/api/tags without a 'models' list: {snippet}", instance))
+        raise bad_response("/api/tags without a 'models' list", raw, instance)
     names = {str(m[key]) for m in map(as_dict, models) for key in ("name", "model") if m.get(key)}
     return sorted(names)
 
@@ -400,11 +399,11 @@ def ollama_error(
 ) -> errors.ProviderError:
     """Ollama's ``{"error": "..."}`` reply as our error; a 404 names a model it lacks."""
     message = as_dict(loads(text)).get("error")
-    message = str(message) if message else text.strip()[:SNIPPET] or "(empty reply)"
+    message = scrub(str(message), instance) if message else snippet(text, instance)
     code = "model_not_found" if status == 404 and "not found" in message else None
     return errors.from_http_status(
         status,
-        scrub(message, instance),
+        message,
         provider_code=code,
         retry_after=retry_after(resp.headers.get("Retry-After")),
     )

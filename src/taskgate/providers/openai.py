@@ -19,7 +19,8 @@ strings (param ``dimensions`` is passed through); the output is ``{"embeddings":
 ``output_format`` and ``seed`` are passed through. ``image_edit`` (``/images/edits``,
 multipart): input ``{"prompt", "image": REF or [REF, ...], "mask": REF}``, where a REF is
 ``{"file_id": ...}`` or a ``data:`` URI; params ``n``, ``size``, ``response_format``. Every
-image the backend returns (base64, or a URL fetched at once: it expires) becomes a file of
+image the backend returns (base64, or a URL fetched at once: it expires; from where the
+option ``output_urls_private`` allows, see :mod:`taskgate.providers.web`) becomes a file of
 the result; the output is ``{"images": [{"revised_prompt", "source_url"}, ...]}``.
 ``transcription`` (``/audio/transcriptions``, multipart): input ``{"file": REF}`` or a REF;
 params ``language``, ``prompt``, ``temperature``, ``response_format``; the output is the
@@ -48,8 +49,9 @@ from taskgate.config import Route
 from taskgate.providers import openai_media as om
 from taskgate.providers.base import Call, Job, Result
 from taskgate.providers.media import inline_file_images
+from taskgate.providers.redact import scrub
 from taskgate.providers.registry import register_provider
-from taskgate.providers.web import SNIPPET, WebProvider, bad_response, retry_after, scrub
+from taskgate.providers.web import WebProvider, bad_response, retry_after, snippet
 
 CHAT_PARAMS = (
     "temperature",
@@ -179,9 +181,9 @@ class OpenAIProvider(WebProvider):
 
     async def http_error(self, resp: aiohttp.ClientResponse, call: Call) -> errors.ProviderError:
         text = await resp.text(errors="replace")
-        message, code = error_detail(loads(text), text)
+        message, code = error_detail(loads(text), text, call)
         wait = retry_after(resp.headers.get("Retry-After"))
-        return self.error_for(resp.status, scrub(message, call), code, wait)
+        return self.error_for(resp.status, message, code, wait)
 
     def reported_error(self, call: Call, error: Any) -> errors.ProviderError:
         """An error the backend reported inside a 200 reply: one failed image, a failed job."""
@@ -388,17 +390,18 @@ def as_dict(value: Any) -> dict[str, Any]:
 def stream_error(chunk: dict[str, Any], call: Call) -> errors.ProviderError:
     code = as_dict(chunk["error"]).get("code")
     status = code if isinstance(code, int) and code >= 400 else 500
-    message, provider_code = error_detail(chunk, orjson.dumps(chunk).decode())
-    return errors.from_http_status(status, scrub(message, call), provider_code=provider_code)
+    message, provider_code = error_detail(chunk, orjson.dumps(chunk).decode(), call)
+    return errors.from_http_status(status, message, provider_code=provider_code)
 
 
-def error_detail(data: Any, raw: str) -> tuple[str, str | None]:
-    """Message and code of an OpenAI error object ``{"error": {...}}``, else the raw text."""
+def error_detail(data: Any, raw: str, call: Call) -> tuple[str, str | None]:
+    """Message and code of an OpenAI error object ``{"error": {...}}``, else the raw text
+    quoted; the message without the secret."""
     error = as_dict(as_dict(data).get("error"))
     if not error.get("message"):
-        return raw.strip()[:SNIPPET] or "(empty reply)", None
+        return snippet(raw, call), None
     code = error.get("code") or error.get("type")
-    return str(error["message"]), None if code is None else str(code)
+    return scrub(str(error["message"]), call), None if code is None else str(code)
 
 
 def loads(text: str) -> Any:

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskgate.batching import Batcher
+from taskgate.errors import Unavailable
 from taskgate.models import (
     ApiKey,
     Attempt,
@@ -77,6 +78,12 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _json_loads(value: Any) -> Any:
+    """A JSON column's value. SQLite gives the column NUMERIC affinity, so a value that is a
+    bare number (a task's ``input`` of 42) comes back as that number, not as its text."""
+    return value if isinstance(value, (int, float)) else orjson.loads(value)
+
+
 def driver_url(url: str) -> tuple[str, str]:
     """Map a user-facing URL to SQLAlchemy's driver URL; return (dialect, url)."""
     if url.startswith("sqlite://"):
@@ -85,6 +92,32 @@ def driver_url(url: str) -> tuple[str, str]:
         rest = url.split("://", 1)[1]
         return "postgresql", f"postgresql+asyncpg://{rest}"
     raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def _unreachable(exc: Exception) -> bool:
+    """Whether ``exc`` means the database cannot be reached now (a refused or dropped
+    connection, a restarting server, a busy SQLite file), not that a statement is wrong.
+    The store raises those as :class:`Unavailable`: the API answers 503."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
+        )
+    return isinstance(exc, (OSError, sa.exc.TimeoutError, *_driver_outages()))
+
+
+@functools.cache
+def _driver_outages() -> tuple[type[Exception], ...]:
+    """asyncpg's errors for a connection that failed or was refused (raised unwrapped when
+    a connection is made)."""
+    try:
+        import asyncpg
+    except ImportError:
+        return ()
+    return (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    )
 
 
 def _hash_key(secret: str) -> str:
@@ -107,7 +140,7 @@ class SqlStore:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        json: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+        json: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
         if self.dialect == "sqlite":
             self._prepare_sqlite_path()
             self._sync = sa.create_engine(self._driver_url, poolclass=sa.StaticPool, **json)
@@ -141,21 +174,31 @@ class SqlStore:
 
     async def _write(self, fn: Callable[..., R], *args: Any) -> R:
         """Run ``fn(conn, *args)`` in one write transaction."""
-        if self._sync is not None:
-            with self._sync.begin() as conn:
-                return fn(conn, *args)
-        assert self._async is not None, "store is not open"
-        async with self._async.begin() as aconn:
-            return await aconn.run_sync(fn, *args)
+        try:
+            if self._sync is not None:
+                with self._sync.begin() as conn:
+                    return fn(conn, *args)
+            assert self._async is not None, "store is not open"
+            async with self._async.begin() as aconn:
+                return await aconn.run_sync(fn, *args)
+        except Exception as exc:
+            if _unreachable(exc):
+                raise Unavailable("the store cannot be reached now; try again shortly") from exc
+            raise
 
     async def _read(self, fn: Callable[..., R], *args: Any) -> R:
         """Run ``fn(conn, *args)`` for reading."""
-        if self._sync is not None:
-            with self._sync.connect() as conn:
-                return fn(conn.execution_options(readonly=True), *args)
-        assert self._async is not None, "store is not open"
-        async with self._async.connect() as aconn:
-            return await aconn.run_sync(fn, *args)
+        try:
+            if self._sync is not None:
+                with self._sync.connect() as conn:
+                    return fn(conn.execution_options(readonly=True), *args)
+            assert self._async is not None, "store is not open"
+            async with self._async.connect() as aconn:
+                return await aconn.run_sync(fn, *args)
+        except Exception as exc:
+            if _unreachable(exc):
+                raise Unavailable("the store cannot be reached now; try again shortly") from exc
+            raise
 
     # --- accepting tasks ---------------------------------------------------------------
 
@@ -602,6 +645,10 @@ class SqlStore:
             q = q.where(files.c.tenant == tenant)
         rows = await self._read(ops.rows, q)
         return StoredFile(**rows[0]) if rows else None
+
+    async def delete_files(self, file_ids: Sequence[str]) -> None:
+        if file_ids:
+            await self._write(ops.execute, files.delete().where(files.c.id.in_(file_ids)))
 
     # --- API keys ------------------------------------------------------------------------
 
