@@ -35,6 +35,11 @@ class Server:
     key: str
     proc: subprocess.Popen[bytes]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):

@@ -170,7 +170,9 @@ class Gateway:
             return task, True
         new = self._new_task(key, sub)
         async with self._inline_files(key, sub.input) as (input_, saved):
-            task, created = await self.store.insert(dataclasses.replace(new, input=input_))
+            if saved:
+                new = dataclasses.replace(new, input=input_)
+            task, created = await self.store.insert(new)
         if created:
             await self._queued(task)
         elif saved:  # a replay keeps the earlier task's files

@@ -87,6 +87,8 @@ def scrub_result(result: Result, of: Of) -> Result:
     """A provider's result without the secret in its output and usage (file bytes are the
     backend's media and are kept as they are)."""
     output, usage = scrub_json([result.output, result.usage], of)
+    if output is result.output and usage is result.usage:
+        return result  # no secret in it (the common case): no copy
     return dataclasses.replace(result, output=output, usage=usage)
 
 
