@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from taskgate.models import (
     new_id,
 )
 from taskgate.providers import lookup
-from taskgate.providers.media import from_data_uri
+from taskgate.providers.media import from_data_uri, is_data_uri
 from taskgate.store import NewTask, SqlStore, TaskFilter
 from taskgate.store.outbox import Delivery
 from taskgate.views import batch_json as batch_json
@@ -176,7 +176,7 @@ class Gateway:
         if created:
             await self._queued(task)
         elif saved:  # a replay keeps the earlier task's files
-            await self._discard(saved)
+            await self.discard_files(saved)
         return task, created
 
     async def submit_batch(
@@ -227,11 +227,11 @@ class Gateway:
                 value = await self._extract(key, value, saved)
             yield value, saved
         except BaseException:
-            await self._discard(saved)
+            await self.discard_files(saved)
             raise
 
     async def _extract(self, key: ApiKey, value: Any, saved: list[str]) -> Any:
-        if isinstance(value, str) and value.startswith("data:") and len(value) > INLINE_FILE_MIN:
+        if is_data_uri(value) and len(value) > INLINE_FILE_MIN:
             assert self.files is not None
             try:
                 f = from_data_uri(value, "input")
@@ -246,7 +246,9 @@ class Gateway:
             return [await self._extract(key, v, saved) for v in value]
         return value
 
-    async def _discard(self, file_ids: list[str]) -> None:
+    async def discard_files(self, file_ids: Sequence[str]) -> None:
+        """Remove the files stored for a request that was then refused (best effort: the
+        refusal stands even if this fails)."""
         if file_ids and self.files is not None:
             try:
                 await self.files.discard(file_ids)
@@ -479,7 +481,7 @@ def ended_task(message: dict[str, Any] | None, task_id: str) -> Task | None:
 
 def has_data_uri(value: Any) -> bool:
     if isinstance(value, str):
-        return value.startswith("data:")
+        return is_data_uri(value)
     if isinstance(value, dict):
         return any(has_data_uri(v) for v in value.values())
     if isinstance(value, list):

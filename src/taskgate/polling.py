@@ -19,6 +19,7 @@ from typing import Any
 from taskgate import errors, policy
 from taskgate.config import PollPolicy
 from taskgate.providers import Call, Job, Pending, Provider, Result
+from taskgate.providers.redact import scrub
 
 log = logging.getLogger("taskgate.polling")
 
@@ -52,7 +53,9 @@ async def poll_until_done(
             failures += 1
             if exc.job_ended or failures >= conf.max_errors:
                 raise
-            log.warning("poll %d of job %s failed (%s); polling again", polls, job.id, exc)
+            log.warning(
+                "poll %d of job %s failed (%s); polling again", polls, job.id, scrub(str(exc), call)
+            )
             hint = exc.retry_after
             continue
         failures = 0
@@ -76,7 +79,12 @@ async def collect_late(
     except TimeoutError:
         log.info("job %s of task %s never finished", job.id, call.task_id)
     except errors.ProviderError as exc:
-        log.info("job %s of task %s ended late without a result: %s", job.id, call.task_id, exc)
+        log.info(
+            "job %s of task %s ended late without a result: %s",
+            job.id,
+            call.task_id,
+            scrub(str(exc), call),
+        )
     return None
 
 
@@ -85,4 +93,6 @@ async def cancel_quietly(provider: Provider, call: Call, job: Job) -> None:
     try:
         await provider.cancel_job(call, job)
     except Exception as exc:
-        log.warning("could not cancel job %s of task %s: %s", job.id, call.task_id, exc)
+        log.warning(
+            "could not cancel job %s of task %s: %s", job.id, call.task_id, scrub(str(exc), call)
+        )

@@ -382,13 +382,13 @@ class Scheduler:
         self, run: Running, settle: Callable[[], Awaitable[Outcome]]
     ) -> Task | None:
         """Settle the attempt's ending (which may read the store, and store output files)
-        and write it; while the store fails (a database restarting), settle or write the
-        same ending again, with backoff, so that a result already paid for is kept. The
-        run stays in ``running`` meanwhile, so the lease loop keeps renewing its lease; once
-        that lease may have lapsed (the renewals failed too), another worker may take the
-        task over (and would fence this write out): then the last error is raised. A write
-        that keeps failing while the lease is renewed will not succeed: it is given up after
-        a lease's length too."""
+        and write it. While the store cannot be reached (``Unavailable``: a database
+        restarting), settle or write the same ending again, with backoff, so that a result
+        already paid for is kept. The run stays in ``running`` meanwhile, so the lease loop
+        keeps renewing its lease. Once that lease may have lapsed (the renewals failed too),
+        another worker may take the task over (and would fence this write out): then the
+        last error is raised. A write that keeps failing while the lease is renewed will not
+        succeed either: it is given up after a lease's length."""
         give_up_at = time.time() + self.settings.scheduler.lease_seconds
         tries = 0
         outcome: Outcome | None = None
@@ -396,7 +396,7 @@ class Scheduler:
             try:
                 outcome = outcome or await settle()
                 return await self.store.finish(outcome)
-            except Exception as exc:
+            except errors.Unavailable as exc:
                 left = min(give_up_at, run.held_until) - time.time()
                 if left <= 0:
                     raise
@@ -442,10 +442,14 @@ class Scheduler:
         )
 
     async def _read_file(self, tenant: str, file_id: str) -> OutputFile:
+        """An input file of the task's tenant. One that is not there fails the task; one that
+        cannot be read now (the store or the file storage down) fails only the attempt."""
         try:
             f, data = await self.files.open(file_id, tenant)
         except errors.NotFound as exc:
             raise errors.InvalidInput(f"input file {file_id!r} not found") from exc
+        except (errors.Unavailable, OSError) as exc:
+            raise errors.ConnectionFailed(f"input file {file_id!r} cannot be read now") from exc
         return OutputFile(data, f.content_type, f.name)
 
     async def _call(self, run: Running) -> Result:
@@ -597,12 +601,19 @@ class Scheduler:
         if result.files:
             inline = bool(task.params.get("return_base64"))
             out["files"] = []
-            for f in result.files:
-                saved = await self.files.save(task.tenant, f.data, f.content_type, f.name, task.id)
-                entry = file_json(saved)
-                if inline and len(f.data) <= INLINE_MAX:
-                    entry["b64_json"] = base64.b64encode(f.data).decode()
-                out["files"].append(entry)
+            try:
+                for f in result.files:
+                    saved = await self.files.save(
+                        task.tenant, f.data, f.content_type, f.name, task.id
+                    )
+                    entry = file_json(saved)
+                    if inline and len(f.data) <= INLINE_MAX:
+                        entry["b64_json"] = base64.b64encode(f.data).decode()
+                    out["files"].append(entry)
+            except BaseException:  # all or none: a try again saves them all again
+                with contextlib.suppress(Exception):
+                    await self.files.discard([entry["id"] for entry in out["files"]])
+                raise
         return out
 
     def _job_timed_out(self, run: Running, error: errors.ProviderError) -> Outcome:

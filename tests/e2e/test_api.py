@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from datetime import datetime
 from typing import Any
 
@@ -290,6 +291,25 @@ def test_event_stream_reports_the_life_of_a_task(server: Server, key: str) -> No
     assert events[-1] == "finished"
     assert "started" in events
     assert events.count("progress") == 6  # "mock reply to: one two three", word by word
+
+
+def test_a_stream_is_not_cut_off_by_a_body_it_never_reads(server: Server, key: str) -> None:
+    """A request that declares a body over the size limit: the refusal is for a read of the
+    body, and the event stream, which never reads it, runs to its end. (httpx will not send
+    such a request: a socket does.)"""
+    with server.client(key) as c:
+        task = submit(c, input="hi", params={"mock_latency_ms": 500})
+    request = (
+        f"GET /v1/tasks/{task['id']}/events HTTP/1.1\r\nHost: tg\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: 99999999999\r\n\r\n"
+    )
+    received = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request.encode())
+        while b"event: finished" not in received and (chunk := sock.recv(65536)):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200"), received[:200]
+    assert b"event: finished" in received
 
 
 def test_fallback_route_takes_over_when_a_route_keeps_failing(make_server: Any) -> None:

@@ -139,3 +139,33 @@ def test_a_download_cannot_run_as_a_page(server: Server, key: str) -> None:
             assert r.headers["x-content-type-options"] == "nosniff"
             assert "default-src 'none'" in r.headers["content-security-policy"]
             assert "sandbox" in r.headers["content-security-policy"]
+
+
+def test_a_large_data_uri_in_any_spelling_is_kept_in_file_storage(server: Server, key: str) -> None:
+    """The gateway reads data: URIs by the rule providers read them with: whitespace around,
+    the scheme in any case. Otherwise the bytes would stay in the task row and every view."""
+    blob = PNG + bytes(6_000)
+    payload = base64.b64encode(blob).decode()
+    with server.client(key) as c:
+        for spelling in (
+            " data:image/png;base64,",
+            "DATA:image/png;base64,",
+            "Data:image/png;base64,",
+        ):
+            task = submit(c, kind="image_edit", input={"prompt": "x", "image": spelling + payload})
+            ref = task["input"]["image"]
+            assert set(ref) == {"file_id"}, spelling
+            assert c.get(f"/v1/files/{ref['file_id']}").content == blob
+
+
+def test_a_content_type_that_is_no_media_type_is_stored_as_bytes(server: Server, key: str) -> None:
+    """Stored verbatim, it would break its download (a header split, or not latin-1)."""
+    body = base64.b64encode(bytes(6_000)).decode()
+    with server.client(key) as c:
+        for kind in ("image/png\r\nX-Evil: 1", "image/p€ng", "nonsense"):
+            task = submit(c, kind="chat", input={"file": f"data:{kind};base64,{body}"})
+            r = c.get(f"/v1/files/{task['input']['file']['file_id']}")
+            assert r.status_code == 200, kind
+            assert r.headers["content-type"] == "application/octet-stream"
+            assert "x-evil" not in r.headers
+            assert r.headers["content-disposition"].startswith("attachment;")

@@ -19,8 +19,9 @@ import asyncpg
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from taskgate import Call, Provider, Result, register_provider
+from taskgate import Call, Provider, Result, errors, register_provider
 from taskgate.config import Settings
+from taskgate.errors import Unavailable
 from taskgate.events import MemoryEvents
 from taskgate.files import Files, LocalBlobs
 from taskgate.gateway import Gateway, Submission
@@ -75,8 +76,12 @@ class PaidJobProvider(Provider):
         return await answer(call)
 
 
-def locked() -> OperationalError:
-    return OperationalError("UPDATE tasks", {}, sqlite3.OperationalError("database is locked"))
+def locked() -> Unavailable:
+    """What the store raises when SQLite's file stays locked (as its helper would)."""
+    driver = OperationalError("UPDATE tasks", {}, sqlite3.OperationalError("database is locked"))
+    error = Unavailable("the store cannot be reached now")
+    error.__cause__ = driver
+    return error
 
 
 async def allow_connections(allow: bool) -> None:
@@ -308,7 +313,7 @@ async def test_the_ending_is_given_up_once_the_lease_may_have_lapsed(tmp_path: P
         await until(lambda: rig.scheduler.running.get(task_id) is not run)  # (run again later)
         given_up_at = time.time()
         assert rig.breaker.finish_failures >= 2
-        assert lease_until <= given_up_at < lease_until + 0.5  # not a lease after the call
+        assert lease_until <= given_up_at < lease_until + 1.5  # not a lease after the call
 
 
 async def test_an_ending_that_fails_while_the_lease_is_renewed_is_given_up(
@@ -326,3 +331,17 @@ async def test_an_ending_that_fails_while_the_lease_is_renewed_is_given_up(
         await until(lambda: rig.scheduler.running.get(task_id) is not run, timeout=20)
         assert rig.breaker.finish_failures >= 3
         assert rig.breaker.renewed >= 1  # the lease was kept meanwhile
+
+
+async def test_an_input_file_the_store_cannot_read_now_fails_the_attempt_only(
+    tmp_path: Path,
+) -> None:
+    """A blip of the store while a call reads its input file is retried, not a failed task."""
+    async with rigged("sqlite", tmp_path) as rig:
+
+        async def unreachable(*_: Any) -> Any:
+            raise Unavailable("the store cannot be reached now")
+
+        rig.scheduler.files.open = unreachable  # type: ignore[method-assign]
+        with pytest.raises(errors.RetryableError, match="cannot be read now"):
+            await rig.scheduler._read_file("t", "f1")

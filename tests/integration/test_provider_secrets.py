@@ -31,10 +31,12 @@ SECRET = "sk-LEAKY-4d9e1f7a2b8c6e0d3a5f"
 class LeakyProvider(Provider):
     """Echoes its instance's secret wherever the task's ``how`` param says."""
 
+    failed_polls: set[str] = set()
+
     async def run(self, call: Call) -> Result | Job:
         secret = call.instance.secret.get_secret_value() if call.instance.secret else ""
         how = call.params["how"]
-        if how == "job":
+        if how in ("job", "flaky poll"):
             return Job(f"job-{secret}", {"token": secret, "n": 1}, poll_after=0.0)
         if how == "error":
             raise errors.AuthFailed(f"key {secret} refused", provider_code=f"bad-{secret}")
@@ -47,6 +49,10 @@ class LeakyProvider(Provider):
 
     async def poll(self, call: Call, job: Job) -> Result | Pending:
         assert job.data == {"token": "***", "n": 1}  # polled from the job as kept
+        if call.params["how"] == "flaky poll" and call.task_id not in self.failed_polls:
+            self.failed_polls.add(call.task_id)  # the first poll request fails, quoting it
+            secret = call.instance.secret.get_secret_value() if call.instance.secret else ""
+            raise errors.Overloaded(f"backend says: bad auth {secret}")
         return self._answer("***")
 
     @staticmethod
@@ -138,8 +144,13 @@ async def test_a_result_and_a_stream_quoting_the_secret(
     assert leaked(rig, task, caplog) == []
 
 
-async def test_a_job_and_its_polled_result(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
-    task = await rig.run("job")
+@pytest.mark.parametrize("how", ["job", "flaky poll"])
+async def test_a_job_and_its_polled_result(
+    rig: Rig, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """Also when a poll request fails quoting the secret: it is logged, without it."""
+    with caplog.at_level(logging.INFO):
+        task = await rig.run(how)
     assert task.status is Status.SUCCESS, task.error
     assert task.provider_job is not None and task.provider_job["id"] == "job-***"
     assert task.result is not None and task.result["output"] == EXPECTED_OUTPUT

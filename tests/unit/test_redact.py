@@ -74,8 +74,18 @@ def test_json_without_the_secret_is_kept_as_it_is_and_non_json_is_refused() -> N
 
 
 def test_a_secret_needing_json_escapes_is_still_found() -> None:
-    odd = Instance(name="odd", secret=SecretStr('k"e\\y\n9'))
-    assert scrub_json({"a": 'x k"e\\y\n9 y'}, odd) == {"a": "x *** y"}
+    odd = Instance(name="odd", secret=SecretStr('k"e\\y\n9-long'))
+    assert scrub_json({"a": 'x k"e\\y\n9-long y'}, odd) == {"a": "x *** y"}
+
+
+def test_a_placeholder_too_short_to_be_a_secret_is_left_alone() -> None:
+    """Ollama's documented key is "ollama": its answers may name it; a "user:pw" pair's pw
+    is no secret of its own either."""
+    assert scrub("ollama says hi", Instance(name="o", secret=SecretStr("ollama"))) == (
+        "ollama says hi"
+    )
+    pair = Instance(name="p", secret=SecretStr("user:pw"))
+    assert scrub("pw of user", pair) == "pw of user"
 
 
 def test_results_jobs_and_errors_lose_the_secret() -> None:

@@ -199,14 +199,16 @@ async def create_task_form(
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     sub = plan(gw, body)
-    refs = [{"file_id": await _store(request, key, f)} for f in files or []]
+    stored: list[str] = []
     try:
+        for f in files or []:
+            stored.append(await _store(request, key, f))
+        refs = [{"file_id": file_id} for file_id in stored]
         return await _accept(
             gw, key, with_files(sub, refs), bool(body.callback and body.callback.headers)
         )
-    except Exception:
-        if refs:
-            await request.app.state.files.discard([r["file_id"] for r in refs])
+    except BaseException:
+        await gw.discard_files(stored)
         raise
 
 

@@ -19,7 +19,7 @@ from taskgate.api.auth import KeyRing, caller, has_key
 from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
 from taskgate.api.responses import JSON, STATUS_TYPES, as_api_error, error_body
-from taskgate.api.strict import malformed_message
+from taskgate.api.strict import StrictRoute, malformed_message
 from taskgate.config import Settings
 from taskgate.errors import ApiError
 from taskgate.gateway import Gateway
@@ -62,6 +62,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         # submit here); taskgate has no tracer configured, so they stay off.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.router.route_class = StrictRoute  # the app's own routes (/health)
     app.include_router(native.router)
     app.include_router(openai_api.router)
     for seed in (aiflow, volcengine, tasksystem):  # the seed systems' dialects
@@ -70,7 +71,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         ApiError: _api_error,
         RequestValidationError: _validation_error,
         HTTPException: _http_error,
-        Exception: _unexpected,  # last: what nothing above answers (a fault of ours)
+        Exception: _unexpected,  # last resort: a fault outside every route
     }
     for cls, handler in errors.items():
         app.add_exception_handler(cls, handler)

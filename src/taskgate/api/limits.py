@@ -1,9 +1,11 @@
 """Request body size limit as plain ASGI middleware.
 
-The 413 is raised from ``receive`` when the app first reads the body: at once for a
-declared Content-Length over the limit (nothing is read), and once a body streamed without
-one passes the limit. So it reaches the route that reads the body like any other refusal,
-and comes out in that API's error shape.
+The 413 is raised from ``receive`` when the app reads the body: at once for a declared
+Content-Length over the limit (nothing is read), and once a body streamed without one passes
+the limit. So it reaches the route that reads the body like any other refusal, and comes out
+in that API's error shape. Only requests whose body a route reads (POST, PUT, PATCH) are
+limited: an event stream (a GET) also calls ``receive``, to hear the client hang up, and a
+body it never reads must not cut it off.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
 
 class BodyLimit:
     def __init__(self, app: Any, max_bytes: int) -> None:
@@ -19,7 +23,7 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in WITH_BODY:
             return await self.app(scope, receive, send)
         declared = next(
             (int(v) for n, v in scope["headers"] if n == b"content-length" and v.isdigit()), 0

@@ -17,7 +17,7 @@ from taskgate.api.auth import KeyRing, admin, caller, gateway
 from taskgate.api.responses import JSON
 from taskgate.api.strict import StrictRoute, check_media_type, json_body
 from taskgate.errors import NotFound
-from taskgate.files import file_json
+from taskgate.files import clean_type, file_json
 from taskgate.gateway import (
     MAX_QUEUE_TIMEOUT,
     MAX_RUN_TIMEOUT,
@@ -400,7 +400,7 @@ async def upload_file(
 async def download_file(file_id: str, request: Request, key: ApiKey = Depends(caller)) -> Response:
     """A stored file (a task's output or an upload) of the caller's tenant."""
     f, data = await request.app.state.files.open(file_id, scope(key))
-    return Response(data, media_type=f.content_type, headers=download_headers(f))
+    return Response(data, media_type=clean_type(f.content_type), headers=download_headers(f))
 
 
 # Shown in a browser tab rather than saved: media a browser plays without running anything.
@@ -412,8 +412,7 @@ INLINE_TYPES = re.compile(r"(image/(png|jpeg|gif|webp|avif|bmp)|audio/[\w.+-]+|v
 def download_headers(f: StoredFile) -> dict[str, str]:
     """Headers that keep a stored file inert in a browser: its type is not sniffed, it runs
     no script and loads nothing, and only plain images, audio and video show inline."""
-    kind = f.content_type.split(";", 1)[0].strip().lower()
-    how = "inline" if INLINE_TYPES.fullmatch(kind) else "attachment"
+    how = "inline" if INLINE_TYPES.fullmatch(clean_type(f.content_type)) else "attachment"
     return {
         "content-disposition": f'{how}; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", f.name)}"',
         "x-content-type-options": "nosniff",

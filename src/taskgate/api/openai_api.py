@@ -304,9 +304,8 @@ async def _run(
     try:
         try:
             await watch.submit(sub)
-        except Exception:
-            if uploads:
-                await request.app.state.files.discard(uploads)
+        except BaseException:
+            await gateway_of(request).discard_files(uploads)
             raise
         return _answer(await watch.ended(), reply)
     except WaitEnded as ended:

@@ -22,6 +22,9 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from taskgate.api.responses import as_api_error
+from taskgate.errors import ApiError
+
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
@@ -33,7 +36,9 @@ class StrictJSONRequest(Request):
 
 
 class StrictRoute(APIRoute):
-    """An APIRoute whose JSON body, if it takes one, must be strict JSON."""
+    """An APIRoute whose JSON body, if it takes one, must be strict JSON, and whose
+    unexpected failures are an :class:`~taskgate.errors.InternalError` (a JSON 500 answered
+    by the app's handlers, not Starlette's last resort, which closes the connection)."""
 
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
@@ -43,7 +48,12 @@ class StrictRoute(APIRoute):
         async def strict(request: Request) -> Response:
             if takes_json:
                 check_media_type(request)
-            return await handler(StrictJSONRequest(request.scope, request.receive))
+            try:
+                return await handler(StrictJSONRequest(request.scope, request.receive))
+            except (ApiError, HTTPException, RequestValidationError):
+                raise
+            except Exception as exc:  # answered here, so the connection is kept alive
+                raise as_api_error(exc) from exc
 
         return strict
 

@@ -1,7 +1,7 @@
 from urllib.parse import parse_qs, urlsplit
 
 from taskgate.files.base import Blobs
-from taskgate.files.catalog import Files, file_json
+from taskgate.files.catalog import Files, clean_type, file_json
 from taskgate.files.local import LocalBlobs
 from taskgate.files.s3 import S3Blobs
 
@@ -44,4 +44,4 @@ def _s3_from_url(url: str, key_id: str | None, secret: str | None) -> S3Blobs:
     )
 
 
-__all__ = ["Blobs", "Files", "LocalBlobs", "S3Blobs", "file_json", "from_url"]
+__all__ = ["Blobs", "Files", "LocalBlobs", "S3Blobs", "clean_type", "file_json", "from_url"]

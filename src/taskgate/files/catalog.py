@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +29,7 @@ class Files:
             tenant=tenant,
             task_id=task_id,
             name=name,
-            content_type=content_type,
+            content_type=clean_type(content_type),
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             created_at=time.time(),
@@ -55,6 +56,18 @@ class Files:
         if f is None:
             raise NotFound(f"no file {file_id!r}")
         return f, await self.blobs.get(f.id)
+
+
+# type "/" subtype, as RFC 9110 spells a token (lower case here)
+MEDIA_TYPE = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+/[a-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def clean_type(content_type: str) -> str:
+    """A content type that is safe to keep and to send back as a header: its type and
+    subtype in lower case, without parameters; anything else (a client's or a backend's
+    ``image/png\r\nX-Evil: 1``, or non-ASCII) is ``application/octet-stream``."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind if MEDIA_TYPE.fullmatch(kind) else "application/octet-stream"
 
 
 def file_json(f: StoredFile) -> dict[str, Any]:

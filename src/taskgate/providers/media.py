@@ -127,11 +127,17 @@ def data_uri(f: OutputFile) -> str:
     return f"data:{f.content_type};base64,{base64.b64encode(f.data).decode()}"
 
 
+def is_data_uri(value: Any) -> bool:
+    """Whether a value is a ``data:`` URI as :func:`parse_client_url` reads one (whitespace
+    around it, its scheme in any case)."""
+    return isinstance(value, str) and value.lstrip()[:5].lower() == "data:"
+
+
 def from_data_uri(uri: str, what: str = "file") -> OutputFile:
-    head, sep, payload = uri.partition(",")
-    if not sep or not head.endswith(";base64"):
+    head, sep, payload = uri.strip().partition(",")
+    if not is_data_uri(head) or not sep or not head.endswith(";base64"):
         raise errors.InvalidInput(f"{what}: a data URI must be base64 (data:TYPE;base64,...)")
-    content_type = head.removeprefix("data:").removesuffix(";base64") or "application/octet-stream"
+    content_type = head[5:].removesuffix(";base64") or "application/octet-stream"
     return OutputFile(b64decode(payload, what), content_type, name_for(what, content_type))
 
 

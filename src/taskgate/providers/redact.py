@@ -7,7 +7,8 @@ stored or published: errors and quotes of a backend's body (:func:`scrub`, :func
 results and job data (:func:`scrub_json`), progress events (:class:`Progress`).
 
 An instance's secrets are its ``secret`` and, when that is a pair ``ACCESS_KEY:SECRET_KEY``
-(Volcengine's signing keys), the secret key on its own. Each becomes ``***``.
+(Volcengine's signing keys), the secret key on its own, each of 8 characters or more (shorter
+ones are placeholders). Each becomes ``***``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from taskgate.config import Instance
 from taskgate.providers.base import Call, Emit, Job, Result
 
 MASK = "***"
+# Shorter texts are placeholders, not secrets: ``user:pw`` hides neither ``pw`` nor itself.
+MIN_SECRET = 8
 # The start of a secret that a cut leaves at the end of a text is blanked from this length on:
 # fewer characters tell next to nothing (a key's first ones are mostly a public prefix, sk-).
 MIN_PREFIX = 4
@@ -33,11 +36,13 @@ E = TypeVar("E", bound=errors.ProviderError)
 
 
 def secrets_of(of: Of) -> tuple[str, ...]:
-    """The texts to blank out for an instance (of a call, or itself)."""
+    """The texts to blank out for an instance (of a call, or itself): none shorter than
+    :data:`MIN_SECRET` (a placeholder such as Ollama's ``ollama`` is no secret, and blanking
+    it would mangle every answer that names it)."""
     instance = of.instance if isinstance(of, Call) else of
     secret = instance.secret.get_secret_value() if instance.secret else ""
     key = secret.partition(":")[2].strip()
-    return tuple(s for s in (secret, key) if s)
+    return tuple(s for s in (secret, key) if len(s) >= MIN_SECRET)
 
 
 def scrub(text: str, of: Of) -> str:

@@ -15,6 +15,7 @@ share one transaction, and endings are written with one executemany.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -22,7 +23,7 @@ import random
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,21 +95,38 @@ def driver_url(url: str) -> tuple[str, str]:
     raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 
-def _unreachable(exc: Exception) -> bool:
+@contextlib.contextmanager
+def _unavailable_when_unreachable() -> Iterator[None]:
+    """Raise the driver's errors that say the database cannot be reached as
+    :class:`Unavailable` (the API answers 503), with the driver's error as its cause."""
+    try:
+        yield
+    except Exception as exc:
+        if _unreachable(exc):
+            raise Unavailable("the store cannot be reached now; try again shortly") from exc
+        raise
+
+
+def _unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` means the database cannot be reached now (a refused or dropped
-    connection, a restarting server, a busy SQLite file), not that a statement is wrong.
-    The store raises those as :class:`Unavailable`: the API answers 503."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
-        )
-    return isinstance(exc, (OSError, sa.exc.TimeoutError, *_driver_outages()))
+    connection, a server restarting or refusing connections, a busy SQLite file), not that a
+    statement is wrong. The driver's own error may be the cause of SQLAlchemy's."""
+    if isinstance(exc, sa.exc.DBAPIError) and (
+        exc.connection_invalidated
+        or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+    ):
+        return True
+    if isinstance(exc, (OSError, sa.exc.TimeoutError, *_driver_outages())):
+        return True
+    cause = exc.__cause__ or getattr(exc, "orig", None)
+    return cause is not None and cause is not exc and _unreachable(cause)
 
 
 @functools.cache
 def _driver_outages() -> tuple[type[Exception], ...]:
-    """asyncpg's errors for a connection that failed or was refused (raised unwrapped when
-    a connection is made)."""
+    """asyncpg's errors for a database that cannot serve now: the connection failed or was
+    refused, the server is shutting down or starting up (57), refuses connections to the
+    database (55: not in a state to), or has no connection slot left (53)."""
     try:
         import asyncpg
     except ImportError:
@@ -116,7 +134,9 @@ def _driver_outages() -> tuple[type[Exception], ...]:
     return (
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
-        asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+        asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+        asyncpg.exceptions.InsufficientResourcesError,
     )
 
 
@@ -174,31 +194,23 @@ class SqlStore:
 
     async def _write(self, fn: Callable[..., R], *args: Any) -> R:
         """Run ``fn(conn, *args)`` in one write transaction."""
-        try:
+        with _unavailable_when_unreachable():
             if self._sync is not None:
                 with self._sync.begin() as conn:
                     return fn(conn, *args)
             assert self._async is not None, "store is not open"
             async with self._async.begin() as aconn:
                 return await aconn.run_sync(fn, *args)
-        except Exception as exc:
-            if _unreachable(exc):
-                raise Unavailable("the store cannot be reached now; try again shortly") from exc
-            raise
 
     async def _read(self, fn: Callable[..., R], *args: Any) -> R:
         """Run ``fn(conn, *args)`` for reading."""
-        try:
+        with _unavailable_when_unreachable():
             if self._sync is not None:
                 with self._sync.connect() as conn:
                     return fn(conn.execution_options(readonly=True), *args)
             assert self._async is not None, "store is not open"
             async with self._async.connect() as aconn:
                 return await aconn.run_sync(fn, *args)
-        except Exception as exc:
-            if _unreachable(exc):
-                raise Unavailable("the store cannot be reached now; try again shortly") from exc
-            raise
 
     # --- accepting tasks ---------------------------------------------------------------
 
