@@ -1,30 +1,42 @@
 # The two commands at the top of the README: `make serve` and `make test`.
+# `serve` installs what serving needs; `test`, `check` and `bench` add the development extras.
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+HASH := $(shell cksum pyproject.toml | cut -d' ' -f1)
+SERVING := $(VENV)/.installed-serve-$(HASH)
+DEVELOPING := $(VENV)/.installed-dev-$(HASH)
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install serve test check bench clean
+.PHONY: install install-dev serve test check bench clean
 
-install: $(STAMP)
+install: $(SERVING)
 
-$(STAMP): pyproject.toml
+install-dev: $(DEVELOPING)
+
+$(SERVING): pyproject.toml
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	rm -f $(VENV)/.installed-*
+	$(PIP) -e .
+	rm -f $(VENV)/.installed-serve-*
 	touch $@
+
+$(DEVELOPING): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@ $(SERVING)
 
 serve: install
 	$(BIN)/taskgate serve
 
-test: install
+test: install-dev
 	$(BIN)/pytest
 
-check: install
+check: install-dev
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 
-bench: install
+bench: install-dev
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/sleepers.py
 	$(BIN)/python bench/openai_api.py

@@ -31,10 +31,19 @@ class TcpProxy:
         return self
 
     def __exit__(self, *_: Any) -> None:
-        self.cut()
+        self._run(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+    async def _shutdown(self) -> None:
+        """Cut, and end every connection still being made or piped."""
+        await self._cut()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._cut()  # what a cancelled connection left behind
 
     def cut(self) -> None:
         self._run(self._cut())
@@ -59,12 +68,16 @@ class TcpProxy:
         self._writers.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
             return
-        self._writers |= {writer, up_writer}
+        self._writers.add(up_writer)
+        if self._server is None:  # cut while this connection was being made
+            await self._cut()
+            return
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
