@@ -1,5 +1,5 @@
 """What every API dialect does with tasks: accept, read, wait, cancel, list, always within the
-caller's tenant. Routers (native, and the seed and OpenAI dialects) translate their shapes to
+caller's tenant. Routers (native, OpenAI, and the compatible APIs) translate their shapes to
 these calls; none of them reads or writes tasks, or talks to the scheduler, any other way.
 """
 
@@ -69,7 +69,7 @@ class Submission:
     idempotency_key: str | None = None
     conversation_id: str | None = None  # a chat turn of this conversation (of the tenant)
     webhook_url: str | None = None
-    label: str | None = None  # the client's own tag, e.g. a seed's user_id
+    label: str | None = None  # the client's own tag, e.g. the Volcengine AI Server's user_id
 
 
 def scope(key: ApiKey) -> str | None:

@@ -139,7 +139,7 @@ class Task:
     conversation_id: str | None = None
     turn_id: int | None = None  # the user message of the conversation this task answers
     webhook_url: str | None = None
-    label: str | None = None  # the client's own tag (a seed's user_id), not identity
+    label: str | None = None  # the client's tag (e.g. Volcengine AI Server's user_id), not identity
     worker: str | None = None
     instance: str | None = None
     lease_until: float | None = None

@@ -60,7 +60,7 @@ def _job_json(job: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def batch_json(batch: Batch, tasks: list[Task]) -> dict[str, Any]:
-    """A batch with a result per model, in the fields and values seed 003's clients read
+    """A batch with a result per model, in the fields and values AI Task System's clients read
     (``batch_id``, ``status`` such as ``PROCESSING``, ``results[{model_name, status (0, 1,
     2), response_text, cost_time}]``), with taskgate's own fields beside them."""
     return {

@@ -406,11 +406,12 @@ def test_an_idempotency_key_answers_again_with_the_same_task(
     assert task_of(native, first.id.removeprefix("chatcmpl-"))["idempotency_key"] == "order-42"
 
 
-def test_v1_chat_completions_takes_openai_bodies_and_leaves_others_to_the_seed(
+def test_v1_chat_completions_takes_openai_bodies_and_leaves_others_to_ai_task_system(
     server: Server, key: str, native: httpx.Client
 ) -> None:
-    """The path OpenAI shares with seed 002/003: a body with ``messages`` is OpenAI's (the
-    SDK pointed at ``/v1``); ``{prompt, model}`` (JSON or a form) is the seed's (a batch)."""
+    """The path OpenAI shares with AI Task System: a body with ``messages`` is OpenAI's (the
+    SDK pointed at ``/v1``); ``{prompt, model}`` (JSON or a form) is AI Task System's (a
+    batch)."""
     with openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0) as plain:
         reply = plain.chat.completions.create(model="mock", messages=HELLO)
     assert reply.choices[0].message.content == "mock reply to: hello there"
@@ -418,7 +419,7 @@ def test_v1_chat_completions_takes_openai_bodies_and_leaves_others_to_the_seed(
         {"json": {"prompt": "hi", "model": "mock"}},
         {"data": {"prompt": "hi", "model": "mock"}},
     ):
-        seed = native.post("/v1/chat/completions", **body)
-        assert seed.status_code == 200, seed.text
-        assert "choices" not in seed.json() and seed.json()["task_ids"]
-        assert task_of(native, seed.json()["task_ids"][0])["batch_id"] == seed.json()["batch_id"]
+        batch = native.post("/v1/chat/completions", **body)
+        assert batch.status_code == 200, batch.text
+        assert "choices" not in batch.json() and batch.json()["task_ids"]
+        assert task_of(native, batch.json()["task_ids"][0])["batch_id"] == batch.json()["batch_id"]

@@ -1,4 +1,4 @@
-"""AIFlow's API (seed 000), so its clients work unchanged against taskgate.
+"""The AIFlow API, so its clients work unchanged against taskgate.
 
 ``POST /api/v1/tasks_json`` and ``POST /api/v1/tasks_form`` (multipart: ``task_type``,
 ``model_spec``, ``payload``, ``inference_params``, ``callback`` as JSON strings, and
@@ -34,8 +34,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from taskgate.api.auth import caller, gateway
+from taskgate.api.compat import detail_error, json_field, route_class, with_absolute_urls
 from taskgate.api.responses import JSON
-from taskgate.api.seeds import detail_error, json_field, route_class, with_absolute_urls
 from taskgate.config import AiflowTaskType, Route
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway, Submission, iso
@@ -51,7 +51,7 @@ IMAGE_INPUT_KINDS = frozenset({"image", "image_edit", "video"})
 HEADERS_NOTE = "; callback headers are not sent: deliveries carry X-Taskgate-Signature"
 
 
-router = APIRouter(prefix="/api/v1", tags=["aiflow"], route_class=route_class(detail_error))
+router = APIRouter(prefix="/api/v1", tags=["AIFlow API"], route_class=route_class(detail_error))
 
 
 class ModelSpec(BaseModel):

@@ -65,8 +65,8 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
     app.router.route_class = StrictRoute  # the app's own routes (/health)
     app.include_router(native.router)
     app.include_router(openai_api.router)
-    for seed in (aiflow, volcengine, tasksystem):  # the seed systems' dialects
-        app.include_router(seed.router)
+    for api in (aiflow, volcengine, tasksystem):  # the compatible APIs
+        app.include_router(api.router)
     errors: dict[type[Exception], ErrorHandler] = {
         ApiError: _api_error,
         RequestValidationError: _validation_error,

@@ -9,9 +9,9 @@ open until the task ends and answers in OpenAI's shape, with the task's id in th
 start; 600 by default) and ``Idempotency-Key``. How long a caller is kept waiting, and what
 happens when the client hangs up, is in api/openai_watch.py.
 
-``POST /v1/chat/completions`` is shared with a seed dialect (seed 002/003 send
-``{prompt, model, conversation_id}`` there, as JSON or a form): a JSON body with ``messages``
-is OpenAI's, anything else goes to the handler that dialect registers with
+``POST /v1/chat/completions`` is shared with the AI Task System API (AI Task System's clients
+send ``{prompt, model, conversation_id}`` there, as JSON or a form): a JSON body with
+``messages`` is OpenAI's, anything else goes to the handler that API registers with
 :func:`serve_other_chat` (until one does, it is a 400 that says so).
 
 Chat completions skip FastAPI's routing (see api/fastpath.py and :data:`FAST_ROUTES`): they
@@ -60,7 +60,7 @@ class OpenAIRoute(StrictRoute):
         return answer
 
 
-router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
+router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI API"])
 
 
 # --- chat completions --------------------------------------------------------------------
@@ -206,9 +206,9 @@ async def documented_chat(request: Request, body: ChatCompletionIn) -> Response:
     return await chat_completions(request)
 
 
-@router.post("/v1/chat/completions", summary="Chat completion (OpenAI shape, or a seed's)")
+@router.post("/v1/chat/completions", summary="Chat completion (OpenAI shape, or AI Task System's)")
 async def documented_shared_chat(request: Request) -> Response:
-    """A body with ``messages`` is OpenAI's chat completion; others go to the seed dialect."""
+    """A body with ``messages`` is OpenAI's chat completion; others go to the AI Task System API."""
     return await shared_chat_completions(request)
 
 

@@ -1,21 +1,22 @@
-"""AI Task System's API (seeds 002 and 003), so its clients work unchanged against taskgate.
+"""The AI Task System API (its Async and Enterprise editions), so its clients work unchanged
+against taskgate.
 
 - ``POST /v1/chat/completions`` with ``{prompt, model, conversation_id}``, as JSON or a form
   (urlencoded or multipart), answers ``{batch_id, conversation_id, message, task_ids}`` (and
-  seed 002's ``task_id`` and ``status``). A comma-separated ``model`` fans out to one task
-  per model (a batch; one model is a batch of one). The turn joins the conversation named,
-  or a new one when none is (an unknown conversation is a 404), so each task is sent the
-  earlier turns.
+  AI Task System (Async)'s ``task_id`` and ``status``). A comma-separated ``model`` fans out
+  to one task per model (a batch; one model is a batch of one). The turn joins the
+  conversation named, or a new one when none is (an unknown conversation is a 404), so each
+  task is sent the earlier turns.
 - ``POST /v1/images/generations`` with ``{prompt, model, conversation_id}`` answers
   ``{task_id, conversation_id, status, message}``. The image is a turn of the conversation
   named (or of a new one): its prompt and the stored image join the history.
 - ``GET /v1/batches/{id}``, ``GET /v1/tasks/{id}`` and ``GET /v1/conversations/{id}/history``
-  are the native API's (api/native.py), which carry the seed's batch fields.
+  are the native API's (api/native.py), which carry AI Task System's batch fields.
 
 ``/v1/chat/completions`` is also OpenAI's path: api/openai_api.py owns the route and answers
 bodies with ``messages`` itself; every other body comes here through
 :func:`taskgate.api.openai_api.serve_other_chat`, registered when this module is imported.
-Errors are FastAPI's ``{"detail": message}``, as the seed answered, with taskgate's error
+Errors are FastAPI's ``{"detail": message}``, as AI Task System answered, with taskgate's error
 object beside it under ``error``.
 """
 
@@ -31,8 +32,8 @@ from starlette.responses import Response
 
 from taskgate.api import openai_api
 from taskgate.api.auth import caller, gateway, gateway_of
+from taskgate.api.compat import detail_error, refused, route_class
 from taskgate.api.responses import JSON
-from taskgate.api.seeds import detail_error, refused, route_class
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway, Submission
 from taskgate.models import ApiKey
@@ -40,7 +41,7 @@ from taskgate.models import ApiKey
 MAX_MODELS = 32  # as the native API's batches
 
 
-router = APIRouter(tags=["tasksystem"], route_class=route_class(detail_error))
+router = APIRouter(tags=["AI Task System API"], route_class=route_class(detail_error))
 
 
 class PromptIn(BaseModel):
@@ -50,7 +51,8 @@ class PromptIn(BaseModel):
 
 
 def models_of(value: str) -> list[str]:
-    """Seed 003's fan-out: ``"gemini-2.5-flash, deepseek-r1:1.5b"`` is two models."""
+    """AI Task System (Enterprise)'s fan-out: ``"gemini-2.5-flash, deepseek-r1:1.5b"`` is two
+    models."""
     models = [m.strip() for m in value.split(",") if m.strip()]
     if not models or len(set(models)) != len(models) or len(models) > MAX_MODELS:
         raise BadRequest(
@@ -72,7 +74,7 @@ async def conversation_for(gw: Gateway, key: ApiKey, body: PromptIn) -> str:
 
 
 async def chat_completions(request: Request) -> Response:
-    """The seed's chat, for ``POST /v1/chat/completions`` bodies that are not OpenAI's."""
+    """AI Task System's chat, for ``POST /v1/chat/completions`` bodies that are not OpenAI's."""
     try:
         key = await caller(request)
         return await _chat(gateway_of(request), key, await _prompt_body(request))
@@ -85,7 +87,7 @@ def refused_here(exc: Exception) -> Response:
 
 
 async def _prompt_body(request: Request) -> PromptIn:
-    """The body as JSON, or as a form (the seed's web page posts forms)."""
+    """The body as JSON, or as a form (AI Task System's web page posts forms)."""
     if "form" in request.headers.get("content-type", ""):
         form = await request.form()
         raw: Any = {k: v for k, v in form.items() if isinstance(v, str)}

@@ -1,13 +1,15 @@
-"""Volcengine AI Server's API (seed 004), so its clients work unchanged against taskgate.
+"""The Volcengine AI Server API, so its clients work unchanged against taskgate.
 
 ``POST /api/v1/ai/{image|video|text}/task`` accepts a task (``prompt``, ``model`` and
 ``provider`` required), ``GET /api/v1/ai/task/result/{id}`` reads it,
 ``DELETE /api/v1/ai/task/{id}`` cancels it, ``GET /api/v1/ai/tasks?user_id&type&limit&offset``
-lists them. Every answer, errors included, is the seed's envelope ``{success, data, message}``.
+lists them. Every answer, errors included, is the Volcengine AI Server's envelope
+``{success, data, message}``.
 
 - The type is the task's kind (``text`` is ``chat``); ``model`` picks the route, as
-  everywhere in taskgate. ``provider`` is required, as the seed requires it, and echoed,
-  but it does not choose anything: the route's configured provider runs the model.
+  everywhere in taskgate. ``provider`` is required, as the Volcengine AI Server requires
+  it, and echoed, but it does not choose anything: the route's configured provider runs the
+  model.
 - ``size``, ``aspect_ratio``, ``max_tokens``, ``temperature`` and ``seed`` become params.
 - ``user_id`` is a label kept on the task and a filter of the listing, inside the caller's
   tenant: it is never identity (the API key is), so another tenant using the same
@@ -27,8 +29,8 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from taskgate.api.auth import caller, gateway
+from taskgate.api.compat import file_urls, route_class
 from taskgate.api.responses import JSON
-from taskgate.api.seeds import file_urls, route_class
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway, Submission, iso
 from taskgate.models import ApiKey, Priority, Status, Task
@@ -63,13 +65,15 @@ def _render(status: int, message: str, error: dict[str, Any]) -> Response:
     return envelope(None, message, status)
 
 
-router = APIRouter(prefix="/api/v1/ai", tags=["volcengine"], route_class=route_class(_render))
+router = APIRouter(
+    prefix="/api/v1/ai", tags=["Volcengine AI Server API"], route_class=route_class(_render)
+)
 
 
 class TaskIn(BaseModel):
-    """The seed's unified request; ``prompt``, ``model`` and ``provider`` are required
-    (checked in :func:`submission`, so that a missing one is the seed's 400 with its
-    message, not a schema error)."""
+    """The Volcengine AI Server's unified request; ``prompt``, ``model`` and ``provider`` are
+    required (checked in :func:`submission`, so that a missing one is the Volcengine AI
+    Server's 400 with its message, not a schema error)."""
 
     prompt: str = Field("", max_length=100_000)
     user_id: str | None = Field(None, max_length=200)
@@ -126,8 +130,8 @@ def status_of(task: Task) -> str:
 
 
 def task_view(request: Request, task: Task) -> dict[str, Any]:
-    """The seed's task: ``{task_id, type, status, created, updated}`` and, once it has
-    ended, ``image_url``, ``video_url``, ``text_result`` (or ``error``)."""
+    """The Volcengine AI Server's task: ``{task_id, type, status, created, updated}`` and, once
+    it has ended, ``image_url``, ``video_url``, ``text_result`` (or ``error``)."""
     images, videos = file_urls(request, task, "image/"), file_urls(request, task, "video/")
     out: dict[str, Any] = {
         "task_id": task.id,

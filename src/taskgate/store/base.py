@@ -65,7 +65,7 @@ class TaskFilter:
     statuses: tuple[Status, ...] = ()
     kind: str | None = None
     model: str | None = None
-    label: str | None = None  # the client's own tag (a seed's user_id)
+    label: str | None = None  # the client's own tag (e.g. the Volcengine AI Server's user_id)
     created_after: float | None = None
     created_before: float | None = None
     before_id: str | None = None  # cursor: tasks created before this one

@@ -50,7 +50,8 @@ tasks = Table(
     Column("conversation_id", String(40)),  # a chat turn: its answer joins the history
     Column("turn_id", Integer),  # the user message (in ``messages``) this task answers
     Column("webhook_url", String(2000)),  # POSTed an event when the task ends
-    Column("label", String(200)),  # the client's own tag (a seed's user_id), not identity
+    # the client's own tag (e.g. the Volcengine AI Server's user_id), not identity
+    Column("label", String(200)),
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("run_timeout", Float),

@@ -1,5 +1,6 @@
-"""The seed dialects' translations, without a server: what an AIFlow, Volcengine or AI Task
-System request becomes as a Submission, and what is refused before anything is stored."""
+"""The compatible APIs' translations, without a server: what an AIFlow, Volcengine AI Server
+or AI Task System request becomes as a Submission, and what is refused before anything is
+stored."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Volcengine AI Server's API (seed 004) against a real server: every request example of its
+"""The Volcengine AI Server API against a real server: every request example of its
 README (with a taskgate key added), images and videos made by the jimeng provider against the
 fake Volcengine visual API, the ``{success, data, message}`` envelope on every answer, and
 ``user_id`` as a label inside the caller's tenant, never identity."""
@@ -17,8 +17,8 @@ from tests.e2e.test_api import wait
 from tests.fakes import in_thread
 from tests.fakes.jimeng_server import FakeJimeng
 
-AK = "AKLTe2eseedvolc0ffee"
-SK = "ZTJlLXNlZWQtdm9sYy1zZWNyZXQta2V5"
+AK = "AKLTe2evolcapi0ffee"
+SK = "ZTJlLXZvbGMtYXBpLXNlY3JldC1rZXlz"
 README_IMAGE = {
     "prompt": "一只可爱的小猫咪在花园里玩耍",
     "user_id": "user123",
@@ -36,13 +36,13 @@ def fake() -> Iterator[FakeJimeng]:
 
 @pytest.fixture
 def server(make_server: Any, fake: FakeJimeng, monkeypatch: pytest.MonkeyPatch) -> Server:
-    monkeypatch.setenv("SEED_JIMENG_KEYS", f"{AK}:{SK}")
+    monkeypatch.setenv("VOLC_JIMENG_KEYS", f"{AK}:{SK}")
     jimeng = {
         "name": "jimeng",
         "models": ["jimeng_*"],
         "provider": "jimeng",
         "instances": [
-            {"name": "volc", "endpoint": fake.base_url, "secret_env": "SEED_JIMENG_KEYS"}
+            {"name": "volc", "endpoint": fake.base_url, "secret_env": "VOLC_JIMENG_KEYS"}
         ],
         "poll": {"interval": 0.05, "max_interval": 0.2},
         "options": {"output_urls_private": True},  # the fake serves its files on loopback
@@ -69,7 +69,7 @@ def create(c: httpx.Client, task_type: str, **body: Any) -> dict[str, Any]:
 
 
 def result(c: httpx.Client, task_id: str, seconds: float = 30) -> dict[str, Any]:
-    """Poll the result as the seed's clients do, until completed or failed."""
+    """Poll the result as the Volcengine AI Server's clients do, until completed or failed."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         reply = c.get(f"/api/v1/ai/task/result/{task_id}").json()

@@ -1,8 +1,8 @@
-"""AIFlow's API (seed 000) against a real server: every request example of its README, the
+"""The AIFlow API against a real server: every request example of its README, the
 multipart form with a file, the refusal of client-supplied endpoints and keys (which never
 show up anywhere), cancelling, and tenant scoping."""
 
-# ruff: noqa: RUF001  (the seed READMEs' own text, with its full-width punctuation)
+# ruff: noqa: RUF001  (the AIFlow README's own text, with its full-width punctuation)
 from __future__ import annotations
 
 import base64

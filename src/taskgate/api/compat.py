@@ -1,7 +1,8 @@
-"""What the seed dialects' routers (api/aiflow.py, api/volcengine.py, api/tasksystem.py)
-share: each answers refusals in its own dialect's error shape, reads JSON bodies strictly (as
-the OpenAI dialect does too), reads JSON fields of forms, and turns a task's stored files into
-absolute URLs. None of this touches tasks: the Gateway does.
+"""What the compatible APIs' routers (the AIFlow API in api/aiflow.py, the Volcengine AI Server
+API in api/volcengine.py, the AI Task System API in api/tasksystem.py) share: each answers
+refusals in its own API's error shape, reads JSON bodies strictly (as the OpenAI API does too),
+reads JSON fields of forms, and turns a task's stored files into absolute URLs. None of this
+touches tasks: the Gateway does.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def route_class(render: Render) -> type[APIRoute]:
     """An APIRoute whose refusals, including the key check and schema validation that
     FastAPI runs before the endpoint, come out through ``render``."""
 
-    class SeedRoute(StrictRoute):
+    class CompatRoute(StrictRoute):
         def get_route_handler(self) -> Handler:
             handler = super().get_route_handler()
 
@@ -66,7 +67,7 @@ def route_class(render: Render) -> type[APIRoute]:
 
             return answer
 
-    return SeedRoute
+    return CompatRoute
 
 
 def refused(render: Render, exc: Exception) -> Response:

@@ -1,8 +1,9 @@
-"""AI Task System's API (seeds 002 and 003) against a real server: every request example of
-both READMEs, fan-out with a comma-separated model, chat as a form, conversations carried from
-turn to turn, and OpenAI-shaped chat at the same path still answered by the OpenAI dialect."""
+"""The AI Task System API (its Async and Enterprise editions) against a real server: every
+request example of both READMEs, fan-out with a comma-separated model, chat as a form,
+conversations carried from turn to turn, and OpenAI-shaped chat at the same path still answered
+by the OpenAI API."""
 
-# ruff: noqa: RUF001  (the seed READMEs' own text, with its full-width punctuation)
+# ruff: noqa: RUF001  (the AI Task System READMEs' own text, with their full-width punctuation)
 from __future__ import annotations
 
 from typing import Any
