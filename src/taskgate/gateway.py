@@ -221,14 +221,10 @@ class Gateway:
         files of the tenant (``{"file_id": ...}`` in their place), and the ids of the files
         stored. Run it last, once the request is known good: if the block fails (or a URI
         is not valid), the files are removed again."""
-        saved: list[str] = []
-        try:
+        async with self.discarded_if_refused() as saved:
             if self.files is not None and has_data_uri(value):
                 value = await self._extract(key, value, saved)
             yield value, saved
-        except BaseException:
-            await self.discard_files(saved)
-            raise
 
     async def _extract(self, key: ApiKey, value: Any, saved: list[str]) -> Any:
         if is_data_uri(value) and len(value) > INLINE_FILE_MIN:
@@ -245,6 +241,17 @@ class Gateway:
         if isinstance(value, list):
             return [await self._extract(key, v, saved) for v in value]
         return value
+
+    @contextlib.asynccontextmanager
+    async def discarded_if_refused(self) -> AsyncIterator[list[str]]:
+        """A list for the ids of the files stored for one request: if the block fails (the
+        request is refused, or the client is gone), those files are removed again."""
+        saved: list[str] = []
+        try:
+            yield saved
+        except BaseException:
+            await self.discard_files(saved)
+            raise
 
     async def discard_files(self, file_ids: Sequence[str]) -> None:
         """Remove the files stored for a request that was then refused (best effort: the

@@ -110,18 +110,13 @@ class Running:
         )
 
 
-def checked(result: Result, call: Call) -> Result:
-    """A provider's result as the store keeps it: JSON (else TypeError), without the call's
-    secret in its output and usage (a backend may echo the key it was sent)."""
-    return redact.scrub_result(result, call)
-
-
 async def ended(call: Call, result: Result) -> Result:
-    """The result of a call that has ended: checked, and the progress text that the call's
-    emit held back (a possible start of the secret) sent."""
+    """The result of a call that has ended, as the store keeps it: JSON (else TypeError),
+    without the call's secret (a backend may echo the key it was sent); and the progress
+    text that the call's emit held back (a possible start of the secret) sent."""
     if isinstance(call.emit, redact.Progress):
         await call.emit.flush()
-    return checked(result, call)
+    return redact.scrub_result(result, call)
 
 
 class Scheduler:
@@ -636,7 +631,7 @@ class Scheduler:
             return
         try:
             written = await self.store.record_late_result(
-                task.id, await self._keep_outputs(task, checked(result, call))
+                task.id, await self._keep_outputs(task, redact.scrub_result(result, call))
             )
         except Exception:
             log.exception("could not keep the late result of task %s", task.id)

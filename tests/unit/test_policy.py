@@ -12,6 +12,7 @@ from taskgate import errors
 from taskgate.config import HealthPolicy, PollPolicy, RetryPolicy
 from taskgate.models import Priority, Status
 from taskgate.policy import (
+    MAX_HINT,
     Action,
     InstanceState,
     SmoothWeightedRoundRobin,
@@ -80,6 +81,12 @@ def test_polls_back_off_from_the_interval_up_to_the_cap_honouring_the_hint() -> 
     assert poll_delay(5, conf, rng, retry_after=0.0) == 30.0  # a hint never shortens it
     jittered = PollPolicy(interval=2.0, max_interval=30.0, jitter=0.5)
     assert poll_delay(1, jittered, FixedRandom(0.999999)) == pytest.approx(2.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("hint", [1e20, float("inf")])
+def test_a_backends_hint_cannot_put_a_task_off_for_good(hint: float) -> None:
+    assert backoff(1, NO_JITTER, random.Random(0), retry_after=hint) == MAX_HINT
+    assert backoff(1, NO_JITTER, random.Random(0), retry_after=float("nan")) == 1.0  # ignored
 
 
 def test_retry_after_is_a_floor_not_a_ceiling() -> None:

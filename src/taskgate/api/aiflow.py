@@ -199,17 +199,13 @@ async def create_task_form(
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     sub = plan(gw, body)
-    stored: list[str] = []
-    try:
+    async with gw.discarded_if_refused() as stored:
         for f in files or []:
             stored.append(await _store(request, key, f))
         refs = [{"file_id": file_id} for file_id in stored]
         return await _accept(
             gw, key, with_files(sub, refs), bool(body.callback and body.callback.headers)
         )
-    except BaseException:
-        await gw.discard_files(stored)
-        raise
 
 
 async def _store(request: Request, key: ApiKey, f: UploadFile) -> str:

@@ -302,11 +302,9 @@ async def _run(
     ``uploads`` names were stored for this request: a refused submission removes them."""
     watch = Watch(gateway_of(request), key, request)
     try:
-        try:
+        async with gateway_of(request).discarded_if_refused() as stored:
+            stored += uploads
             await watch.submit(sub)
-        except BaseException:
-            await gateway_of(request).discard_files(uploads)
-            raise
         return _answer(await watch.ended(), reply)
     except WaitEnded as ended:
         return ended.answer
