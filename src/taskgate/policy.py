@@ -177,7 +177,7 @@ class InstanceState:
     capacity: int
     weight: float = 1.0
     in_flight: int = 0  # this worker's calls
-    # in a claim's plan only (scheduler._claim_once): other workers' calls as the store
+    # in a claim's plan only (scheduling/dispatch.LaneClaim): other workers' calls as the store
     # counted them, and the calls the instance's rate limits allow now
     elsewhere: int = 0
     allowed: int | None = None

@@ -12,7 +12,7 @@ import sys
 
 from taskgate import services
 from taskgate.config import Settings
-from taskgate.scheduler import Scheduler
+from taskgate.scheduling import Scheduler
 
 log = logging.getLogger("taskgate.worker")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -58,11 +60,9 @@ def test_kill_and_restart_loses_no_task_and_repeats_no_finished_work(
     key = server.create_key("acme")
     with server.client(key) as c:
         ids = submit_many(c, 24)  # 8 slots: three waves of one second each
-        time.sleep(1.5)  # the first wave done, the second running, the third queued
-        snapshot = {
-            t["id"]: t["status"] for t in c.get("/v1/tasks", params={"limit": 500}).json()["data"]
-        }
-    server.stop(kill=True)  # a call takes a second: what ran at the snapshot still ran now
+        until_some_ended_and_some_running(c)
+    server.stop(kill=True)
+    snapshot = statuses_in_store(server.root / "taskgate.db")  # exactly as the kill left them
     finished_before = [i for i, s in snapshot.items() if s == "SUCCESS"]
     running_before = [i for i, s in snapshot.items() if s == "PROCESSING"]
     assert finished_before and running_before
@@ -92,7 +92,8 @@ def test_sigterm_hands_back_running_tasks_which_finish_after_restart(
     key = server.create_key("acme")
     with server.client(key) as c:
         ids = submit_many(c, 4)
-        time.sleep(0.5)
+        for task_id in ids:
+            until_status(c, task_id, "PROCESSING")
         server.stop()  # SIGTERM: the calls need 3 s, the grace is 0.2 s
         server.start()
         done = wait_all(c, ids)
@@ -120,6 +121,28 @@ def test_a_restart_in_the_middle_of_a_backend_job_resumes_polling_it(
     assert done["status"] == "SUCCESS", done
     assert done["provider_job"] == job  # polled to its end, never submitted again
     assert [a["outcome"] for a in done["history"]] == ["lost", "success"]
+
+
+def until_some_ended_and_some_running(c: httpx.Client, seconds: float = 30) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        tasks = c.get("/v1/tasks", params={"limit": 500}).json()["data"]
+        if {"SUCCESS", "PROCESSING"} <= {t["status"] for t in tasks}:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no moment with tasks both ended and running")
+
+
+def until_status(c: httpx.Client, task_id: str, status: str, seconds: float = 30) -> None:
+    end = time.monotonic() + seconds
+    while c.get(f"/v1/tasks/{task_id}").json()["status"] != status:
+        assert time.monotonic() < end, f"task {task_id} never became {status}"
+        time.sleep(0.05)
+
+
+def statuses_in_store(db: Path) -> dict[str, str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return dict(conn.execute("SELECT id, status FROM tasks").fetchall())
 
 
 def until_job(c: httpx.Client, task_id: str) -> dict[str, Any]:

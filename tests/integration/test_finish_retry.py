@@ -27,7 +27,7 @@ from taskgate.files import Files, LocalBlobs
 from taskgate.gateway import Gateway, Submission
 from taskgate.models import ApiKey, Status, Task
 from taskgate.providers import Job, OutputFile
-from taskgate.scheduler import Scheduler
+from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
 from tests.conftest import PG_URL, reset_postgres, store_url
 
@@ -256,7 +256,7 @@ async def the_ending_outlives_the_outage(rig: Rig) -> Task:
     await rig.scheduler.start()
     await until(lambda: rig.breaker.finish_failures >= 3)
     with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises
-        await rig.scheduler.renew_leases()
+        await rig.scheduler.leases.renew()
     run = rig.scheduler.running.get(task_id)  # a failed renewal stops nothing
     assert run is not None and run.handle is not None and not run.handle.done()
     await rig.breaker.up()
@@ -344,4 +344,4 @@ async def test_an_input_file_the_store_cannot_read_now_fails_the_attempt_only(
 
         rig.scheduler.files.open = unreachable  # type: ignore[method-assign]
         with pytest.raises(errors.RetryableError, match="cannot be read now"):
-            await rig.scheduler._read_file("t", "f1")
+            await rig.scheduler.attempts.read_file("t", "f1")

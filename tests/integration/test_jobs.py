@@ -19,7 +19,7 @@ from taskgate.files import Files, LocalBlobs
 from taskgate.gateway import Gateway, Submission
 from taskgate.models import ApiKey, Priority, Status, Task
 from taskgate.providers.mock import MockProvider
-from taskgate.scheduler import Scheduler
+from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
 from tests.conftest import reset_postgres, store_url
 
@@ -198,7 +198,7 @@ async def test_cancelling_a_queued_resumable_task_cancels_its_job(rig_for: Any) 
     job = (await rig.until(video, has_job)).provider_job
     await first.stop(grace=1)
     listener = await rig.scheduler(start=False)  # listens for cancels; claims nothing
-    listening = asyncio.create_task(listener._listen("cancel", listener._on_cancel))
+    listening = asyncio.create_task(listener._listen("cancel", listener.attempts.cancel))
     try:
         await asyncio.sleep(0.05)
         await rig.gateway.cancel(KEY, video)
@@ -251,7 +251,7 @@ async def test_a_lost_lease_stops_polling_without_cancelling_the_job(rig_for: An
     await rig.store.expire_leases([s.worker_id])
     [requeued] = await rig.store.sweep()  # another worker's sweeper requeued it
     assert requeued.status is Status.PENDING
-    await s.renew_leases()  # we notice we no longer hold it
+    await s.leases.renew()  # we notice we no longer hold it
     for _ in range(100):
         if video not in s.running:
             break

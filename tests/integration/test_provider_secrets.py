@@ -20,7 +20,7 @@ from taskgate.files import Files, LocalBlobs
 from taskgate.gateway import Gateway, Submission
 from taskgate.models import ApiKey, Status, Task
 from taskgate.providers import Call, Job, Pending, Provider, Result, register_provider
-from taskgate.scheduler import Scheduler
+from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
 from taskgate.views import task_json
 

@@ -18,7 +18,7 @@ from taskgate.files import Files, LocalBlobs
 from taskgate.gateway import Gateway, Submission
 from taskgate.models import ApiKey, Priority, Status
 from taskgate.providers import OutputFile
-from taskgate.scheduler import Scheduler
+from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
 from tests.conftest import reset_postgres, store_url
 

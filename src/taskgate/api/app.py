@@ -23,7 +23,7 @@ from taskgate.api.strict import StrictRoute, malformed_message
 from taskgate.config import Settings
 from taskgate.errors import ApiError
 from taskgate.gateway import Gateway
-from taskgate.scheduler import Scheduler
+from taskgate.scheduling import Scheduler
 
 log = logging.getLogger("taskgate")
 

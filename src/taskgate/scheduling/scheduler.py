@@ -1,0 +1,116 @@
+"""The scheduler of one worker process: it builds a lane per route and composes the parts,
+each in its own module: dispatch (claims), call (one attempt), outcome (its ending), jobs
+(backend jobs), leases (renewal, lost work, sweeping); and it starts and stops their loops
+and listens for new work and for cancellations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from taskgate.config import Settings
+from taskgate.events import Events
+from taskgate.files import Files
+from taskgate.scheduling.announce import Announcer
+from taskgate.scheduling.call import Attempts
+from taskgate.scheduling.dispatch import Dispatcher
+from taskgate.scheduling.jobs import BackendJobs
+from taskgate.scheduling.leases import Leases
+from taskgate.scheduling.outcome import Endings
+from taskgate.scheduling.state import Lane, Running, build_lanes
+from taskgate.store import SqlStore
+from taskgate.webhooks import Deliverer
+
+log = logging.getLogger("taskgate.scheduler")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SqlStore,
+        events: Events,
+        files: Files,
+        *,
+        routes: list[str] | None = None,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.events = events
+        self.files = files
+        host = socket.gethostname()[:40]
+        self.worker_id = worker_id or f"{host}:{os.getpid()}:{os.urandom(3).hex()}"
+        rng = rng or random.Random()
+        conf = settings.scheduler
+        self.lanes: dict[str, Lane] = build_lanes(settings, routes)
+        announcer = Announcer(store, events)
+        self.jobs = BackendJobs(store, files, announcer, self.lanes, self.worker_id, rng)
+        self.dispatcher = Dispatcher(
+            conf, store, self.lanes, self.worker_id, lambda lane, t: self.attempts.start(lane, t)
+        )
+        endings = Endings(conf, store, files, self.jobs, self.worker_id, rng, self.dispatcher.due)
+        self.attempts = Attempts(
+            store, files, announcer, self.jobs, endings, self.worker_id, self.dispatcher.wake
+        )
+        self.leases = Leases(
+            conf, store, self.attempts, announcer, self.worker_id, self.dispatcher.wake
+        )
+        self.webhooks = Deliverer(settings.webhooks, store, rng)
+        self._loops: list[asyncio.Task[None]] = []
+        self._keepers: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> dict[str, Running]:
+        """The attempts this worker holds, by task id."""
+        return self.attempts.running
+
+    async def start(self) -> None:
+        await self.leases.reclaim_from_dead_local_workers()
+        self._loops = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatch"),
+            asyncio.create_task(self.leases.keep_sweeping(), name="sweep"),
+            asyncio.create_task(self._listen("queue", self._on_queue), name="queue-listener"),
+            # webhooks of ended tasks, sent from the worker process (stops with the loops)
+            asyncio.create_task(self.webhooks.run(), name="webhooks"),
+        ]
+        # what keeps running tasks ours and cancellable: runs on through stop()'s grace
+        self._keepers = [
+            asyncio.create_task(self.leases.keep_renewing(), name="leases"),
+            asyncio.create_task(self._listen("cancel", self.attempts.cancel), name="cancels"),
+        ]
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let running calls finish for ``grace`` seconds, hand back the rest."""
+        self.dispatcher.stopping = True
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, self.jobs.stop(), return_exceptions=True)
+        await self.attempts.stop(grace)
+        for keeper in self._keepers:
+            keeper.cancel()
+        await asyncio.gather(*self._keepers, return_exceptions=True)
+        for lane in self.lanes.values():
+            await lane.provider.aclose()
+
+    async def _on_queue(self, message: dict[str, Any]) -> None:
+        self.dispatcher.due(message)
+
+    async def _listen(
+        self, topic: str, handler: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> None:
+        async with self.events.subscribe(topic) as sub:
+            while True:
+                message = await sub.get()
+                if message is None:
+                    continue
+                try:
+                    await handler(message)
+                except Exception:
+                    log.exception("handling %s message %r failed", topic, message)

@@ -1,0 +1,98 @@
+"""The scheduler's runtime records, shared by its parts: a :class:`Lane` per route (its
+provider, instances and priority bookkeeping) and a :class:`Running` per attempt in hand."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskgate import policy
+from taskgate.config import Instance, Route, Settings
+from taskgate.models import Priority, Status, Task
+from taskgate.providers import Call, Provider, build
+from taskgate.store import Outcome
+
+
+@dataclass
+class Lane:
+    """Runtime state of one route: its provider, instances and priority bookkeeping."""
+
+    route: Route
+    provider: Provider
+    instances: list[policy.InstanceState]
+    wrr: policy.SmoothWeightedRoundRobin
+    dry: set[Priority] = field(default_factory=set)  # lanes last seen empty
+
+    def free(self, now: float) -> int:
+        return policy.free_slots(self.instances, now)
+
+    @functools.cached_property
+    def limits(self) -> dict[str, tuple[int | None, int | None]]:
+        """Requests and tokens per minute of the instances that have rate limits."""
+        return {
+            i.name: (i.requests_per_minute, i.tokens_per_minute)
+            for i in self.route.instances
+            if i.rate_limited
+        }
+
+    def instance_config(self, name: str) -> Instance:
+        return next(i for i in self.route.instances if i.name == name)
+
+
+def build_lanes(settings: Settings, routes: Iterable[str] | None = None) -> dict[str, Lane]:
+    """A lane for each configured route (or for those named in ``routes``)."""
+    weights = {p: settings.scheduler.weight(p) for p in Priority}
+    wanted = None if routes is None else set(routes)
+    return {
+        r.name: Lane(
+            r,
+            build(r),
+            [policy.InstanceState(i.name, i.max_concurrency, i.weight) for i in r.instances],
+            policy.SmoothWeightedRoundRobin(weights),
+        )
+        for r in settings.routes
+        if wanted is None or r.name in wanted
+    }
+
+
+@dataclass
+class Running:
+    """One attempt of a task that this worker holds, from its claim to its ending."""
+
+    task: Task
+    lane: Lane
+    instance: policy.InstanceState
+    started_at: float
+    handle: asyncio.Task[None] | None = None
+    call: Call | None = None
+    calling: bool = False  # the provider call is under way: a cancel may stop it
+    cancelled: bool = False
+    holds_slot: bool = True  # False once a backend job is submitted (or when resuming one)
+    provider_job: dict[str, Any] | None = None  # the backend's job, kept on the task
+    timed_out: bool = False  # the run timeout (not a backend's own timeout) ended the call
+    held_until: float = field(init=False)  # the lease, as claimed or last renewed
+
+    def __post_init__(self) -> None:
+        self.held_until = self.task.lease_until or 0.0
+
+    @property
+    def polling(self) -> bool:
+        return self.provider_job is not None and not self.holds_slot
+
+    def outcome(self, worker: str, status: Status, label: str, **kw: Any) -> Outcome:
+        """The end of this attempt, fenced on the worker and attempt number."""
+        kw.setdefault("provider_job", self.provider_job)
+        return Outcome(
+            task_id=self.task.id,
+            worker=worker,
+            attempt=self.task.attempts,
+            status=status,
+            label=label,
+            instance=self.instance.name,
+            route=self.lane.route.name,
+            started_at=self.started_at,
+            **kw,
+        )
