@@ -178,10 +178,10 @@ class Scheduler:
         """Tasks held by a worker process of this host that no longer runs (this server
         before a crash) go back to the queue now, not when their leases run out."""
         host = self.worker_id.split(":", 1)[0]
-        dead = [w for w in await self.store.processing_workers() if self._dead_here(w, host)]
+        dead = [w for w in await self.store.claims.processing_workers() if self._dead_here(w, host)]
         if dead:
             log.warning("requeueing the tasks of dead local workers %s", ", ".join(dead))
-            await self.store.expire_leases(dead)
+            await self.store.claims.expire_leases(dead)
 
     def _dead_here(self, worker: str, host: str) -> bool:
         worker_host, _, rest = worker.partition(":")
@@ -308,7 +308,7 @@ class Scheduler:
             avoids = [None if t.provider_job else [t.instance or ""] for t in claimed]
             return policy.assign_instances(planned, time.time(), avoids)
 
-        got = await self.store.claim(
+        got = await self.store.claims.claim(
             lane.route.name, plan, assign, self.worker_id, conf.lease_seconds, lane.limits
         )
         short = False
@@ -390,7 +390,7 @@ class Scheduler:
         while True:
             try:
                 outcome = outcome or await settle()
-                return await self.store.finish(outcome)
+                return await self.store.claims.finish(outcome)
             except errors.Unavailable as exc:
                 left = min(give_up_at, run.held_until) - time.time()
                 if left <= 0:
@@ -491,7 +491,7 @@ class Scheduler:
             job, run.lane.route.name, run.instance.name, time.time()
         )
         try:
-            kept = await self.store.set_provider_job(
+            kept = await self.store.claims.set_provider_job(
                 run.task.id, self.worker_id, run.task.attempts, run.provider_job
             )
         except Exception:  # the job runs anyway: poll it; the ending records it on the task
@@ -538,7 +538,7 @@ class Scheduler:
             )
         if run.provider_job is not None and run.timed_out:
             return self._job_timed_out(run, error)
-        history = await self.store.history(task.id) if error.retryable else []
+        history = await self.store.tasks.history(task.id) if error.retryable else []
         decision = policy.decide(
             error,
             attempts=1 + sum(1 for a in history if a.route == route.name and not a.handoff),
@@ -630,7 +630,7 @@ class Scheduler:
         if result is None:
             return
         try:
-            written = await self.store.record_late_result(
+            written = await self.store.claims.record_late_result(
                 task.id, await self._keep_outputs(task, redact.scrub_result(result, call))
             )
         except Exception:
@@ -653,8 +653,8 @@ class Scheduler:
         base = run.outcome(self.worker_id, Status.PENDING, label, run_after=time.time())
         with contextlib.suppress(Exception):
             if run.cancelled:
-                await self.store.record_attempt(base)
-            elif (written := await self.store.finish(base)) is not None:
+                await self.store.claims.record_attempt(base)
+            elif (written := await self.store.claims.finish(base)) is not None:
                 await self._announce(written)
 
     # --- events --------------------------------------------------------------------------
@@ -677,7 +677,7 @@ class Scheduler:
     async def _first_wins(self, task: Task) -> None:
         """The first success of a first-wins batch cancels the rest of it."""
         if task.batch_id is not None:
-            cancelled = await self.store.cancel_batch(task.batch_id, winner=task.id)
+            cancelled = await self.store.batches.cancel(task.batch_id, winner=task.id)
             await announce_cancelled(self.events, cancelled)
 
     async def _listen(self, topic: str, handler: Any) -> None:
@@ -738,7 +738,7 @@ class Scheduler:
         held: set[str] = set()
         for i in range(0, len(ids), 1000):
             asked_at = time.time()
-            renewed = await self.store.renew(ids[i : i + 1000], self.worker_id, lease)
+            renewed = await self.store.claims.renew(ids[i : i + 1000], self.worker_id, lease)
             for task_id in renewed:
                 if (run := self.running.get(task_id)) is not None:
                     run.held_until = asked_at + lease
@@ -749,7 +749,7 @@ class Scheduler:
     async def _let_go(self, task_id: str) -> None:
         """A task we no longer hold: cancelled (stop the call and the backend's job), or
         taken over after our lease lapsed (stop the call; the new holder owns the job)."""
-        task = await self.store.get(task_id)
+        task = await self.store.tasks.get(task_id)
         if task is not None and task.status is Status.CANCELLED:
             await self._on_cancel({"task_id": task_id})
         elif (run := self.running.get(task_id)) is not None and run.handle and run.calling:
@@ -764,7 +764,7 @@ class Scheduler:
             await asyncio.sleep(self.settings.scheduler.poll_interval)
 
     async def sweep(self) -> list[Task]:
-        changed = await self.store.sweep()
+        changed = await self.store.claims.sweep()
         for task in changed:
             await self._announce(task)
         if changed:
