@@ -135,7 +135,7 @@ def _with_store(fn: Any, config_path: str | None) -> Any:
 @click.option("--admin", is_flag=True, help="An admin key: manages keys, sees every tenant.")
 def keys_create(config_path: str | None, tenant: str, name: str, admin: bool) -> None:
     """Create a key and print its secret (shown only once)."""
-    key, secret = _with_store(lambda db: db.create_key(tenant, name, admin), config_path)
+    key, secret = _with_store(lambda db: db.keys.create(tenant, name, admin), config_path)
     click.echo(f"{key.id}\t{key.tenant}\t{'admin' if key.admin else 'tenant'}", err=True)
     click.echo(secret)
 
@@ -145,7 +145,7 @@ def keys_create(config_path: str | None, tenant: str, name: str, admin: bool) ->
 @click.option("--tenant", help="Only this tenant's keys.")
 def keys_list(config_path: str | None, tenant: str | None) -> None:
     """List keys (never their secrets)."""
-    for k in _with_store(lambda db: db.list_keys(tenant), config_path):
+    for k in _with_store(lambda db: db.keys.find(tenant), config_path):
         state = "revoked" if k.revoked_at else "active"
         role = "admin" if k.admin else "tenant"
         click.echo(f"{k.id}\t{k.tenant}\t{role}\t{state}\t{k.prefix}…\t{k.name}")
@@ -163,7 +163,7 @@ def keys_revoke(config_path: str | None, key_id: str) -> None:
     settings = config.load(config_path)
 
     async def revoke(db: Any) -> bool:
-        if not await db.revoke_key(key_id):
+        if not await db.keys.revoke(key_id):
             return False
         bus = events.from_url(settings.events_url, settings.store_url)
         await bus.open()

@@ -172,7 +172,7 @@ class Gateway:
         async with self._inline_files(key, sub.input) as (input_, saved):
             if saved:
                 new = dataclasses.replace(new, input=input_)
-            task, created = await self.store.insert(new)
+            task, created = await self.store.tasks.insert(new)
         if created:
             await self._queued(task)
         elif saved:  # a replay keeps the earlier task's files
@@ -202,7 +202,7 @@ class Gateway:
         news = [self._new_task(key, sub, batch.id, model=m) for m in models]
         async with self._inline_files(key, sub.input) as (input_, _):
             news = [dataclasses.replace(n, input=input_) for n in news]
-            tasks = await self.store.insert_batch(batch, news)
+            tasks = await self.store.batches.insert(batch, news)
         for task in tasks:
             await self._queued(task)
         return batch, tasks
@@ -271,10 +271,10 @@ class Gateway:
         assert sub.conversation_id is not None
         for m in models:  # refuse before anything is read or stored
             self._route_checked(sub, m)
-        conversation = await self.store.get_conversation(sub.conversation_id, key.tenant)
+        conversation = await self.store.conversations.get(sub.conversation_id, key.tenant)
         if conversation is None:
             raise NotFound(f"no conversation {sub.conversation_id!r}")
-        history = await self.store.messages(conversation.id)
+        history = await self.store.conversations.messages(conversation.id)
         conf = self.settings.conversations
         async with self._inline_files(key, sub.input) as (input_, _):
             sub = dataclasses.replace(sub, input=input_)
@@ -289,29 +289,31 @@ class Gateway:
                 )
                 for m in models
             ]
-            tasks = await self.store.insert_turn(conversation.id, user_turn(sub.input), news, batch)
+            tasks = await self.store.conversations.add_turn(
+                conversation.id, user_turn(sub.input), news, batch
+            )
         for task in tasks:
             await self._queued(task)
         return tasks
 
     async def create_conversation(self, key: ApiKey, title: str = "") -> Conversation:
-        return await self.store.create_conversation(key.tenant, title)
+        return await self.store.conversations.create(key.tenant, title)
 
     async def get_conversation(
         self, key: ApiKey, conversation_id: str
     ) -> tuple[Conversation, list[Message]]:
-        c = await self.store.get_conversation(conversation_id, scope(key))
+        c = await self.store.conversations.get(conversation_id, scope(key))
         if c is None:
             raise NotFound(f"no conversation {conversation_id!r}")
-        return c, await self.store.messages(c.id)
+        return c, await self.store.conversations.messages(c.id)
 
     async def list_conversations(
         self, key: ApiKey, before_id: str | None, limit: int
     ) -> list[Conversation]:
-        return await self.store.list_conversations(scope(key), before_id, limit)
+        return await self.store.conversations.find(scope(key), before_id, limit)
 
     async def delete_conversation(self, key: ApiKey, conversation_id: str) -> None:
-        if not await self.store.delete_conversation(conversation_id, scope(key)):
+        if not await self.store.conversations.delete(conversation_id, scope(key)):
             raise NotFound(f"no conversation {conversation_id!r}")
 
     def _route_checked(self, sub: Submission, model: str) -> Route:
@@ -372,7 +374,7 @@ class Gateway:
     # --- reading ---------------------------------------------------------------------------
 
     async def get(self, key: ApiKey, task_id: str) -> Task:
-        task = await self.store.get(task_id, scope(key))
+        task = await self.store.tasks.get(task_id, scope(key))
         if task is None:
             raise NotFound(f"no task {task_id!r}")
         return task
@@ -381,9 +383,9 @@ class Gateway:
         """The task as the native API shows it."""
         out = task_json(task)
         if task.status is Status.PENDING:
-            out["position"] = await self.store.position(task)
+            out["position"] = await self.store.tasks.position(task)
         if history:
-            out["history"] = [attempt_json(a) for a in await self.store.history(task.id)]
+            out["history"] = [attempt_json(a) for a in await self.store.tasks.history(task.id)]
         if task.webhook_url:
             deliveries = await self.store.outbox.of(task_id=task.id)
             out["webhook"] = webhook_json(task.webhook_url, deliveries)
@@ -422,7 +424,7 @@ class Gateway:
         return task
 
     async def cancel(self, key: ApiKey, task_id: str) -> Task:
-        task = await self.store.cancel(task_id, scope(key))
+        task = await self.store.tasks.cancel(task_id, scope(key))
         if task is None:
             raise NotFound(f"no task {task_id!r}")
         if task.status is Status.CANCELLED:
@@ -432,7 +434,7 @@ class Gateway:
         return task
 
     async def get_batch(self, key: ApiKey, batch_id: str) -> tuple[Batch, list[Task]]:
-        found = await self.store.get_batch(batch_id, scope(key))
+        found = await self.store.batches.get(batch_id, scope(key))
         if found is None:
             raise NotFound(f"no batch {batch_id!r}")
         return found
@@ -452,11 +454,11 @@ class Gateway:
 
     async def cancel_batch(self, key: ApiKey, batch_id: str) -> tuple[Batch, list[Task]]:
         batch, _ = await self.get_batch(key, batch_id)
-        await announce_cancelled(self.events, await self.store.cancel_batch(batch.id))
+        await announce_cancelled(self.events, await self.store.batches.cancel(batch.id))
         return await self.get_batch(key, batch_id)
 
     async def list_tasks(self, key: ApiKey, f: TaskFilter) -> list[Task]:
-        return await self.store.list_tasks(dataclasses.replace(f, tenant=scope(key)))
+        return await self.store.tasks.find(dataclasses.replace(f, tenant=scope(key)))
 
 
 def declared_as(name: str) -> str:

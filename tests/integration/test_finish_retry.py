@@ -113,8 +113,8 @@ class Breaker:
         self.finish_failures = 0
         self.renew_failures = 0
         self.renewed = 0
-        write, finish, renew = store._write, store.finish, store.renew
-        add_file = store.add_file
+        write, finish, renew = store.db.write, store.claims.finish, store.claims.renew
+        add_file = store.file_records.add
 
         async def writing(*args: Any) -> Any:
             if self.broken and kind == "sqlite" and not self.only_endings:
@@ -146,10 +146,10 @@ class Breaker:
                 self.finish_failures += 1  # a file of the ending
                 raise
 
-        store._write = writing  # type: ignore[method-assign, assignment]
-        store.finish = finishing  # type: ignore[method-assign, assignment]
-        store.add_file = adding_file  # type: ignore[method-assign]
-        store.renew = renewing  # type: ignore[method-assign, assignment]
+        store.db.write = writing  # type: ignore[method-assign, assignment]
+        store.claims.finish = finishing  # type: ignore[method-assign, assignment]
+        store.file_records.add = adding_file  # type: ignore[method-assign]
+        store.claims.renew = renewing  # type: ignore[method-assign, assignment]
 
     async def down(self) -> None:
         self.broken = True
@@ -177,7 +177,7 @@ class Rig:
 
     async def ended(self, task_id: str) -> Task:
         deadline = time.monotonic() + 30
-        while (task := await self.store.get(task_id)) is None or not task.terminal:
+        while (task := await self.store.tasks.get(task_id)) is None or not task.terminal:
             assert time.monotonic() < deadline, f"task {task_id} did not end"
             await asyncio.sleep(0.02)
         return task
@@ -264,7 +264,7 @@ async def the_ending_outlives_the_outage(rig: Rig) -> Task:
     assert task.status is Status.SUCCESS
     assert task.result is not None and task.result["output"] == {"text": "paid for hello"}
     assert BACKEND.calls == [task_id]  # paid for once
-    assert [a.outcome for a in await rig.store.history(task_id)] == ["success"]
+    assert [a.outcome for a in await rig.store.tasks.history(task_id)] == ["success"]
     return task
 
 

@@ -68,7 +68,7 @@ class Rig:
     async def until(self, task_id: str, check: Callable[[Task], bool], timeout: float = 10) -> Task:
         end = time.monotonic() + timeout
         while True:
-            task = await self.store.get(task_id)
+            task = await self.store.tasks.get(task_id)
             assert task is not None
             if check(task):
                 return task
@@ -136,26 +136,26 @@ async def test_a_handed_back_job_is_resumed_not_submitted_again(rig_for: Any) ->
     video = await rig.submit(mock_job_seconds=1.0)
     job = (await rig.until(video, has_job)).provider_job
     await first.stop(grace=5)  # a job only being polled is handed back at once
-    handed = await rig.store.get(video)
+    handed = await rig.store.tasks.get(video)
     assert handed is not None and handed.status is Status.PENDING
     assert handed.provider_job == job
     await rig.scheduler()
     done = await rig.ended(video)
     assert done.status is Status.SUCCESS, done.error
     assert done.provider_job == job  # the same backend job, polled to its end
-    history = [a.outcome for a in await rig.store.history(video)]
+    history = [a.outcome for a in await rig.store.tasks.history(video)]
     assert history == ["interrupted", "success"]
 
 
 async def test_a_lost_worker_with_a_job_is_resumed_even_out_of_attempts(rig_for: Any) -> None:
     rig = rig_for(settings(retry={"max_attempts": 1}))
     video = await rig.submit(mock_job_seconds=0.2)
-    [claimed] = await rig.store.claim(
+    [claimed] = await rig.store.claims.claim(
         "video", lambda *_: {Priority.DEFAULT: 1}, lambda ts: [None] * len(ts), "gone:1:x", 30
     )
-    assert await rig.store.set_provider_job(video, "gone:1:x", 1, {"id": "j1", "data": {}})
-    await rig.store.expire_leases(["gone:1:x"])
-    [requeued] = await rig.store.sweep()
+    assert await rig.store.claims.set_provider_job(video, "gone:1:x", 1, {"id": "j1", "data": {}})
+    await rig.store.claims.expire_leases(["gone:1:x"])
+    [requeued] = await rig.store.claims.sweep()
     assert requeued.status is Status.PENDING and requeued.provider_job is not None
     assert claimed.attempts == requeued.max_attempts == 1
 
@@ -169,7 +169,7 @@ async def test_a_job_past_the_run_timeout_times_out_but_keeps_its_late_result(
     timed_out = await rig.ended(video)
     assert timed_out.status is Status.TIMEOUT and timed_out.result is None
     assert timed_out.error is not None and timed_out.error["provider_job"].startswith("mockjob-")
-    assert [a.outcome for a in await rig.store.history(video)] == ["timeout"]  # no resubmit
+    assert [a.outcome for a in await rig.store.tasks.history(video)] == ["timeout"]  # no resubmit
     late = await rig.until(video, lambda t: t.result is not None)
     assert late.status is Status.TIMEOUT
     assert late.result["output"]["kind"] == "video"
@@ -188,7 +188,7 @@ async def test_cancelling_a_polled_task_cancels_the_backend_job(rig_for: Any) ->
             break
         await asyncio.sleep(0.01)
     assert mock(s).cancelled == [job["id"]]
-    assert [a.outcome for a in await rig.store.history(video)] == ["cancelled"]
+    assert [a.outcome for a in await rig.store.tasks.history(video)] == ["cancelled"]
 
 
 async def test_cancelling_a_queued_resumable_task_cancels_its_job(rig_for: Any) -> None:
@@ -218,7 +218,7 @@ async def test_a_job_that_fails_on_the_backend_is_retried_with_a_new_job(rig_for
     done = await rig.ended(video)
     assert done.status is Status.FAILED and done.error is not None
     assert done.error["type"] == "overloaded"
-    assert [a.outcome for a in await rig.store.history(video)] == ["retry", "retry", "failed"]
+    assert [a.outcome for a in await rig.store.tasks.history(video)] == ["retry", "retry", "failed"]
     assert done.provider_job is not None and done.provider_job["id"].endswith("-3")
 
 
@@ -229,7 +229,7 @@ async def test_a_refused_job_fails_at_once(rig_for: Any) -> None:
     done = await rig.ended(video)
     assert done.status is Status.FAILED and done.error is not None
     assert done.error["type"] == "content_refused"
-    assert [a.outcome for a in await rig.store.history(video)] == ["failed"]
+    assert [a.outcome for a in await rig.store.tasks.history(video)] == ["failed"]
 
 
 async def test_failed_polls_retry_the_same_job_instead_of_a_new_one(rig_for: Any) -> None:
@@ -238,7 +238,7 @@ async def test_failed_polls_retry_the_same_job_instead_of_a_new_one(rig_for: Any
     video = await rig.submit(mock_job_seconds=0.05, mock_poll_failures=2)
     done = await rig.ended(video)
     assert done.status is Status.SUCCESS, done.error
-    assert [a.outcome for a in await rig.store.history(video)] == ["retry", "success"]
+    assert [a.outcome for a in await rig.store.tasks.history(video)] == ["retry", "success"]
     assert done.provider_job is not None
     assert done.provider_job["id"] == f"mockjob-{video}-1"  # resumed, not submitted again
 
@@ -248,8 +248,8 @@ async def test_a_lost_lease_stops_polling_without_cancelling_the_job(rig_for: An
     s = await rig.scheduler()
     video = await rig.submit(mock_job_seconds=5)
     await rig.until(video, has_job)
-    await rig.store.expire_leases([s.worker_id])
-    [requeued] = await rig.store.sweep()  # another worker's sweeper requeued it
+    await rig.store.claims.expire_leases([s.worker_id])
+    [requeued] = await rig.store.claims.sweep()  # another worker's sweeper requeued it
     assert requeued.status is Status.PENDING
     await s.leases.renew()  # we notice we no longer hold it
     for _ in range(100):

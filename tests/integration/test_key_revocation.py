@@ -69,8 +69,8 @@ async def test_a_key_revoked_on_one_gateway_is_refused_by_the_other_at_once(
     two_gateways: tuple[KeyRing, KeyRing],
 ) -> None:
     a, b = two_gateways
-    key, secret = await a.store.create_key("acme", "k")
-    other, other_secret = await a.store.create_key("acme", "other")
+    key, secret = await a.store.keys.create("acme", "k")
+    other, other_secret = await a.store.keys.create("acme", "other")
     for ring in (a, b):  # each caches both keys for a minute
         assert (await ring.verify(secret)).id == key.id
         assert (await ring.verify(other_secret)).id == other.id
@@ -89,8 +89,8 @@ async def test_a_key_read_as_its_revocation_is_heard_is_not_cached(
     async with AsyncExitStack() as stack:
         store = SqlStore(store_url("sqlite", tmp_path))
         ring = await gateway(stack, store, MemoryEvents())
-        key, secret = await store.create_key("acme", "k")
-        read = store.key_for_secret
+        key, secret = await store.keys.create("acme", "k")
+        read = store.keys.for_secret
         have_read, go_on = asyncio.Event(), asyncio.Event()
 
         async def slow_read(s: str) -> ApiKey | None:
@@ -99,10 +99,10 @@ async def test_a_key_read_as_its_revocation_is_heard_is_not_cached(
             await go_on.wait()
             return found
 
-        monkeypatch.setattr(store, "key_for_secret", slow_read)
+        monkeypatch.setattr(store.keys, "for_secret", slow_read)
         verifying = asyncio.create_task(ring.verify(secret))
         await have_read.wait()
-        monkeypatch.setattr(store, "key_for_secret", read)
+        monkeypatch.setattr(store.keys, "for_secret", read)
         assert await ring.revoke(key.id)
         go_on.set()
         assert (await verifying).id == key.id  # it began before the revocation

@@ -16,8 +16,8 @@ from alembic.script import ScriptDirectory
 
 from taskgate.models import Priority
 from taskgate.store import NewTask, SqlStore, TaskFilter
+from taskgate.store.database import MIGRATIONS
 from taskgate.store.schema import metadata
-from taskgate.store.sql import MIGRATIONS
 from tests.conftest import reset_postgres
 from tests.integration.db import on_db
 
@@ -64,12 +64,12 @@ async def test_migrations_are_at_head(store: SqlStore) -> None:
 
 
 async def test_opening_twice_is_idempotent(store: SqlStore) -> None:
-    task, _ = await store.insert(a_task())
+    task, _ = await store.tasks.insert(a_task())
     again = SqlStore(store.url)
     await again.open()
     try:
-        assert await again.get(task.id) == task
-        assert len(await again.list_tasks(TaskFilter(tenant=None))) == 1
+        assert await again.tasks.get(task.id) == task
+        assert len(await again.tasks.find(TaskFilter(tenant=None))) == 1
         assert await versions(again) == [HEAD]
         assert await schema_diff(again) == []
     finally:
@@ -135,7 +135,7 @@ async def test_concurrent_first_opens_migrate_once(store: SqlStore, tmp_path: Pa
         try:
             assert await versions(fresh) == [HEAD]
             assert await schema_diff(fresh) == []
-            task, _ = await fresh.insert(a_task())
-            assert await fresh.get(task.id) == task
+            task, _ = await fresh.tasks.insert(a_task())
+            assert await fresh.tasks.get(task.id) == task
         finally:
             await fresh.close()

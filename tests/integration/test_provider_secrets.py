@@ -81,7 +81,7 @@ class Rig:
         key = ApiKey(id="k", tenant="t", name="k", admin=False, created_at=0)
         task, _ = await self.gateway.submit(key, Submission("chat", "leaky", "hi", {"how": how}))
         async with self.events.subscribe(f"task:{task.id}") as sub:
-            while not (ended := await self.store.get(task.id)) or not ended.terminal:
+            while not (ended := await self.store.tasks.get(task.id)) or not ended.terminal:
                 message = await sub.get(timeout=20)
                 assert message is not None, "the task did not end"
         return ended
@@ -171,5 +171,5 @@ async def test_an_error_or_a_crash_quoting_the_secret(
         task = await rig.run(how)
     assert task.status is Status.FAILED
     assert task.error is not None and task.error["message"] == message
-    assert [a.error for a in await rig.store.history(task.id)] == [task.error]
+    assert [a.error for a in await rig.store.tasks.history(task.id)] == [task.error]
     assert leaked(rig, task, caplog) == []

@@ -82,7 +82,7 @@ class Rig:
     async def wait_all(self, ids: list[str], timeout: float = 20) -> None:
         end = time.monotonic() + timeout
         for task_id in ids:
-            while (t := await self.store.get(task_id)) is None or not t.terminal:
+            while (t := await self.store.tasks.get(task_id)) is None or not t.terminal:
                 assert time.monotonic() < end, f"task {task_id} did not end"
                 await asyncio.sleep(0.02)
             assert t.status is Status.SUCCESS, t.error
@@ -181,7 +181,7 @@ async def test_capacity_is_never_exceeded_and_load_spreads_by_weight(rig_factory
             break
         await asyncio.sleep(0.02)
     assert RECORDER.in_flight == {"small": 2, "big": 6}  # full, and no more than full
-    pending = await rig.store.get(ids[-1])
+    pending = await rig.store.tasks.get(ids[-1])
     assert pending is not None and pending.status is Status.PENDING
     RECORDER.gate.set()
     await rig.wait_all(ids)
@@ -222,7 +222,7 @@ async def test_requests_per_minute_hold_across_schedulers(rig_factory: Any) -> N
     for n in range(2):
         await rig.make_scheduler(f"host{n}:1:x").start()
     assert await started_after(1.0) == 5  # a minute's worth at once, then one every 12 s
-    waiting = [t for i in ids if (t := await rig.store.get(i)) and t.status is Status.PENDING]
+    waiting = [t for i in ids if (t := await rig.store.tasks.get(i)) and t.status is Status.PENDING]
     assert len(waiting) == 7
 
 
@@ -283,12 +283,12 @@ async def test_a_result_that_cannot_be_kept_fails_the_attempt(tmp_path: Path) ->
             key("a"), Submission("image", "f", "x", {})
         )
         for _ in range(200):
-            if (t := await store.get(task.id)) is not None and t.terminal:
+            if (t := await store.tasks.get(task.id)) is not None and t.terminal:
                 break
             await asyncio.sleep(0.02)
         assert t is not None and t.status is Status.FAILED
         assert t.error is not None and "could not be kept" in t.error["message"]
-        assert [a.outcome for a in await store.history(task.id)] == ["retry", "failed"]
+        assert [a.outcome for a in await store.tasks.history(task.id)] == ["retry", "failed"]
     finally:
         await scheduler.stop(grace=1)
         await store.close()

@@ -50,7 +50,7 @@ async def add(store: SqlStore, n: int = 1, *, gap: float = 0.0, **changes: Any) 
     """Insert ``n`` tasks one after another (``gap`` seconds apart); return them in order."""
     out = []
     for _ in range(n):
-        task, created = await store.insert(new_task(**changes))
+        task, created = await store.tasks.insert(new_task(**changes))
         assert created
         out.append(task)
         if gap:
@@ -71,7 +71,7 @@ async def claim(
     priority: Priority = Priority.DEFAULT,
     lease: float = LEASE,
 ) -> list[Task]:
-    return await store.claim(route, lambda *_: {priority: limit}, no_instance, worker, lease)
+    return await store.claims.claim(route, lambda *_: {priority: limit}, no_instance, worker, lease)
 
 
 def no_instance(claimed: Sequence[Task]) -> list[str | None]:
@@ -135,18 +135,18 @@ async def test_any_json_input_and_result_is_read_back_as_it_was(
 ) -> None:
     """SQLite gives JSON columns NUMERIC affinity: a bare number is kept as a number, and
     must still read back (a task with the input 42 once broke every claim of its route)."""
-    task, _ = await store.insert(new_task(input=value))
-    assert (await store.get(task.id)).input == value  # type: ignore[union-attr]
+    task, _ = await store.tasks.insert(new_task(input=value))
+    assert (await store.tasks.get(task.id)).input == value  # type: ignore[union-attr]
     claimed = await claim_only(store, task)
     assert claimed.input == value
-    ended = await store.finish(outcome(claimed, result=value))
+    ended = await store.claims.finish(outcome(claimed, result=value))
     assert ended is not None and ended.result == value
 
 
 async def test_insert_returns_a_pending_task_with_the_given_fields(store: SqlStore) -> None:
     before = time.time()
     new = new_task(run_timeout=12.5, deadline=before + 600, priority=Priority.LOW)
-    task, created = await store.insert(new)
+    task, created = await store.tasks.insert(new)
 
     assert created
     assert task.id
@@ -163,39 +163,43 @@ async def test_insert_returns_a_pending_task_with_the_given_fields(store: SqlSto
 
 async def test_get_returns_the_stored_task(store: SqlStore) -> None:
     task = await add_one(store)
-    assert await store.get(task.id) == task
-    assert await store.get("no-such-task") is None
+    assert await store.tasks.get(task.id) == task
+    assert await store.tasks.get("no-such-task") is None
 
 
 async def test_get_is_scoped_by_tenant(store: SqlStore) -> None:
     task = await add_one(store, tenant="t1")
-    assert await store.get(task.id, tenant="t1") == task
-    assert await store.get(task.id, tenant="t2") is None
-    assert await store.get(task.id, tenant=None) == task
+    assert await store.tasks.get(task.id, tenant="t1") == task
+    assert await store.tasks.get(task.id, tenant="t2") is None
+    assert await store.tasks.get(task.id, tenant=None) == task
 
 
 # --- idempotency -----------------------------------------------------------------------------
 
 
 async def test_idempotent_replay_returns_the_same_task(store: SqlStore) -> None:
-    first, created = await store.insert(new_task(idempotency_key="k1", request_hash="h1"))
-    again, created_again = await store.insert(new_task(idempotency_key="k1", request_hash="h1"))
+    first, created = await store.tasks.insert(new_task(idempotency_key="k1", request_hash="h1"))
+    again, created_again = await store.tasks.insert(
+        new_task(idempotency_key="k1", request_hash="h1")
+    )
     assert created and not created_again
     assert again == first
-    assert len(await store.list_tasks(TaskFilter(tenant=None))) == 1
+    assert len(await store.tasks.find(TaskFilter(tenant=None))) == 1
 
 
 async def test_idempotency_key_reused_with_another_request_conflicts(store: SqlStore) -> None:
-    first, _ = await store.insert(new_task(idempotency_key="k1", request_hash="h1"))
+    first, _ = await store.tasks.insert(new_task(idempotency_key="k1", request_hash="h1"))
     with pytest.raises(Conflict) as info:
-        await store.insert(new_task(idempotency_key="k1", request_hash="h2"))
+        await store.tasks.insert(new_task(idempotency_key="k1", request_hash="h2"))
     assert info.value.details["task_id"] == first.id
-    assert len(await store.list_tasks(TaskFilter(tenant=None))) == 1
+    assert len(await store.tasks.find(TaskFilter(tenant=None))) == 1
 
 
 async def test_idempotency_keys_are_per_tenant(store: SqlStore) -> None:
-    mine, _ = await store.insert(new_task(tenant="t1", idempotency_key="k1", request_hash="h1"))
-    theirs, created = await store.insert(
+    mine, _ = await store.tasks.insert(
+        new_task(tenant="t1", idempotency_key="k1", request_hash="h1")
+    )
+    theirs, created = await store.tasks.insert(
         new_task(tenant="t2", idempotency_key="k1", request_hash="h1")
     )
     assert created
@@ -205,23 +209,23 @@ async def test_idempotency_keys_are_per_tenant(store: SqlStore) -> None:
 
 async def test_concurrent_inserts_are_batched_and_all_stored(store: SqlStore) -> None:
     flushes: list[int] = []
-    flush = store._inserts._flush
+    flush = store.tasks._inserts._flush
 
     async def counting_flush(batch: Sequence[NewTask]) -> Any:
         flushes.append(len(batch))
         return await flush(batch)
 
-    store._inserts._flush = counting_flush
+    store.tasks._inserts._flush = counting_flush
     news = [new_task(idempotency_key=f"k{i}", request_hash="h") for i in range(20)]
     news += [new_task() for _ in range(20)]
 
-    results = await asyncio.gather(*(store.insert(n) for n in news))
+    results = await asyncio.gather(*(store.tasks.insert(n) for n in news))
 
     assert all(created for _, created in results)
     assert [t.idempotency_key for t, _ in results] == [n.idempotency_key for n in news]
     made = {t.id for t, _ in results}
     assert len(made) == len(news)
-    assert {t.id for t in await store.list_tasks(TaskFilter(tenant=None, limit=100))} == made
+    assert {t.id for t in await store.tasks.find(TaskFilter(tenant=None, limit=100))} == made
     assert sum(flushes) == len(news)
     assert len(flushes) < len(news), "concurrent inserts should share transactions"
 
@@ -230,7 +234,10 @@ async def test_concurrent_replays_of_one_key_settle_on_one_task(store: SqlStore)
     """Two copies of one request in flight at once (a client retry), next to other inserts."""
     keyed = new_task(idempotency_key="dup", request_hash="h")
     results = await asyncio.gather(
-        store.insert(keyed), store.insert(keyed), store.insert(new_task()), return_exceptions=True
+        store.tasks.insert(keyed),
+        store.tasks.insert(keyed),
+        store.tasks.insert(new_task()),
+        return_exceptions=True,
     )
 
     for r in results:
@@ -239,13 +246,13 @@ async def test_concurrent_replays_of_one_key_settle_on_one_task(store: SqlStore)
     assert a.id == b.id
     assert sorted([a_new, b_new]) == [False, True]
     assert other_new
-    assert len(await store.list_tasks(TaskFilter(tenant=None))) == 2
+    assert len(await store.tasks.find(TaskFilter(tenant=None))) == 2
 
 
 async def test_concurrent_conflicting_requests_on_one_key(store: SqlStore) -> None:
     results = await asyncio.gather(
-        store.insert(new_task(idempotency_key="dup", request_hash="h1")),
-        store.insert(new_task(idempotency_key="dup", request_hash="h2")),
+        store.tasks.insert(new_task(idempotency_key="dup", request_hash="h1")),
+        store.tasks.insert(new_task(idempotency_key="dup", request_hash="h2")),
         return_exceptions=True,
     )
     first, second = results
@@ -260,10 +267,12 @@ async def test_two_stores_racing_on_one_key_settle_on_one_task(store: SqlStore) 
     try:
         keyed = new_task(idempotency_key="race", request_hash="h")
         for _ in range(5):
-            (a, a_new), (b, b_new) = await asyncio.gather(store.insert(keyed), other.insert(keyed))
+            (a, a_new), (b, b_new) = await asyncio.gather(
+                store.tasks.insert(keyed), other.tasks.insert(keyed)
+            )
             assert a.id == b.id
             assert [a_new, b_new].count(True) <= 1
-        assert len(await store.list_tasks(TaskFilter(tenant=None))) == 1
+        assert len(await store.tasks.find(TaskFilter(tenant=None))) == 1
     finally:
         await other.close()
 
@@ -295,7 +304,7 @@ async def test_claim_moves_tasks_to_processing_under_a_lease(store: SqlStore) ->
         assert t.lease_until is not None
         assert before + 45.0 <= t.lease_until <= after + 45.0
         assert t.started_at is not None
-        assert await store.get(t.id) == t
+        assert await store.tasks.get(t.id) == t
 
 
 async def test_claim_respects_the_limit_and_claim_order(store: SqlStore) -> None:
@@ -328,7 +337,7 @@ async def test_a_task_is_never_claimed_twice(store: SqlStore) -> None:
 
 async def test_claim_skips_tasks_not_yet_due(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store))
-    written = await store.finish(retry(task, delay=0.3))
+    written = await store.claims.finish(retry(task, delay=0.3))
     assert written is not None
 
     assert await claim(store) == []
@@ -346,7 +355,9 @@ async def test_claim_skips_tasks_past_their_deadline(store: SqlStore) -> None:
 
 
 async def test_a_new_key_is_not_queued_behind_another_keys_backlog(store: SqlStore) -> None:
-    results = await asyncio.gather(*(store.insert(new_task(api_key_id="key_a")) for _ in range(50)))
+    results = await asyncio.gather(
+        *(store.tasks.insert(new_task(api_key_id="key_a")) for _ in range(50))
+    )
     a = [t for t, _ in results]
     b = await add(store, 3, api_key_id="key_b")
 
@@ -365,7 +376,7 @@ async def test_a_key_joins_at_the_lanes_current_front(store: SqlStore) -> None:
     await claim(store, limit=4)  # the lane's front is now fair_seq 4
     late = await add_one(store, api_key_id="key_b")
     assert late.fair_seq == 4
-    assert await store.position(late) == 2  # behind a's seq-4 task, which is older
+    assert await store.tasks.position(late) == 2  # behind a's seq-4 task, which is older
 
 
 # --- finish ----------------------------------------------------------------------------------
@@ -375,7 +386,7 @@ async def test_finish_by_the_lease_holder_sticks(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store))
     out = outcome(task, result={"text": "done"})
 
-    written = await store.finish(out)
+    written = await store.claims.finish(out)
 
     assert written is not None
     assert written.status is Status.SUCCESS
@@ -383,8 +394,8 @@ async def test_finish_by_the_lease_holder_sticks(store: SqlStore) -> None:
     assert written.instance == "inst-1"
     assert written.lease_until is None
     assert written.finished_at is not None
-    assert await store.get(task.id) == written
-    [attempt] = await store.history(task.id)
+    assert await store.tasks.get(task.id) == written
+    [attempt] = await store.tasks.history(task.id)
     assert attempt.task_id == task.id
     assert attempt.number == 1
     assert attempt.outcome == "success"
@@ -396,50 +407,53 @@ async def test_finish_by_the_lease_holder_sticks(store: SqlStore) -> None:
 
 async def test_a_duplicate_finish_changes_nothing(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store))
-    written = await store.finish(outcome(task))
+    written = await store.claims.finish(outcome(task))
     assert written is not None
 
     late = outcome(task, Status.FAILED, error={"type": "late", "message": "late"})
-    assert await store.finish(late) is None
-    assert await store.get(task.id) == written
-    assert len(await store.history(task.id)) == 1
+    assert await store.claims.finish(late) is None
+    assert await store.tasks.get(task.id) == written
+    assert len(await store.tasks.history(task.id)) == 1
 
 
 async def test_concurrent_finishes_of_one_attempt_write_once(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store))
     results = await asyncio.gather(
-        store.finish(outcome(task, result="one")), store.finish(outcome(task, result="two"))
+        store.claims.finish(outcome(task, result="one")),
+        store.claims.finish(outcome(task, result="two")),
     )
     written = [r for r in results if r is not None]
     assert len(written) == 1
-    assert await store.get(task.id) == written[0]
-    assert len(await store.history(task.id)) == 1
+    assert await store.tasks.get(task.id) == written[0]
+    assert len(await store.tasks.history(task.id)) == 1
 
 
 async def test_finish_by_another_worker_is_refused(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store), worker="w1")
-    assert await store.finish(outcome(task, worker="w2")) is None
-    assert await store.get(task.id) == task
-    assert await store.history(task.id) == []
+    assert await store.claims.finish(outcome(task, worker="w2")) is None
+    assert await store.tasks.get(task.id) == task
+    assert await store.tasks.history(task.id) == []
 
 
 async def test_finish_of_a_stale_attempt_is_refused(store: SqlStore) -> None:
     first = await claim_only(store, await add_one(store))
-    assert await store.finish(retry(first)) is not None
+    assert await store.claims.finish(retry(first)) is not None
     second = await claim_only(store, first)
     assert second.attempts == 2
 
-    assert await store.finish(outcome(first)) is None  # attempt 1 is over
-    assert (await store.get(first.id)).status is Status.PROCESSING  # type: ignore[union-attr]
-    written = await store.finish(outcome(second))
+    assert await store.claims.finish(outcome(first)) is None  # attempt 1 is over
+    assert (await store.tasks.get(first.id)).status is Status.PROCESSING  # type: ignore[union-attr]
+    written = await store.claims.finish(outcome(second))
     assert written is not None and written.status is Status.SUCCESS
-    assert [a.number for a in await store.history(first.id)] == [1, 2]
-    assert [a.outcome for a in await store.history(first.id)] == ["retry", "success"]
+    assert [a.number for a in await store.tasks.history(first.id)] == [1, 2]
+    assert [a.outcome for a in await store.tasks.history(first.id)] == ["retry", "success"]
 
 
 async def test_a_retry_puts_the_task_back_on_a_later_route(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store))
-    written = await store.finish(retry(task, delay=0.3, next_route="fallback", label="failover"))
+    written = await store.claims.finish(
+        retry(task, delay=0.3, next_route="fallback", label="failover")
+    )
 
     assert written is not None
     assert written.status is Status.PENDING
@@ -448,7 +462,7 @@ async def test_a_retry_puts_the_task_back_on_a_later_route(store: SqlStore) -> N
     assert written.attempts == 1
     assert written.error == {"type": "overloaded", "message": "503"}
     assert written.finished_at is None
-    [attempt] = await store.history(task.id)
+    [attempt] = await store.tasks.history(task.id)
     assert (attempt.outcome, attempt.route) == ("failover", ROUTE)  # where it ran
 
     assert await claim(store, route=ROUTE) == []
@@ -461,10 +475,10 @@ async def test_a_retry_puts_the_task_back_on_a_later_route(store: SqlStore) -> N
 
 async def test_record_attempt_adds_history_only(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store))
-    await store.record_attempt(retry(task, label="cancelled"))
+    await store.claims.record_attempt(retry(task, label="cancelled"))
 
-    assert await store.get(task.id) == task
-    [attempt] = await store.history(task.id)
+    assert await store.tasks.get(task.id) == task
+    [attempt] = await store.tasks.history(task.id)
     assert attempt.outcome == "cancelled"
     assert attempt.number == task.attempts
 
@@ -479,21 +493,23 @@ async def test_renew_extends_only_the_leases_a_worker_holds(store: SqlStore) -> 
     pending = await add_one(store)
 
     before = time.time()
-    held = await store.renew([*ids(mine), *ids(theirs), pending.id, "no-such-task"], "w1", 100)
+    held = await store.claims.renew(
+        [*ids(mine), *ids(theirs), pending.id, "no-such-task"], "w1", 100
+    )
 
     assert held == set(ids(mine))
     for t in mine:
-        lease_until = (await store.get(t.id)).lease_until  # type: ignore[union-attr]
+        lease_until = (await store.tasks.get(t.id)).lease_until  # type: ignore[union-attr]
         assert lease_until is not None and lease_until >= before + 100
-    assert await store.get(theirs[0].id) == theirs[0]
-    assert await store.renew([], "w1", 100) == set()
+    assert await store.tasks.get(theirs[0].id) == theirs[0]
+    assert await store.claims.renew([], "w1", 100) == set()
 
 
 async def test_a_cancelled_task_is_no_longer_held(store: SqlStore) -> None:
     await add(store, 2)
     claimed = await claim(store, worker="w1", limit=2)
-    await store.cancel(claimed[0].id, tenant=None)
-    assert await store.renew(ids(claimed), "w1", LEASE) == {claimed[1].id}
+    await store.tasks.cancel(claimed[0].id, tenant=None)
+    assert await store.claims.renew(ids(claimed), "w1", LEASE) == {claimed[1].id}
 
 
 # --- cancel ----------------------------------------------------------------------------------
@@ -501,41 +517,41 @@ async def test_a_cancelled_task_is_no_longer_held(store: SqlStore) -> None:
 
 async def test_cancel_a_pending_task(store: SqlStore) -> None:
     task = await add_one(store)
-    cancelled = await store.cancel(task.id, tenant="t1")
+    cancelled = await store.tasks.cancel(task.id, tenant="t1")
 
     assert cancelled is not None
     assert cancelled.status is Status.CANCELLED
     assert cancelled.error is not None and cancelled.error["type"] == "cancelled"
     assert cancelled.finished_at is not None
-    assert await store.get(task.id) == cancelled
+    assert await store.tasks.get(task.id) == cancelled
     assert await claim(store) == []
 
 
 async def test_cancel_a_running_task_beats_its_worker(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store))
-    cancelled = await store.cancel(task.id, tenant="t1")
+    cancelled = await store.tasks.cancel(task.id, tenant="t1")
     assert cancelled is not None and cancelled.status is Status.CANCELLED
     assert cancelled.lease_until is None
 
-    assert await store.finish(outcome(task)) is None
-    assert await store.get(task.id) == cancelled
-    assert await store.history(task.id) == []
+    assert await store.claims.finish(outcome(task)) is None
+    assert await store.tasks.get(task.id) == cancelled
+    assert await store.tasks.history(task.id) == []
 
 
 async def test_cancel_a_finished_task_returns_it_unchanged(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store))
-    done = await store.finish(outcome(task))
+    done = await store.claims.finish(outcome(task))
     assert done is not None
-    assert await store.cancel(task.id, tenant="t1") == done
-    assert await store.get(task.id) == done
+    assert await store.tasks.cancel(task.id, tenant="t1") == done
+    assert await store.tasks.get(task.id) == done
 
 
 async def test_cancel_is_scoped_by_tenant(store: SqlStore) -> None:
     task = await add_one(store, tenant="t1")
-    assert await store.cancel(task.id, tenant="t2") is None
-    assert await store.get(task.id) == task
-    assert await store.cancel("no-such-task", tenant="t1") is None
-    admin = await store.cancel(task.id, tenant=None)
+    assert await store.tasks.cancel(task.id, tenant="t2") is None
+    assert await store.tasks.get(task.id) == task
+    assert await store.tasks.cancel("no-such-task", tenant="t1") is None
+    admin = await store.tasks.cancel(task.id, tenant=None)
     assert admin is not None and admin.status is Status.CANCELLED
 
 
@@ -546,17 +562,17 @@ async def test_sweep_requeues_a_task_whose_lease_expired(store: SqlStore) -> Non
     task = await claim_only(store, await add_one(store, max_attempts=3), lease=0.01)
     await wait_past(task.lease_until)  # type: ignore[arg-type]
 
-    changed = await store.sweep()
+    changed = await store.claims.sweep()
 
     assert ids(changed) == [task.id]
     requeued = changed[0]
     assert requeued.status is Status.PENDING
     assert requeued.worker is None and requeued.lease_until is None
     assert requeued.error is not None and requeued.error["type"] == "worker_lost"
-    assert await store.get(task.id) == requeued
-    [lost] = await store.history(task.id)
+    assert await store.tasks.get(task.id) == requeued
+    [lost] = await store.tasks.history(task.id)
     assert lost.outcome == "lost" and lost.number == 1
-    assert await store.finish(outcome(task)) is None, "the lost worker's late finish counts"
+    assert await store.claims.finish(outcome(task)) is None, "the lost worker's late finish counts"
     again = await claim_only(store, task)
     assert again.attempts == 2
 
@@ -565,38 +581,40 @@ async def test_sweep_fails_a_lost_task_out_of_attempts(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store, max_attempts=1), lease=0.01)
     await wait_past(task.lease_until)  # type: ignore[arg-type]
 
-    [failed] = await store.sweep()
+    [failed] = await store.claims.sweep()
 
     assert failed.id == task.id
     assert failed.status is Status.FAILED
     assert failed.error is not None and failed.error["type"] == "worker_lost"
     assert failed.finished_at is not None
-    assert [a.outcome for a in await store.history(task.id)] == ["lost"]
+    assert [a.outcome for a in await store.tasks.history(task.id)] == ["lost"]
     assert await claim(store) == []
 
 
 async def test_sweep_times_out_pending_tasks_past_their_deadline(store: SqlStore) -> None:
     task = await add_one(store, deadline=time.time() - 0.01)
 
-    [timed_out] = await store.sweep()
+    [timed_out] = await store.claims.sweep()
 
     assert timed_out.id == task.id
     assert timed_out.status is Status.TIMEOUT
     assert timed_out.error is not None and timed_out.error["type"] == "deadline"
     assert timed_out.finished_at is not None
-    assert await store.get(task.id) == timed_out
+    assert await store.tasks.get(task.id) == timed_out
 
 
 async def test_sweep_leaves_tasks_that_are_not_due(store: SqlStore) -> None:
     running = await claim_only(store, await add_one(store, route="r1"), lease=600)
     waiting = await add_one(store, deadline=time.time() + 600)
     plain = await add_one(store)
-    done = await store.finish(outcome(await claim_only(store, await add_one(store, route="r2"))))
+    done = await store.claims.finish(
+        outcome(await claim_only(store, await add_one(store, route="r2")))
+    )
 
-    assert await store.sweep() == []
+    assert await store.claims.sweep() == []
     for t in (running, waiting, plain, done):
         assert t is not None
-        assert await store.get(t.id) == t
+        assert await store.tasks.get(t.id) == t
 
 
 # --- position --------------------------------------------------------------------------------
@@ -610,13 +628,13 @@ async def test_position_counts_pending_tasks_ahead_in_the_lane(store: SqlStore) 
     lane = claim_order([*a, b])
     assert ids(lane) == [a[0].id, b.id, a[1].id, a[2].id, a[3].id]
 
-    assert [await store.position(t) for t in lane] == [1, 2, 3, 4, 5]
+    assert [await store.tasks.position(t) for t in lane] == [1, 2, 3, 4, 5]
 
     await claim(store, limit=1)  # a[0] leaves the queue
-    await store.cancel(a[1].id, tenant=None)
-    assert await store.position(b) == 1
-    assert await store.position(a[2]) == 2
-    assert await store.position(a[3]) == 3
+    await store.tasks.cancel(a[1].id, tenant=None)
+    assert await store.tasks.position(b) == 1
+    assert await store.tasks.position(a[2]) == 2
+    assert await store.tasks.position(a[3]) == 3
 
 
 # --- list ------------------------------------------------------------------------------------
@@ -626,10 +644,10 @@ async def test_list_is_scoped_by_tenant(store: SqlStore) -> None:
     t1 = await add(store, 2, tenant="t1")
     t2 = await add(store, 3, tenant="t2")
 
-    assert set(ids(await store.list_tasks(TaskFilter(tenant="t1")))) == set(ids(t1))
-    assert set(ids(await store.list_tasks(TaskFilter(tenant="t2")))) == set(ids(t2))
-    assert set(ids(await store.list_tasks(TaskFilter(tenant=None)))) == set(ids(t1 + t2))
-    assert await store.list_tasks(TaskFilter(tenant="t3")) == []
+    assert set(ids(await store.tasks.find(TaskFilter(tenant="t1")))) == set(ids(t1))
+    assert set(ids(await store.tasks.find(TaskFilter(tenant="t2")))) == set(ids(t2))
+    assert set(ids(await store.tasks.find(TaskFilter(tenant=None)))) == set(ids(t1 + t2))
+    assert await store.tasks.find(TaskFilter(tenant="t3")) == []
 
 
 async def test_list_filters_by_status_kind_and_model(store: SqlStore) -> None:
@@ -637,10 +655,10 @@ async def test_list_filters_by_status_kind_and_model(store: SqlStore) -> None:
     image = await add_one(store, kind="image", model="flux", route="images")
     other = await add_one(store, kind="chat", model="qwen", route="qwen")
     running = await claim_only(store, other)
-    await store.cancel(image.id, tenant=None)
+    await store.tasks.cancel(image.id, tenant=None)
 
     async def listed(**kw: Any) -> set[str]:
-        return set(ids(await store.list_tasks(TaskFilter(tenant="t1", **kw))))
+        return set(ids(await store.tasks.find(TaskFilter(tenant="t1", **kw))))
 
     assert await listed(statuses=(Status.PENDING,)) == {chat.id}
     assert await listed(statuses=(Status.PENDING, Status.PROCESSING)) == {chat.id, running.id}
@@ -656,15 +674,15 @@ async def test_list_newest_first_within_created_bounds(store: SqlStore) -> None:
     made = await add(store, 4, gap=0.01)
     newest_first = list(reversed(ids(made)))
 
-    assert ids(await store.list_tasks(TaskFilter(tenant="t1"))) == newest_first
-    after = await store.list_tasks(TaskFilter(tenant="t1", created_after=made[1].created_at))
+    assert ids(await store.tasks.find(TaskFilter(tenant="t1"))) == newest_first
+    after = await store.tasks.find(TaskFilter(tenant="t1", created_after=made[1].created_at))
     assert ids(after) == newest_first[:3]  # inclusive
-    before = await store.list_tasks(TaskFilter(tenant="t1", created_before=made[2].created_at))
+    before = await store.tasks.find(TaskFilter(tenant="t1", created_before=made[2].created_at))
     assert ids(before) == newest_first[2:]  # exclusive
     both = TaskFilter(
         tenant="t1", created_after=made[1].created_at, created_before=made[3].created_at
     )
-    assert ids(await store.list_tasks(both)) == [made[2].id, made[1].id]
+    assert ids(await store.tasks.find(both)) == [made[2].id, made[1].id]
 
 
 async def test_list_cursor_walks_every_task_once(store: SqlStore) -> None:
@@ -674,7 +692,7 @@ async def test_list_cursor_walks_every_task_once(store: SqlStore) -> None:
     pages: list[int] = []
     cursor = None
     while True:
-        page = await store.list_tasks(TaskFilter(tenant="t1", limit=3, before_id=cursor))
+        page = await store.tasks.find(TaskFilter(tenant="t1", limit=3, before_id=cursor))
         if not page:
             break
         pages.append(len(page))
@@ -694,73 +712,73 @@ async def stored_hash(store: SqlStore, key_id: str) -> str:
 
 
 async def test_create_key_stores_only_a_hash_of_the_secret(store: SqlStore) -> None:
-    key, secret = await store.create_key("t1", "ci")
+    key, secret = await store.keys.create("t1", "ci")
 
     assert secret.startswith("tg_") and len(secret) > 20
     assert key.tenant == "t1" and key.name == "ci" and not key.admin and key.active
     assert secret.startswith(key.prefix)
     hashed = await stored_hash(store, key.id)
     assert hashed and hashed != secret and secret not in hashed
-    assert await store.key_for_secret(secret) == key
-    assert await store.key_for_secret(secret + "x") is None
-    assert await store.key_for_secret(hashed) is None
+    assert await store.keys.for_secret(secret) == key
+    assert await store.keys.for_secret(secret + "x") is None
+    assert await store.keys.for_secret(hashed) is None
 
 
 async def test_each_key_gets_its_own_secret(store: SqlStore) -> None:
-    (a, sa_), (b, sb) = [await store.create_key("t1", n) for n in ("a", "b")]
+    (a, sa_), (b, sb) = [await store.keys.create("t1", n) for n in ("a", "b")]
     assert a.id != b.id and sa_ != sb
-    assert (await store.key_for_secret(sb)) == b
+    assert (await store.keys.for_secret(sb)) == b
 
 
 async def test_revoke_key(store: SqlStore) -> None:
-    key, secret = await store.create_key("t1", "ci")
-    assert await store.revoke_key(key.id) is True
+    key, secret = await store.keys.create("t1", "ci")
+    assert await store.keys.revoke(key.id) is True
 
-    revoked = await store.key_for_secret(secret)
+    revoked = await store.keys.for_secret(secret)
     assert revoked is not None and revoked.id == key.id
     assert not revoked.active
-    assert await store.revoke_key(key.id) is False
-    assert await store.revoke_key("key_missing") is False
+    assert await store.keys.revoke(key.id) is False
+    assert await store.keys.revoke("key_missing") is False
 
 
 async def test_list_keys_by_tenant(store: SqlStore) -> None:
-    a, _ = await store.create_key("t1", "a")
-    b, _ = await store.create_key("t2", "b")
-    c, _ = await store.create_key("t1", "c")
+    a, _ = await store.keys.create("t1", "a")
+    b, _ = await store.keys.create("t2", "b")
+    c, _ = await store.keys.create("t1", "c")
 
-    assert await store.list_keys("t1") == [a, c]
-    assert await store.list_keys("t2") == [b]
-    assert await store.list_keys() == [a, b, c]
-    assert await store.list_keys("t3") == []
+    assert await store.keys.find("t1") == [a, c]
+    assert await store.keys.find("t2") == [b]
+    assert await store.keys.find() == [a, b, c]
+    assert await store.keys.find("t3") == []
 
 
 async def test_has_admin_key(store: SqlStore) -> None:
-    assert await store.has_admin_key() is False
-    await store.create_key("t1", "tenant key")
-    assert await store.has_admin_key() is False
-    admin, _ = await store.create_key("default", "root", admin=True)
+    assert await store.keys.has_admin() is False
+    await store.keys.create("t1", "tenant key")
+    assert await store.keys.has_admin() is False
+    admin, _ = await store.keys.create("default", "root", admin=True)
     assert admin.admin
-    assert await store.has_admin_key() is True
-    await store.revoke_key(admin.id)
-    assert await store.has_admin_key() is False  # a revoked admin key leaves none usable
+    assert await store.keys.has_admin() is True
+    await store.keys.revoke(admin.id)
+    assert await store.keys.has_admin() is False  # a revoked admin key leaves none usable
 
 
 async def test_one_sweep_requeues_more_lost_tasks_than_a_batch(store: SqlStore) -> None:
     n = SWEEP_BATCH + 20
-    await asyncio.gather(*(store.insert(new_task()) for _ in range(n)))
+    await asyncio.gather(*(store.tasks.insert(new_task()) for _ in range(n)))
     claimed = await claim(store, n, lease=0.01)
     assert len(claimed) == n
     await wait_past(max(t.lease_until or 0 for t in claimed))
-    assert len(await store.sweep()) == n
+    assert len(await store.claims.sweep()) == n
 
 
 async def test_expire_leases_ends_only_the_named_workers_leases(store: SqlStore) -> None:
     mine = await claim_only(store, await add_one(store, route="a"), worker="dead:1:x")
     other = await claim_only(store, await add_one(store, route="b"), worker="alive:2:y")
-    assert await store.processing_workers() == {"dead:1:x", "alive:2:y"}
-    await store.expire_leases(["dead:1:x"])
-    assert ids(await store.sweep()) == [mine.id]
-    still = await store.get(other.id)
+    assert await store.claims.processing_workers() == {"dead:1:x", "alive:2:y"}
+    await store.claims.expire_leases(["dead:1:x"])
+    assert ids(await store.claims.sweep()) == [mine.id]
+    still = await store.tasks.get(other.id)
     assert still is not None and still.status is Status.PROCESSING
 
 
@@ -778,10 +796,10 @@ async def test_tokens_spent_are_taken_after_the_refill_up_to_the_next_claim(
         return {Priority.DEFAULT: 1}
 
     task = await add_one(store)
-    [t] = await store.claim(ROUTE, plan, lambda ts: ["i1"] * len(ts), "w1", LEASE, limits)
+    [t] = await store.claims.claim(ROUTE, plan, lambda ts: ["i1"] * len(ts), "w1", LEASE, limits)
     await asyncio.sleep(0.5)
     ending = Outcome(t.id, "w1", t.attempts, Status.SUCCESS, "success", "i1", ROUTE, 0.0)
-    assert await store.finish(dataclasses.replace(ending, tokens=601)) is not None
-    await store.claim(ROUTE, plan, no_instance, "w1", LEASE, limits)
+    assert await store.claims.finish(dataclasses.replace(ending, tokens=601)) is not None
+    await store.claims.claim(ROUTE, plan, no_instance, "w1", LEASE, limits)
     assert seen == [{"i1": None}, {"i1": 0}]  # tokens left, then none
     assert task.id == t.id

@@ -47,7 +47,7 @@ async def deliverers(store: SqlStore) -> AsyncIterator[Callable[..., Deliverer]]
 async def ended_task(store: SqlStore, url: str, tenant: str = "t1") -> str:
     """A task with a webhook, ended (cancelled): its delivery is due."""
     task = await add_one(store, webhook_url=url, tenant=tenant)
-    await store.cancel(task.id, None)
+    await store.tasks.cancel(task.id, None)
     return task.id
 
 

@@ -34,7 +34,7 @@ async def deliveries(store: SqlStore) -> list[Delivery]:
 
 async def add_batch(store: SqlStore, models: list[str], url: str | None = URL) -> list[Task]:
     batch = Batch(new_id(), "t1", "key_a", "chat", False, models, time.time(), webhook_url=url)
-    return await store.insert_batch(batch, [new_task(model=m, batch_id=batch.id) for m in models])
+    return await store.batches.insert(batch, [new_task(model=m, batch_id=batch.id) for m in models])
 
 
 # --- the outbox row comes with the ending ------------------------------------------------------
@@ -42,7 +42,7 @@ async def add_batch(store: SqlStore, models: list[str], url: str | None = URL) -
 
 async def test_finishing_a_task_queues_its_event_in_the_same_write(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store, webhook_url=URL))
-    written = await store.finish(outcome(task))
+    written = await store.claims.finish(outcome(task))
     assert written is not None
     [d] = await store.outbox.of(task_id=task.id)
     assert (d.url, d.tenant, d.status, d.attempts) == (URL, "t1", PENDING, 0)
@@ -57,22 +57,22 @@ async def test_retries_fenced_out_endings_and_tasks_without_a_url_queue_nothing(
     store: SqlStore,
 ) -> None:
     plain = await claim_only(store, await add_one(store))
-    assert await store.finish(outcome(plain)) is not None
+    assert await store.claims.finish(outcome(plain)) is not None
     hooked = await claim_only(store, await add_one(store, webhook_url=URL))
-    assert await store.finish(retry(hooked)) is not None  # back to the queue: not an ending
+    assert await store.claims.finish(retry(hooked)) is not None  # back to the queue: not an ending
     assert await deliveries(store) == []
     again = await claim_only(store, hooked)
-    assert await store.finish(outcome(again, Status.FAILED)) is not None
-    assert await store.finish(outcome(again)) is None  # a duplicate ending changes nothing
+    assert await store.claims.finish(outcome(again, Status.FAILED)) is not None
+    assert await store.claims.finish(outcome(again)) is None  # a duplicate ending changes nothing
     [d] = await deliveries(store)
     assert d.payload["data"]["status"] == "FAILED"
 
 
 async def test_cancelling_queues_the_event_once(store: SqlStore) -> None:
     task = await add_one(store, webhook_url=URL)
-    cancelled = await store.cancel(task.id, "t1")
+    cancelled = await store.tasks.cancel(task.id, "t1")
     assert cancelled is not None and cancelled.status is Status.CANCELLED
-    await store.cancel(task.id, "t1")  # already ended: nothing new
+    await store.tasks.cancel(task.id, "t1")  # already ended: nothing new
     [d] = await deliveries(store)
     assert d.payload["data"]["status"] == "CANCELLED" and d.task_id == task.id
 
@@ -83,8 +83,8 @@ async def test_sweep_timeouts_and_lost_tasks_out_of_attempts_queue_events(
     late = await add_one(store, webhook_url=URL, deadline=time.time() - 1)
     lost = await add_one(store, webhook_url=URL, max_attempts=1, route="other")
     [held] = await claim(store, route="other", worker="gone:1:x")
-    await store.expire_leases([held.worker or ""])
-    ended = {t.id: t.status for t in await store.sweep()}
+    await store.claims.expire_leases([held.worker or ""])
+    ended = {t.id: t.status for t in await store.claims.sweep()}
     assert ended == {late.id: Status.TIMEOUT, lost.id: Status.FAILED}
     statuses = {d.task_id: d.payload["data"]["status"] for d in await deliveries(store)}
     assert statuses == {late.id: "TIMEOUT", lost.id: "FAILED"}
@@ -94,11 +94,11 @@ async def test_ending_listeners_hear_of_every_ending(store: SqlStore) -> None:
     heard: list[str] = []
     store.ended_listeners.append(lambda ended: heard.extend(t.id for t in ended))
     a = await claim_only(store, await add_one(store))
-    await store.finish(outcome(a))
+    await store.claims.finish(outcome(a))
     b = await add_one(store)
-    await store.cancel(b.id, None)
+    await store.tasks.cancel(b.id, None)
     c = await add_one(store, deadline=time.time() - 1)
-    await store.sweep()
+    await store.claims.sweep()
     assert heard == [a.id, b.id, c.id]
 
 
@@ -109,9 +109,9 @@ async def test_a_batch_event_comes_when_its_last_task_ends(store: SqlStore) -> N
     first, second = await add_batch(store, ["m1", "m2"])
     assert first.webhook_url is None  # the batch has the URL; its tasks send nothing
     [a, b] = await claim(store)
-    await store.finish(outcome(a))
+    await store.claims.finish(outcome(a))
     assert await deliveries(store) == []
-    await store.finish(outcome(b, Status.FAILED))
+    await store.claims.finish(outcome(b, Status.FAILED))
     [d] = await deliveries(store)
     assert (d.batch_id, d.task_id) == (first.batch_id, None)
     assert d.payload["type"] == "batch.finished"
@@ -125,10 +125,10 @@ async def test_a_batch_event_comes_when_its_last_task_ends(store: SqlStore) -> N
 async def test_a_batch_without_a_url_and_a_cancelled_batch(store: SqlStore) -> None:
     await add_batch(store, ["m1"], url=None)
     for t in await claim(store):
-        await store.finish(outcome(t))
+        await store.claims.finish(outcome(t))
     assert await deliveries(store) == []
     hooked = await add_batch(store, ["m1", "m2"])
-    await store.cancel_batch(hooked[0].batch_id or "")
+    await store.batches.cancel(hooked[0].batch_id or "")
     [d] = await deliveries(store)
     assert d.payload["data"]["status"] == "FAILED"
 
@@ -143,7 +143,7 @@ async def test_concurrent_endings_of_a_batch_queue_exactly_one_event(store: SqlS
         held = {t.id: t for t in await claim(store, limit=100)}
         for a, b in batches:
             await asyncio.gather(
-                store.finish(outcome(held[a.id])), other.finish(outcome(held[b.id]))
+                store.claims.finish(outcome(held[a.id])), other.claims.finish(outcome(held[b.id]))
             )
     finally:
         await other.close()
@@ -163,7 +163,7 @@ async def test_postgresql_batch_lock_makes_a_racing_ending_wait_and_see() -> Non
         t1, t2 = await add_batch(store, ["m1", "m2"])
         held = {t.id: t for t in await claim(store, limit=2)}
         a, b = held[t1.id], held[t2.id]
-        engine = store._async
+        engine = store.db._async
         assert engine is not None
         async with engine.connect() as first, engine.connect() as second:
             await first.begin()
@@ -193,7 +193,7 @@ async def _finish_in(conn: Any, task: Task) -> None:
 
 async def test_a_repeated_event_id_is_ignored_not_an_error(store: SqlStore) -> None:
     task = await claim_only(store, await add_one(store, webhook_url=URL))
-    written = await store.finish(outcome(task))
+    written = await store.claims.finish(outcome(task))
     assert written is not None
     again = await on_db(store.url, lambda c: add_deliveries(c, [written], time.time()))
     assert again == 1  # offered, and dropped by the unique event id
@@ -206,7 +206,7 @@ async def test_a_repeated_event_id_is_ignored_not_an_error(store: SqlStore) -> N
 async def ended_with_hooks(store: SqlStore, n: int) -> list[Task]:
     made = [await add_one(store, webhook_url=URL, route=f"r{i}") for i in range(n)]
     for t in made:
-        await store.cancel(t.id, None)
+        await store.tasks.cancel(t.id, None)
     return made
 
 

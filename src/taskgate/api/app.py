@@ -85,16 +85,16 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         every tenant counted by status (no store read without one)."""
         if not has_key(request) or not (await caller(request)).admin:  # a sent key must be good
             return JSON({"status": "ok"})
-        counts = await request.app.state.gateway.store.counts()
+        counts = await request.app.state.gateway.store.tasks.counts()
         return JSON({"status": "ok", "version": __version__, "tasks": counts})
 
     return app
 
 
 async def _bootstrap_admin_key(db: store.SqlStore) -> None:
-    if await db.has_admin_key():
+    if await db.keys.has_admin():
         return
-    _, secret = await db.create_key("default", "bootstrap admin", admin=True)
+    _, secret = await db.keys.create("default", "bootstrap admin", admin=True)
     print(
         "\ntaskgate: no admin key existed, so one was created. It is shown only this once:\n"
         f"\n    {secret}\n\n"

@@ -52,7 +52,7 @@ class KeyRing:
         if hit is not None and hit[1] > now:
             return hit[0]
         forgotten = self._forgotten
-        key = await self.store.key_for_secret(secret)
+        key = await self.store.keys.for_secret(secret)
         if key is None or not key.active:
             self._cache.pop(secret, None)
             raise Unauthorized("invalid or revoked API key")
@@ -64,7 +64,7 @@ class KeyRing:
     async def revoke(self, key_id: str) -> bool:
         """Revoke a key: refused here at once, and by the other gateways as soon as they hear
         of it. False if there is no such active key."""
-        if not await self.store.revoke_key(key_id):
+        if not await self.store.keys.revoke(key_id):
             return False
         self.forget(key_id)
         await announce_revoked(self.events, key_id)

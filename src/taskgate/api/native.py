@@ -328,7 +328,7 @@ async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator
                     yield _sse(message["type"], message)
                 task = await gw.get(key, task_id)
                 if task.status is Status.PENDING:
-                    now = await gw.store.position(task)
+                    now = await gw.store.tasks.position(task)
                     if now != position:
                         position = now
                         yield _sse("position", {"task_id": task_id, "position": now})
@@ -437,7 +437,7 @@ async def create_key(
     body: KeyIn, _: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
     """Create a key. Its secret is in this response only."""
-    key, secret = await gw.store.create_key(body.tenant, body.name, body.admin)
+    key, secret = await gw.store.keys.create(body.tenant, body.name, body.admin)
     return JSON({**key_json(key), "key": secret}, status_code=201)
 
 
@@ -445,7 +445,7 @@ async def create_key(
 async def list_keys(
     tenant: str | None = None, _: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
-    return JSON({"data": [key_json(k) for k in await gw.store.list_keys(tenant)]})
+    return JSON({"data": [key_json(k) for k in await gw.store.keys.find(tenant)]})
 
 
 @router.delete("/v1/keys/{key_id}", tags=["keys"])

@@ -36,7 +36,7 @@ class Files:
         )
         await self.blobs.put(f.id, data)
         try:
-            await self.store.add_file(f)
+            await self.store.file_records.add(f)
         except BaseException:
             with contextlib.suppress(Exception):  # the store's error is the one to report
                 await self.blobs.delete(f.id)
@@ -46,13 +46,13 @@ class Files:
     async def discard(self, file_ids: Sequence[str]) -> None:
         """Remove files that nothing refers to (saved for a request that was then refused):
         the row first, so no row ever points at missing bytes."""
-        await self.store.delete_files(file_ids)
+        await self.store.file_records.delete(file_ids)
         for file_id in file_ids:
             await self.blobs.delete(file_id)
 
     async def open(self, file_id: str, tenant: str | None) -> tuple[StoredFile, bytes]:
         """A file of the tenant (None: any tenant) with its bytes, or NotFound."""
-        f = await self.store.get_file(file_id, tenant)
+        f = await self.store.file_records.get(file_id, tenant)
         if f is None:
             raise NotFound(f"no file {file_id!r}")
         return f, await self.blobs.get(f.id)

@@ -35,5 +35,5 @@ class Announcer:
     async def _first_wins(self, task: Task) -> None:
         """The first success of a first-wins batch cancels the rest of it."""
         if task.batch_id is not None:
-            cancelled = await self.store.cancel_batch(task.batch_id, winner=task.id)
+            cancelled = await self.store.batches.cancel(task.batch_id, winner=task.id)
             await announce_cancelled(self.events, cancelled)

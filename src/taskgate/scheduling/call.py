@@ -193,8 +193,8 @@ class Attempts:
         base = run.outcome(self.worker_id, Status.PENDING, label, run_after=time.time())
         with contextlib.suppress(Exception):
             if run.cancelled:
-                await self.store.record_attempt(base)
-            elif (written := await self.store.finish(base)) is not None:
+                await self.store.claims.record_attempt(base)
+            elif (written := await self.store.claims.finish(base)) is not None:
                 await self.announcer.announce(written)
 
     async def cancel(self, message: dict[str, Any]) -> None:

@@ -108,7 +108,7 @@ class Dispatcher:
         capacity holds across workers) and each task's instance is picked there too.
         Returns the tasks and whether a priority came up short (and is now dry)."""
         plan = LaneClaim(lane, live, self.conf.claim_batch - taken, self.conf.strict_priority)
-        got = await self.store.claim(
+        got = await self.store.claims.claim(
             lane.route.name,
             plan.wants,
             plan.assign,

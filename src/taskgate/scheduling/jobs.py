@@ -48,7 +48,7 @@ class BackendJobs:
             job, run.lane.route.name, run.instance.name, time.time()
         )
         try:
-            return await self.store.set_provider_job(
+            return await self.store.claims.set_provider_job(
                 run.task.id, self.worker_id, run.task.attempts, run.provider_job
             )
         except Exception:  # the job runs anyway: poll it; the ending records it on the task
@@ -109,7 +109,7 @@ class BackendJobs:
             return
         try:
             kept = await keep_outputs(self.files, task, redact.scrub_result(result, call))
-            written = await self.store.record_late_result(task.id, kept)
+            written = await self.store.claims.record_late_result(task.id, kept)
         except Exception:
             log.exception("could not keep the late result of task %s", task.id)
             return

@@ -42,10 +42,10 @@ class Leases:
         """Tasks held by a worker process of this host that no longer runs (this server
         before a crash) go back to the queue now, not when their leases run out."""
         host = self.worker_id.split(":", 1)[0]
-        dead = [w for w in await self.store.processing_workers() if self._dead_here(w, host)]
+        dead = [w for w in await self.store.claims.processing_workers() if self._dead_here(w, host)]
         if dead:
             log.warning("requeueing the tasks of dead local workers %s", ", ".join(dead))
-            await self.store.expire_leases(dead)
+            await self.store.claims.expire_leases(dead)
 
     def _dead_here(self, worker: str, host: str) -> bool:
         worker_host, _, rest = worker.partition(":")
@@ -80,7 +80,7 @@ class Leases:
         held: set[str] = set()
         for i in range(0, len(ids), RENEW_BATCH):
             asked_at = time.time()
-            renewed = await self.store.renew(ids[i : i + RENEW_BATCH], self.worker_id, lease)
+            renewed = await self.store.claims.renew(ids[i : i + RENEW_BATCH], self.worker_id, lease)
             for task_id in renewed:
                 if (run := running.get(task_id)) is not None:
                     run.held_until = asked_at + lease
@@ -91,7 +91,7 @@ class Leases:
     async def _let_go(self, task_id: str) -> None:
         """A task we no longer hold: cancelled (stop the call and the backend's job), or
         taken over after our lease lapsed (stop the call; the new holder owns the job)."""
-        task = await self.store.get(task_id)
+        task = await self.store.tasks.get(task_id)
         if task is not None and task.status is Status.CANCELLED:
             await self.attempts.cancel({"task_id": task_id})
         else:
@@ -107,7 +107,7 @@ class Leases:
 
     async def sweep(self) -> list[Task]:
         """Requeue the tasks of lapsed leases, time out those past their queue deadline."""
-        changed = await self.store.sweep()
+        changed = await self.store.claims.sweep()
         for task in changed:
             await self.announcer.announce(task)
         if changed:

@@ -63,7 +63,7 @@ class Endings:
         while True:
             try:
                 outcome = outcome or await self._settle(run, result, error)
-                return await self.store.finish(outcome)
+                return await self.store.claims.finish(outcome)
             except errors.Unavailable as exc:
                 left = min(give_up_at, run.held_until) - time.time()
                 if left <= 0:
@@ -106,7 +106,7 @@ class Endings:
             )
         if run.provider_job is not None and run.timed_out:
             return self.jobs.timed_out(run, error)
-        history = await self.store.history(task.id) if error.retryable else []
+        history = await self.store.tasks.history(task.id) if error.retryable else []
         decision = policy.decide(
             error,
             attempts=1 + sum(1 for a in history if a.route == route.name and not a.handoff),

@@ -1,6 +1,9 @@
-"""The store's statements, each a synchronous function of a ``Connection``.
+"""The queue's statements on the tasks table (accepting, claiming, ending, sweeping), each a
+synchronous function of a ``Connection`` or a statement built once; and the small runners
+(``rows``, ``scalar``, ...) every repository hands to the database.
 
-:class:`~taskgate.store.sql.SqlStore` runs them in a transaction: inline on SQLite, through
+The repositories (``tasks.py``, ``claims.py``, ...) run them in a transaction of
+:class:`~taskgate.store.database.Database`: inline on SQLite, through
 ``AsyncConnection.run_sync`` on PostgreSQL. Nothing here awaits, reads the clock of its own
 accord or holds state.
 """
@@ -8,18 +11,19 @@ accord or holds state.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from taskgate.conversations import answer_content
 from taskgate.errors import Conflict
-from taskgate.models import ApiKey, Status, Task
-from taskgate.policy import Bucket, fair_seq
+from taskgate.models import Status, Task
+from taskgate.policy import fair_seq
+from taskgate.store import rate_buckets
 from taskgate.store.base import NewTask, Outcome
 from taskgate.store.outbox import add_deliveries
-from taskgate.store.schema import attempts, messages, rate_buckets, tasks
+from taskgate.store.schema import attempts, messages, tasks
 
 Conn = sa.Connection
 PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
@@ -176,75 +180,6 @@ SET_INSTANCE = (
 )
 
 
-_BUCKETS = (
-    sa.select(rate_buckets)
-    .where(rate_buckets.c.route == sa.bindparam("r_route"))
-    .order_by(rate_buckets.c.instance)  # rows locked in one order everywhere: no deadlock
-    .with_for_update()  # a finish taking tokens meanwhile waits, and is not overwritten
-)
-_KEEP_BUCKET = (
-    rate_buckets.update()
-    .where(
-        rate_buckets.c.route == sa.bindparam("r_route"),
-        rate_buckets.c.instance == sa.bindparam("r_instance"),
-    )
-    .values(
-        requests=sa.bindparam("r_requests"),
-        tokens=sa.bindparam("r_tokens"),
-        tokens_spent=0.0,
-        updated_at=sa.bindparam("r_now"),
-    )
-)
-# A call's tokens are noted as spent; the next claim refills the bucket up to its own time
-# and then takes them, so the time before a call ended is never counted after it.
-_SPEND_TOKENS = (
-    rate_buckets.update()
-    .where(
-        rate_buckets.c.route == sa.bindparam("r_route"),
-        rate_buckets.c.instance == sa.bindparam("r_instance"),
-    )
-    .values(tokens_spent=rate_buckets.c.tokens_spent + sa.bindparam("r_tokens"))
-)
-
-
-def rate_buckets_of(
-    conn: Conn, route: str, limits: Mapping[str, tuple[int | None, int | None]], now: float
-) -> dict[str, Bucket]:
-    """The route's rate buckets of the instances in ``limits``, refilled to ``now`` (made
-    full on first use). Locked until the transaction ends (on PostgreSQL)."""
-    if not limits:
-        return {}
-    stored = {r["instance"]: r for r in conn.execute(_BUCKETS, {"r_route": route}).mappings()}
-    out: dict[str, Bucket] = {}
-    for name, (rpm, tpm) in limits.items():
-        row = stored.get(name)
-        if row is None:
-            out[name] = b = Bucket.full(rpm, tpm, now)
-            new = {"route": route, "instance": name, "requests": b.requests, "tokens": b.tokens}
-            conn.execute(rate_buckets.insert(), [{**new, "tokens_spent": 0.0, "updated_at": now}])
-        else:
-            out[name] = b = Bucket(row["requests"], row["tokens"], row["updated_at"])
-            b.refill(rpm, tpm, now)
-            b.tokens -= row["tokens_spent"]
-    return out
-
-
-def keep_rate_buckets(conn: Conn, route: str, buckets: Mapping[str, Bucket]) -> None:
-    conn.execute(
-        _KEEP_BUCKET,
-        [
-            {
-                "r_route": route,
-                "r_instance": name,
-                "r_requests": b.requests,
-                "r_tokens": b.tokens,
-                "r_now": b.updated_at,
-            }
-            for name, b in buckets.items()
-        ],
-    )
-
-
 def _fence(o: Outcome) -> dict[str, Any]:
     return {"b_id": o.task_id, "b_worker": o.worker, "b_attempt": o.attempt}
 
@@ -324,15 +259,7 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             history.append(attempt_row(o, now))
     if history:
         conn.execute(_ADD_ATTEMPTS, history)
-    spent: dict[tuple[str, str], int] = {}
-    for o in batch:  # the call happened whatever became of its ending
-        if o.tokens:
-            spent[(o.route, o.instance)] = spent.get((o.route, o.instance), 0) + o.tokens
-    if spent:  # one row each, in the order claims lock them
-        rows = [
-            {"r_route": r, "r_instance": i, "r_tokens": n} for (r, i), n in sorted(spent.items())
-        ]
-        conn.execute(_SPEND_TOKENS, rows)
+    rate_buckets.spend_tokens(conn, batch)  # the calls happened whatever became of them
     ended = [t for t in out if t is not None]
     add_answers(conn, ended, now)
     add_deliveries(conn, ended, now)
@@ -436,7 +363,3 @@ def _requeue_lost(conn: Conn, t: Task, now: float) -> Task | None:
         )
         conn.execute(attempts.insert(), [attempt_row(lost, now)])
     return task
-
-
-def key_from_row(row: Any) -> ApiKey:
-    return ApiKey(**{k: v for k, v in row.items() if k != "hash"})

@@ -4,7 +4,7 @@ deliverers claim due rows under a lease and record each attempt; and the tenants
 secrets.
 
 Like ``ops.py``, the statements are synchronous functions of a ``Connection``; :class:`Outbox`
-runs them through the store's transactions.
+runs them in the store's transactions (:class:`~taskgate.store.database.Database`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from taskgate.models import Batch, Task, new_id
+from taskgate.store.database import Database
 from taskgate.store.schema import batches, tasks, tenants, webhook_deliveries
 from taskgate.views import batch_json, iso, task_json
 
 Conn = sa.Connection
-Runner = Callable[..., Awaitable[Any]]
 
 PENDING, DELIVERED, FAILED = "PENDING", "DELIVERED", "FAILED"
 wd = webhook_deliveries
@@ -143,7 +143,7 @@ def claim_due(conn: Conn, now: float, limit: int, lease: float) -> list[Delivery
     pick = sa.select(wd.c.id).where(*due).order_by(wd.c.next_attempt_at).limit(limit)
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
-    picked = pick.cte("picked")  # a CTE runs once (see SqlStore.claim)
+    picked = pick.cte("picked")  # a CTE runs once (see ops.claim_statement)
     stmt = (
         wd.update()
         .where(wd.c.id.in_(sa.select(picked.c.id)), *due)
@@ -202,28 +202,27 @@ def rotate_secret(conn: Conn, tenant: str) -> str:
 
 
 class Outbox:
-    """The outbox's operations, run in the store's transactions (``write``, ``read``)."""
+    """The outbox's operations, run in the store's transactions."""
 
-    def __init__(self, write: Runner, read: Runner) -> None:
-        self._write = write
-        self._read = read
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def claim(self, limit: int, lease: float) -> list[Delivery]:
-        return list(await self._write(claim_due, time.time(), limit, lease))
+        return list(await self._db.write(claim_due, time.time(), limit, lease))
 
     async def record(
         self, d: Delivery, status: str, next_at: float, last_status: int | None, error: str | None
     ) -> bool:
-        return bool(await self._write(record, d, status, next_at, last_status, error))
+        return bool(await self._db.write(record, d, status, next_at, last_status, error))
 
     async def release(self, ids: Sequence[str]) -> None:
         if ids:
-            await self._write(release, ids, time.time())
+            await self._db.write(release, ids, time.time())
 
     async def next_due(self) -> float | None:
         """When the earliest pending delivery is due (None: none is pending)."""
         q = sa.select(sa.func.min(wd.c.next_attempt_at)).where(wd.c.status == PENDING)
-        return await self._read(_scalar, q)
+        return await self._db.read(_scalar, q)
 
     async def of(
         self, *, task_id: str | None = None, batch_id: str | None = None
@@ -231,15 +230,15 @@ class Outbox:
         """The deliveries of a task or a batch, oldest first."""
         col, value = (wd.c.task_id, task_id) if task_id is not None else (wd.c.batch_id, batch_id)
         q = sa.select(wd).where(col == value).order_by(wd.c.created_at, wd.c.id)
-        return [Delivery.from_row(r) for r in await self._read(_rows, q)]
+        return [Delivery.from_row(r) for r in await self._db.read(_rows, q)]
 
     async def secret(self, tenant: str) -> str:
         q = sa.select(tenants.c.webhook_secret).where(tenants.c.id == tenant)
-        found = await self._read(_scalar, q)
-        return str(found) if found else str(await self._write(ensure_secret, tenant))
+        found = await self._db.read(_scalar, q)
+        return str(found) if found else str(await self._db.write(ensure_secret, tenant))
 
     async def rotate_secret(self, tenant: str) -> str:
-        return str(await self._write(rotate_secret, tenant))
+        return str(await self._db.write(rotate_secret, tenant))
 
 
 def _scalar(conn: Conn, q: sa.Executable) -> Any:

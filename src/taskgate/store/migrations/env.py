@@ -1,5 +1,5 @@
 """Alembic environment: taskgate runs migrations itself, on a connection it passes in
-(``config.attributes["connection"]``), from :func:`taskgate.store.sql.migrate`."""
+(``config.attributes["connection"]``), from :meth:`taskgate.store.database.Database.open`."""
 
 from alembic import context
 

@@ -1,0 +1,223 @@
+"""What workers do with tasks: claim them under a lease, renew it, and end their attempts;
+and the sweep that requeues the tasks of workers that stopped renewing.
+
+On PostgreSQL claims use ``FOR UPDATE SKIP LOCKED`` so that workers never wait on each other.
+Attempt endings go through :class:`~taskgate.batching.Batcher`: under load many share one
+transaction, and they are written with one executemany.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from taskgate.batching import Batcher
+from taskgate.models import Priority, Status, Task
+from taskgate.store import ops, rate_buckets
+from taskgate.store.base import Outcome
+from taskgate.store.database import Conn, Database
+from taskgate.store.rate_buckets import RateLimit
+from taskgate.store.schema import attempts, tasks
+
+PROCESSING = Status.PROCESSING.value
+
+
+class ClaimPlan(Protocol):
+    """How many tasks of each priority a claim takes, given the calls in flight on each of
+    the route's instances (every worker's) and the calls the rate limits allow on each
+    limited instance. Runs INSIDE the claim's transaction, which holds the route's lock:
+    it must be quick, and must not await or use the store."""
+
+    def __call__(
+        self, busy: Mapping[str, int], allowed: Mapping[str, int | None], /
+    ) -> Mapping[Priority, int]: ...
+
+
+class AssignInstances(Protocol):
+    """The instance each claimed task runs on, in their order (None: keep the one it has,
+    as a resumed backend job does). Runs INSIDE the claim's transaction, like
+    :class:`ClaimPlan`."""
+
+    def __call__(self, claimed: Sequence[Task], /) -> Sequence[str | None]: ...
+
+
+class Claims:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._finishes: Batcher[Outcome, Task | None] = Batcher(self._finish_batch)
+
+    async def drain(self) -> None:
+        """Wait for the endings under way (the store is closing)."""
+        await self._finishes.drain()
+
+    async def claim(
+        self,
+        route: str,
+        plan: ClaimPlan,
+        assign: AssignInstances,
+        worker: str,
+        lease: float,
+        limits: Mapping[str, RateLimit] | None = None,
+    ) -> list[Task]:
+        """Claim tasks of one route for ``worker``, in one transaction that holds the route's
+        lock, so that no two workers' claims on a route interleave and its capacity and rate
+        limits hold across all of them: count the calls in flight on each of the route's
+        instances (every worker's) and the calls the rate limits of those in ``limits``
+        (instance: requests and tokens per minute) allow, ask ``plan`` how many tasks of each
+        priority to take given both, move them to PROCESSING under the lease, record on each
+        the instance ``assign`` picks for it (None: keep the one it has, as a resumed backend
+        job does), and take one request from the bucket of each instance picked.
+        """
+        return await self._db.write(
+            self._claim_in, route, plan, assign, worker, lease, limits or {}
+        )
+
+    def _claim_in(
+        self,
+        conn: Conn,
+        route: str,
+        plan: ClaimPlan,
+        assign: AssignInstances,
+        worker: str,
+        lease: float,
+        limits: Mapping[str, RateLimit],
+    ) -> list[Task]:
+        now = time.time()
+        if self._db.dialect == "postgresql":
+            conn.execute(ops.ROUTE_LOCK, {"lock_route": route})
+        busy = dict(ops.tuples_with(conn, ops.BUSY, {"b_route": route, "b_now": now}))
+        buckets = rate_buckets.load(conn, route, limits, now)
+        allowed = {name: b.allowed(*limits[name]) for name, b in buckets.items()}
+        claimed: list[Task] = []
+        for priority, want in plan(busy, allowed).items():
+            if want > 0:
+                claimed += self._take(conn, route, priority, want, worker, now, lease)
+        picks = assign(claimed)
+        chosen = [{"s_id": t.id, "s_instance": i} for t, i in zip(claimed, picks, strict=True) if i]
+        if chosen:
+            conn.execute(ops.SET_INSTANCE, chosen)
+        if buckets:
+            rate_buckets.take(conn, route, buckets, limits, picks)
+        return [
+            dataclasses.replace(t, instance=i) if i else t
+            for t, i in zip(claimed, picks, strict=True)
+        ]
+
+    def _take(
+        self,
+        conn: Conn,
+        route: str,
+        priority: Priority,
+        want: int,
+        worker: str,
+        now: float,
+        lease: float,
+    ) -> list[Task]:
+        """Move up to ``want`` due tasks of one lane to PROCESSING under ``worker``'s lease;
+        return them in claim order."""
+        values = {
+            "lane_route": route,
+            "lane_priority": int(priority),
+            "c_limit": want,
+            "c_worker": worker,
+            "c_now": now,
+            "c_lease_until": now + lease,
+        }
+        rows = ops.rows_with(conn, self._claim_stmt, values)
+        return sorted((Task.from_row(r) for r in rows), key=lambda t: (t.fair_seq, t.id))
+
+    @functools.cached_property
+    def _claim_stmt(self) -> sa.Executable:
+        """The claim, built once (with bound parameters) for this store's database: building
+        a statement costs more than running it on SQLite."""
+        return ops.claim_statement(skip_locked=self._db.dialect == "postgresql")
+
+    async def renew(self, ids: Iterable[str], worker: str, lease: float) -> set[str]:
+        """Extend the leases ``worker`` still holds; return the ids it still holds."""
+        ids = list(ids)
+        if not ids:
+            return set()
+        stmt = (
+            tasks.update()
+            .where(tasks.c.id.in_(ids), tasks.c.worker == worker, tasks.c.status == PROCESSING)
+            .values(lease_until=time.time() + lease)
+            .returning(tasks.c.id)
+        )
+        return {row["id"] for row in await self._db.write(ops.rows, stmt)}
+
+    async def finish(self, outcome: Outcome) -> Task | None:
+        """End an attempt. Returns the task as written, or None when the attempt no longer
+        holds the task (cancelled, lease lost, or already ended): then nothing changes."""
+        return await self._finishes.submit(outcome)
+
+    async def _finish_batch(self, batch: Sequence[Outcome]) -> list[Task | None]:
+        out = await self._db.write(ops.finish_batch, batch)
+        self._db.tell_ended([t for t in out if t is not None and t.terminal])
+        return out
+
+    async def set_provider_job(
+        self, task_id: str, worker: str, attempt: int, job: dict[str, Any]
+    ) -> bool:
+        """Keep the backend's job on the task, fenced like a finish. False: the attempt no
+        longer holds the task (cancelled meanwhile; the caller cancels the job)."""
+        stmt = (
+            tasks.update()
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status == PROCESSING,
+                tasks.c.worker == worker,
+                tasks.c.attempts == attempt,
+            )
+            .values(provider_job=job, updated_at=time.time())
+            .returning(tasks.c.id)
+        )
+        return bool(await self._db.write(ops.rows, stmt))
+
+    async def record_late_result(self, task_id: str, result: Any) -> Task | None:
+        """Keep the result of a backend job that finished after its task had timed out
+        here. The status stays TIMEOUT (a task ends once); the paid-for output is kept."""
+        stmt = (
+            tasks.update()
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status == Status.TIMEOUT.value,
+                tasks.c.provider_job.is_not(None),
+            )
+            .values(result=result, updated_at=time.time())
+            .returning(*tasks.c)
+        )
+        return await self._db.write(ops.one_task, stmt)
+
+    async def record_attempt(self, o: Outcome) -> None:
+        """Add an attempt to a task's history without touching the task (a cancelled call)."""
+        await self._db.write(ops.execute, attempts.insert(), [ops.attempt_row(o, time.time())])
+
+    async def sweep(self) -> list[Task]:
+        """Requeue tasks whose worker stopped renewing its lease (failing those out of
+        attempts) and time out pending tasks past their queue-wait deadline. Works in
+        transactions of at most ``SWEEP_BATCH`` lost tasks, as many as there are."""
+        changed: list[Task] = []
+        while True:
+            batch, more = await self._db.write(ops.sweep_once, time.time())
+            self._db.tell_ended([t for t in batch if t.terminal])
+            changed += batch
+            if not more:
+                return changed
+
+    async def processing_workers(self) -> set[str]:
+        q = sa.select(tasks.c.worker).where(tasks.c.status == PROCESSING).distinct()
+        return {row["worker"] for row in await self._db.read(ops.rows, q)}
+
+    async def expire_leases(self, workers: Iterable[str]) -> None:
+        """End the leases of workers known to be dead, so the next sweep requeues their tasks."""
+        stmt = (
+            tasks.update()
+            .where(tasks.c.status == PROCESSING, tasks.c.worker.in_(list(workers)))
+            .values(lease_until=0.0)
+        )
+        await self._db.write(ops.execute, stmt)

@@ -1,0 +1,204 @@
+"""The store's database: its engine on SQLite (embedded default) or PostgreSQL, its
+migrations, and the transactions every repository runs its statements in.
+
+Every operation is one synchronous function of a ``Connection`` (most of them in ``ops.py``),
+written once and run two ways by :meth:`Database.write` and :meth:`Database.read`:
+on PostgreSQL through the async engine (asyncpg, ``AsyncConnection.run_sync``); on SQLite
+directly on the event loop's thread. A local SQLite statement takes tens of microseconds,
+less than handing it to a driver thread and back (aiosqlite costs 3-4x as much per statement
+here, most of it in thread hops), and SQLite serialises writers anyway. Write transactions on
+SQLite begin with ``BEGIN IMMEDIATE`` so that another process (the CLI) never deadlocks ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from taskgate.errors import Unavailable
+from taskgate.models import Task
+
+R = TypeVar("R")
+Conn = sa.Connection
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_ADVISORY_LOCK = 7_364_021  # serialises concurrent migrations on PostgreSQL
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _json_loads(value: Any) -> Any:
+    """A JSON column's value. SQLite gives the column NUMERIC affinity, so a value that is a
+    bare number (a task's ``input`` of 42) comes back as that number, not as its text."""
+    return value if isinstance(value, (int, float)) else orjson.loads(value)
+
+
+def driver_url(url: str) -> tuple[str, str]:
+    """Map a user-facing URL to SQLAlchemy's driver URL; return (dialect, url)."""
+    if url.startswith("sqlite://"):
+        return "sqlite", url
+    if url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+        rest = url.split("://", 1)[1]
+        return "postgresql", f"postgresql+asyncpg://{rest}"
+    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+class Database:
+    """The engine, opened and migrated; the transactions statements run in; and who is told
+    of the tasks those transactions end."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect, self._driver_url = driver_url(url)
+        self._sync: sa.Engine | None = None  # SQLite, run inline
+        self._async: AsyncEngine | None = None  # PostgreSQL
+        # Told of the tasks each write of this process ended (finish, cancel, sweep): the
+        # webhook deliverer wakes on them rather than waiting for its next look.
+        self.ended_listeners: list[Callable[[Sequence[Task]], None]] = []
+
+    async def open(self) -> None:
+        """Make the engine, and migrate the database to the current schema."""
+        json: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
+        if self.dialect == "sqlite":
+            self._prepare_sqlite_path()
+            self._sync = sa.create_engine(self._driver_url, poolclass=sa.StaticPool, **json)
+            _sqlite_setup(self._sync)
+        else:
+            self._async = create_async_engine(
+                self._driver_url, pool_size=10, max_overflow=10, pool_pre_ping=True, **json
+            )
+        await self.write(self._migrate)
+
+    def _prepare_sqlite_path(self) -> None:
+        path = self._driver_url.split(":///", 1)[1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    def _migrate(self, conn: Conn) -> None:
+        if self.dialect == "postgresql":  # several processes may start at once
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK})")
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+    async def close(self) -> None:
+        """Let the connections go (the repositories have written what they held)."""
+        if self._sync is not None:
+            self._sync.dispose()
+        if self._async is not None:
+            await self._async.dispose()
+
+    async def write(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn(conn, *args)`` in one write transaction."""
+        with _unavailable_when_unreachable():
+            if self._sync is not None:
+                with self._sync.begin() as conn:
+                    return fn(conn, *args)
+            assert self._async is not None, "store is not open"
+            async with self._async.begin() as aconn:
+                return await aconn.run_sync(fn, *args)
+
+    async def read(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn(conn, *args)`` for reading."""
+        with _unavailable_when_unreachable():
+            if self._sync is not None:
+                with self._sync.connect() as conn:
+                    return fn(conn.execution_options(readonly=True), *args)
+            assert self._async is not None, "store is not open"
+            async with self._async.connect() as aconn:
+                return await aconn.run_sync(fn, *args)
+
+    def tell_ended(self, ended: Sequence[Task]) -> None:
+        """Tell the listeners of the tasks a write (now committed) ended."""
+        if ended:
+            for listener in self.ended_listeners:
+                listener(ended)
+
+
+@contextlib.contextmanager
+def _unavailable_when_unreachable() -> Iterator[None]:
+    """Raise the driver's errors that say the database cannot be reached as
+    :class:`Unavailable` (the API answers 503), with the driver's error as its cause."""
+    try:
+        yield
+    except Exception as exc:
+        if _unreachable(exc):
+            raise Unavailable("the store cannot be reached now; try again shortly") from exc
+        raise
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached now (a refused or dropped
+    connection, a server restarting or refusing connections, a busy SQLite file), not that a
+    statement is wrong. The driver's own error may be the cause of SQLAlchemy's."""
+    if isinstance(exc, sa.exc.DBAPIError) and (
+        exc.connection_invalidated
+        or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+    ):
+        return True
+    if isinstance(exc, (OSError, sa.exc.TimeoutError, *_driver_outages())):
+        return True
+    cause = exc.__cause__ or getattr(exc, "orig", None)
+    return cause is not None and cause is not exc and _unreachable(cause)
+
+
+@functools.cache
+def _driver_outages() -> tuple[type[Exception], ...]:
+    """asyncpg's errors for a database that cannot serve now: the connection failed or was
+    refused, the server is shutting down or starting up (57), refuses connections to the
+    database (55: not in a state to), or has no connection slot left (53)."""
+    try:
+        import asyncpg
+    except ImportError:
+        return ()
+    return (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+        asyncpg.exceptions.InsufficientResourcesError,
+    )
+
+
+def _sqlite_setup(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+        dbapi_conn.execute("PRAGMA busy_timeout=10000")
+        _enable_wal(dbapi_conn)
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Conn) -> None:
+        readonly = conn.get_execution_options().get("readonly")
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def _enable_wal(dbapi_conn: Any, tries: int = 100) -> None:
+    """Switch a database file to WAL. On a new file that other processes open at the same
+    moment SQLite refuses the switch with "database is locked" at once, without waiting on
+    the busy timeout, so we wait and try again ourselves."""
+    for attempt in range(tries):
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.01 + 0.01 * random.random())

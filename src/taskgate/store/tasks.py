@@ -1,0 +1,199 @@
+"""Tasks as clients see them: accepting them (idempotently, fairly numbered in their lane),
+reading them, and cancelling them.
+
+Inserts go through :class:`~taskgate.batching.Batcher`: under load many share one transaction.
+:func:`insert_in` is the insert itself, in a transaction of the caller's, so that a batch or a
+conversation's turn is accepted with its tasks, all or none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from taskgate.batching import Batcher
+from taskgate.models import Attempt, Status, Task, new_id
+from taskgate.store import ops
+from taskgate.store.base import NewTask, TaskFilter
+from taskgate.store.database import Conn, Database
+from taskgate.store.schema import attempts, tasks
+
+PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
+Inserted = tuple[Task, bool] | BaseException  # the task and whether it is new, or the refusal
+
+
+class Tasks:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._inserts: Batcher[NewTask, tuple[Task, bool]] = Batcher(self._insert_batch)
+
+    async def drain(self) -> None:
+        """Wait for the inserts under way (the store is closing)."""
+        await self._inserts.drain()
+
+    async def insert(self, new: NewTask) -> tuple[Task, bool]:
+        """Accept a task durably; return it and whether it is new (False: idempotent replay)."""
+        return await self._inserts.submit(new)
+
+    async def _insert_batch(self, batch: Sequence[NewTask]) -> list[Inserted]:
+        try:
+            return await self._db.write(insert_in, batch)
+        except IntegrityError:
+            if len(batch) > 1:
+                raise  # the batcher writes each task alone
+            # This task raced another gateway on its idempotency key; now it finds the winner.
+            return await self._db.write(insert_in, batch)
+
+    async def get(self, task_id: str, tenant: str | None = None) -> Task | None:
+        if tenant is None:
+            return await self._db.read(ops.one_task_with, ops.TASK_BY_ID, {"g_id": task_id})
+        where = {"g_id": task_id, "g_tenant": tenant}
+        return await self._db.read(ops.one_task_with, ops.TENANT_TASK_BY_ID, where)
+
+    async def history(self, task_id: str) -> list[Attempt]:
+        q = sa.select(attempts).where(attempts.c.task_id == task_id).order_by(attempts.c.id)
+        rows = await self._db.read(ops.rows, q)
+        return [Attempt(**{k: v for k, v in r.items() if k != "id"}) for r in rows]
+
+    async def find(self, f: TaskFilter) -> list[Task]:
+        conds = []
+        if f.tenant is not None:
+            conds.append(tasks.c.tenant == f.tenant)
+        if f.statuses:
+            conds.append(tasks.c.status.in_([s.value for s in f.statuses]))
+        if f.kind:
+            conds.append(tasks.c.kind == f.kind)
+        if f.model:
+            conds.append(tasks.c.model == f.model)
+        if f.label is not None:
+            conds.append(tasks.c.label == f.label)
+        if f.created_after is not None:
+            conds.append(tasks.c.created_at >= f.created_after)
+        if f.created_before is not None:
+            conds.append(tasks.c.created_at < f.created_before)
+        if f.before_id:
+            conds.append(tasks.c.id < f.before_id)
+        q = sa.select(tasks).where(*conds).order_by(tasks.c.id.desc()).limit(f.limit)
+        return [Task.from_row(r) for r in await self._db.read(ops.rows, q)]
+
+    async def position(self, task: Task) -> int:
+        """1-based place of a pending task in its lane (route and priority), in claim order."""
+        ahead = sa.or_(
+            tasks.c.fair_seq < task.fair_seq,
+            sa.and_(tasks.c.fair_seq == task.fair_seq, tasks.c.id < task.id),
+        )
+        q = sa.select(sa.func.count()).where(*ops.in_lane(task.route, int(task.priority)), ahead)
+        return int(await self._db.read(ops.scalar, q) or 0) + 1
+
+    async def counts(self) -> dict[str, int]:
+        q = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
+        return {s: int(n) for s, n in await self._db.read(ops.tuples, q)}
+
+    async def cancel(self, task_id: str, tenant: str | None) -> Task | None:
+        """Cancel a pending or running task. Returns the task after the attempt (already
+        ended tasks come back unchanged), or None if the tenant has no such task."""
+        conds = [tasks.c.id == task_id]
+        if tenant is not None:
+            conds.append(tasks.c.tenant == tenant)
+        cancelled = await cancel_where(self._db, conds, "cancelled by the client")
+        return cancelled[0] if cancelled else await self.get(task_id, tenant)
+
+
+async def cancel_where(db: Database, conds: list[Any], reason: str) -> list[Task]:
+    """Cancel the tasks that match and have not ended; returns them as written."""
+    now = time.time()
+    stmt = (
+        tasks.update()
+        .where(*conds, tasks.c.status.in_([PENDING, PROCESSING]))
+        .values(
+            status=Status.CANCELLED.value,
+            error={"type": "cancelled", "message": reason},
+            finished_at=now,
+            updated_at=now,
+            lease_until=None,
+        )
+        .returning(*tasks.c)
+    )
+    ended = await db.write(ops.end_where, stmt)
+    db.tell_ended(ended)
+    return ended
+
+
+def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
+    """Insert new tasks in the caller's transaction. A task whose idempotency key is already
+    stored (or repeated earlier in ``batch``) is the stored one replayed, or a Conflict."""
+    now = time.time()
+    results: list[Inserted | None] = [None] * len(batch)
+    fresh: list[tuple[int, NewTask]] = []
+    first_with_key: dict[tuple[str, str], int] = {}
+    repeats: list[tuple[int, int]] = []  # (index, index of the first with the same key)
+    for i, new in enumerate(batch):
+        if new.idempotency_key is None:
+            fresh.append((i, new))
+            continue
+        ident = (new.tenant, new.idempotency_key)
+        if ident in first_with_key:
+            repeats.append((i, first_with_key[ident]))
+        elif (existing := ops.by_idempotency_key(conn, *ident)) is not None:
+            results[i] = ops.replay(existing, new)
+        else:
+            first_with_key[ident] = i
+            fresh.append((i, new))
+    seqs = ops.fair_seqs(conn, [n for _, n in fresh])
+    rows = [_new_row(n, seq, now) for (_, n), seq in zip(fresh, seqs, strict=True)]
+    if rows:
+        conn.execute(ops.ADD_TASKS, rows)
+    for (i, _), row in zip(fresh, rows, strict=True):
+        results[i] = (Task.from_row(row), True)
+    for i, first in repeats:
+        stored = results[first]
+        assert isinstance(stored, tuple)
+        results[i] = ops.replay(stored[0], batch[i])
+    return [r for r in results if r is not None]
+
+
+def inserted_tasks(results: Sequence[Inserted]) -> list[Task]:
+    """The tasks :func:`insert_in` stored or found (a refusal has none)."""
+    return [r[0] for r in results if isinstance(r, tuple)]
+
+
+def _new_row(new: NewTask, seq: int, now: float) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "tenant": new.tenant,
+        "api_key_id": new.api_key_id,
+        "kind": new.kind,
+        "model": new.model,
+        "route": new.route,
+        "priority": int(new.priority),
+        "fair_seq": seq,
+        "status": PENDING,
+        "input": new.input,
+        "params": new.params,
+        "result": None,
+        "error": None,
+        "attempts": 0,
+        "max_attempts": new.max_attempts,
+        "run_timeout": new.run_timeout,
+        "deadline": new.deadline,
+        "run_after": 0.0,
+        "idempotency_key": new.idempotency_key,
+        "request_hash": new.request_hash,
+        "batch_id": new.batch_id,
+        "conversation_id": new.conversation_id,
+        "turn_id": new.turn_id,
+        "webhook_url": new.webhook_url,
+        "label": new.label,
+        "worker": None,
+        "instance": None,
+        "lease_until": None,
+        "claimed_at": None,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "finished_at": None,
+    }
