@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from taskgate.conversations import answer_content
 from taskgate.errors import Conflict
+from taskgate.history import answer_content
 from taskgate.models import ApiKey, Status, Task
 from taskgate.policy import Bucket, fair_seq
 from taskgate.store.base import NewTask, Outcome
