@@ -1,108 +1,88 @@
-"""What a chat turn in a conversation is sent: the turns before it, bounded, as messages.
-
-Pure functions over stored :class:`~taskgate.models.Message` rows. A turn is a user message
-and the answers that followed it; a fan-out turn has one answer per model. A model is shown
-its own earlier answer to each turn where it gave one, else the first answer given, so a
-conversation can switch models and each still sees a coherent history.
-"""
+"""A tenant's conversations: creating, reading, listing and deleting them, and submitting a
+turn, whose chat tasks are sent the earlier turns (built by history.py) and stored with the
+user's turn in one transaction."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
+import dataclasses
 
 from taskgate.config import ConversationSettings
-from taskgate.errors import BadRequest
-from taskgate.models import Message
-
-CHARS_PER_TOKEN = 4
-
-
-def user_turn(value: Any) -> Any:
-    """The new user turn of a chat input: a string, ``{"prompt"}``, or the last message of
-    ``{"messages": [...]}`` (whose earlier messages come after the history)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "prompt" in value:
-        return value["prompt"]
-    if isinstance(value, dict) and isinstance(value.get("messages"), list) and value["messages"]:
-        last = value["messages"][-1]
-        if isinstance(last, dict) and last.get("role") == "user":
-            return last.get("content")
-    raise BadRequest(
-        "a chat turn in a conversation needs a prompt: a string, {'prompt': ...} or messages "
-        "ending with a user message"
-    )
+from taskgate.errors import NotFound
+from taskgate.events import Events
+from taskgate.events.topics import announce_queued
+from taskgate.history import user_turn, with_history
+from taskgate.models import ApiKey, Batch, Conversation, Message, Task
+from taskgate.request_files import RequestFiles
+from taskgate.routing import Routing
+from taskgate.store import SqlStore
+from taskgate.submission import Submission, checked_route, new_task
 
 
-def with_history(value: Any, history: list[Message], model: str, conf: ConversationSettings) -> Any:
-    """The chat input with the conversation's earlier turns put first."""
-    earlier = context(history, model, conf)
-    if isinstance(value, dict) and isinstance(value.get("messages"), list):
-        return {**value, "messages": earlier + list(value["messages"])}
-    return {"messages": [*earlier, {"role": "user", "content": user_turn(value)}]}
+class Conversations:
+    def __init__(
+        self,
+        settings: ConversationSettings,
+        store: SqlStore,
+        events: Events,
+        routing: Routing,
+        request_files: RequestFiles,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.events = events
+        self.routing = routing
+        self.request_files = request_files
 
+    async def create(self, key: ApiKey, title: str = "") -> Conversation:
+        return await self.store.conversations.create(key.tenant, title)
 
-def context(history: list[Message], model: str, conf: ConversationSettings) -> list[dict[str, Any]]:
-    """The last turns, as chat messages, within the configured bounds."""
-    turns = [_as_messages(turn, model) for turn in _turns(history)]
-    kept: list[list[dict[str, Any]]] = []
-    budget = conf.max_tokens * CHARS_PER_TOKEN
-    for turn in reversed(turns[-conf.max_turns :] if conf.max_turns else []):
-        budget -= sum(_size(m["content"]) for m in turn)
-        if budget < 0:
-            break
-        kept.insert(0, turn)
-    return [m for turn in kept for m in turn]
+    async def get(self, key: ApiKey, conversation_id: str) -> tuple[Conversation, list[Message]]:
+        c = await self.store.conversations.get(conversation_id, key.scope)
+        if c is None:
+            raise NotFound(f"no conversation {conversation_id!r}")
+        return c, await self.store.conversations.messages(c.id)
 
+    async def page(self, key: ApiKey, before_id: str | None, limit: int) -> list[Conversation]:
+        """Up to ``limit`` conversations the key may see, the newest first, each older than
+        ``before_id`` (the last of the previous page) if given."""
+        return await self.store.conversations.find(key.scope, before_id, limit)
 
-def _turns(history: list[Message]) -> list[tuple[Message, list[Message]]]:
-    """Each user message with its answers: those that name it (an answer may come after
-    later turns were sent), else, for answers kept without a turn, the turn before them."""
-    turns: list[tuple[Message, list[Message]]] = []
-    by_id: dict[int, list[Message]] = {}
-    for m in history:
-        if m.role == "user":
-            turns.append((m, []))
-            if m.id is not None:
-                by_id[m.id] = turns[-1][1]
-        elif m.turn_id is not None and m.turn_id in by_id:
-            by_id[m.turn_id].append(m)
-        elif turns:
-            turns[-1][1].append(m)
-    return turns
+    async def delete(self, key: ApiKey, conversation_id: str) -> None:
+        if not await self.store.conversations.delete(conversation_id, key.scope):
+            raise NotFound(f"no conversation {conversation_id!r}")
 
+    async def submit_turn(
+        self, key: ApiKey, sub: Submission, models: list[str], batch: Batch | None = None
+    ) -> list[Task]:
+        """A submission as a turn of its conversation (of the key's tenant): each model's
+        chat task gets the earlier turns as context (a task of another kind, an image, just
+        joins the history); the user's turn is kept with the tasks, in one transaction.
+        Reached through ``Gateway.submit`` and ``submit_batch``, which check it first."""
+        assert sub.conversation_id is not None
+        for m in models:  # refuse before anything is read or stored
+            checked_route(self.routing, sub, m)
+        conversation = await self.store.conversations.get(sub.conversation_id, key.tenant)
+        if conversation is None:
+            raise NotFound(f"no conversation {sub.conversation_id!r}")
+        history = await self.store.conversations.messages(conversation.id)
+        batch_id = batch.id if batch else None
+        async with self.request_files.extracted(key, sub.input) as (input_, _):
+            sub = dataclasses.replace(sub, input=input_)
+            news = [
+                new_task(self.routing, key, self._sent(sub, history, m), batch_id, model=m)
+                for m in models
+            ]
+            tasks = await self.store.conversations.add_turn(
+                conversation.id, user_turn(sub.input), news, batch
+            )
+        await announce_queued(self.events, tasks)
+        return tasks
 
-def _as_messages(turn: tuple[Message, list[Message]], model: str) -> list[dict[str, Any]]:
-    user, answers = turn
-    out = [{"role": "user", "content": user.content}]
-    answer = next((a for a in answers if a.model == model), answers[0] if answers else None)
-    if answer is not None:
-        content = answer.content
-        out.append(
-            {
-                "role": "assistant",
-                "content": content if isinstance(content, str) else _text(content),
-            }
+    def _sent(self, sub: Submission, history: list[Message], model: str) -> Submission:
+        """What ``model`` is sent of a turn: a chat, with the earlier turns first; any other
+        kind (an image) as it is, joining the history uncontexted."""
+        if sub.kind != "chat":
+            return sub
+        return dataclasses.replace(
+            sub, input=with_history(sub.input, history, model, self.settings)
         )
-    return out
-
-
-def _text(content: Any) -> str:
-    return orjson.dumps(content).decode()
-
-
-def _size(content: Any) -> int:
-    return len(content) if isinstance(content, str) else len(_text(content))
-
-
-def answer_content(result: Any) -> Any:
-    """What an answer adds to the history: its text, else the files or output it made."""
-    output = result.get("output") if isinstance(result, dict) else None
-    if isinstance(output, dict) and isinstance(output.get("text"), str):
-        return output["text"]
-    files = result.get("files") if isinstance(result, dict) else None
-    if files:
-        return {"files": [{"id": f["id"], "url": f["url"]} for f in files]}
-    return output

@@ -258,5 +258,10 @@ class ApiKey:
     def active(self) -> bool:
         return self.revoked_at is None
 
+    @property
+    def scope(self) -> str | None:
+        """The tenant the key may see: its own; admin keys see every tenant."""
+        return None if self.admin else self.tenant
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

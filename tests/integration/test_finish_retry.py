@@ -24,11 +24,12 @@ from taskgate.config import Settings
 from taskgate.errors import Unavailable
 from taskgate.events import MemoryEvents
 from taskgate.files import Files, LocalBlobs
-from taskgate.gateway import Gateway, Submission
+from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Status, Task
 from taskgate.providers import Job, OutputFile
 from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
+from taskgate.submission import Submission
 from tests.conftest import PG_URL, reset_postgres, store_url
 
 

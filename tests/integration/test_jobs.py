@@ -16,11 +16,12 @@ import pytest
 from taskgate.config import Settings
 from taskgate.events import MemoryEvents
 from taskgate.files import Files, LocalBlobs
-from taskgate.gateway import Gateway, Submission
+from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Priority, Status, Task
 from taskgate.providers.mock import MockProvider
 from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
+from taskgate.submission import Submission
 from tests.conftest import reset_postgres, store_url
 
 KEY = ApiKey(id="k", tenant="t", name="k", admin=False, created_at=0)

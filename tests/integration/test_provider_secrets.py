@@ -17,11 +17,12 @@ from taskgate import errors
 from taskgate.config import Settings
 from taskgate.events import MemoryEvents
 from taskgate.files import Files, LocalBlobs
-from taskgate.gateway import Gateway, Submission
+from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Status, Task
 from taskgate.providers import Call, Job, Pending, Provider, Result, register_provider
 from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
+from taskgate.submission import Submission
 from taskgate.views import task_json
 
 SECRET = "sk-LEAKY-4d9e1f7a2b8c6e0d3a5f"

@@ -15,11 +15,12 @@ from taskgate import Call, Provider, Result, register_provider
 from taskgate.config import Settings
 from taskgate.events import MemoryEvents
 from taskgate.files import Files, LocalBlobs
-from taskgate.gateway import Gateway, Submission
+from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Priority, Status
 from taskgate.providers import OutputFile
 from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
+from taskgate.submission import Submission
 from tests.conftest import reset_postgres, store_url
 
 

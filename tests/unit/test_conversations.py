@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from taskgate.config import ConversationSettings
-from taskgate.conversations import answer_content, context, user_turn, with_history
 from taskgate.errors import BadRequest
+from taskgate.history import answer_content, context, user_turn, with_history
 from taskgate.models import Message
 
 WIDE = ConversationSettings(max_turns=20, max_tokens=8000)

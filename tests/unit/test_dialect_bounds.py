@@ -10,9 +10,9 @@ import pytest
 
 from taskgate.api import openai_wire as wire
 from taskgate.errors import BadRequest
-from taskgate.gateway import MAX_QUEUE_TIMEOUT
 from taskgate.params import check, finite
 from taskgate.providers.mock import MockProvider
+from taskgate.submission import MAX_QUEUE_TIMEOUT
 
 
 def check_params(params: dict[str, Any]) -> None:

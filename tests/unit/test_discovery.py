@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -15,9 +15,9 @@ from taskgate import errors
 from taskgate.config import Route, Settings
 from taskgate.discovery import Discovery, aliases
 from taskgate.errors import BadRequest
-from taskgate.gateway import Gateway
 from taskgate.providers import Call, Provider, Result, register_provider
 from taskgate.providers import registry as registry_module
+from taskgate.routing import Routing
 
 LISTED: dict[str, list[str]] = {}  # route name -> what its backends list now
 DOWN: set[str] = set()  # routes whose backends cannot be asked
@@ -64,15 +64,15 @@ def local(**options: Any) -> Route:
     return route("local", [], "lister", discover=True, **options)
 
 
-def gateway(*routes: Route) -> Gateway:
-    return Gateway(Settings(routes=list(routes)), cast(Any, None), cast(Any, None))
+def routing_of(*routes: Route) -> Routing:
+    return Routing(Settings(routes=list(routes)))
 
 
 @pytest.fixture
-async def gw() -> AsyncIterator[Gateway]:
+async def routing() -> AsyncIterator[Routing]:
     """Routes in order: a glob, the discovering route, a later glob, an exact name."""
     LISTED["local"] = ["llama3.2:latest", "qwen3:8b", "gpt-oss:20b", "deepseek-r1:7b"]
-    g = gateway(
+    g = routing_of(
         route("cloud", ["gpt-*"]),
         local(),
         route("later", ["qwen*", "deepseek-*"]),
@@ -83,34 +83,34 @@ async def gw() -> AsyncIterator[Gateway]:
     await g.stop()
 
 
-def routed(g: Gateway, model: str, kind: str = "chat") -> str:
+def routed(g: Routing, model: str, kind: str = "chat") -> str:
     return g.route_for(kind, model).name
 
 
 # --- which route ---------------------------------------------------------------------------
 
 
-async def test_a_listed_name_routes_with_and_without_latest(gw: Gateway) -> None:
-    assert routed(gw, "llama3.2:latest") == "local"
-    assert routed(gw, "llama3.2") == "local"
-    assert routed(gw, "qwen3:8b", kind="embedding") == "local"
+async def test_a_listed_name_routes_with_and_without_latest(routing: Routing) -> None:
+    assert routed(routing, "llama3.2:latest") == "local"
+    assert routed(routing, "llama3.2") == "local"
+    assert routed(routing, "qwen3:8b", kind="embedding") == "local"
 
 
 async def test_an_earlier_glob_beats_a_discovered_name_which_beats_a_later_glob(
-    gw: Gateway,
+    routing: Routing,
 ) -> None:
-    assert routed(gw, "gpt-oss:20b") == "cloud"  # "gpt-*" comes first
-    assert routed(gw, "qwen3:8b") == "local"  # listed, and "qwen*" comes after
-    assert routed(gw, "qwen3") == "later"  # qwen3:latest is not listed
+    assert routed(routing, "gpt-oss:20b") == "cloud"  # "gpt-*" comes first
+    assert routed(routing, "qwen3:8b") == "local"  # listed, and "qwen*" comes after
+    assert routed(routing, "qwen3") == "later"  # qwen3:latest is not listed
 
 
-async def test_an_exact_declared_name_beats_discovery(gw: Gateway) -> None:
-    assert routed(gw, "deepseek-r1:7b") == "pinned"
+async def test_an_exact_declared_name_beats_discovery(routing: Routing) -> None:
+    assert routed(routing, "deepseek-r1:7b") == "pinned"
 
 
-async def test_a_name_nobody_lists_is_a_bad_request(gw: Gateway) -> None:
+async def test_a_name_nobody_lists_is_a_bad_request(routing: Routing) -> None:
     with pytest.raises(BadRequest, match="unknown model 'mistral:7b'"):
-        gw.route_for("chat", "mistral:7b")
+        routing.route_for("chat", "mistral:7b")
 
 
 def test_aliases_add_and_drop_the_latest_tag() -> None:
@@ -128,17 +128,17 @@ def test_aliases_add_and_drop_the_latest_tag() -> None:
 
 
 async def test_a_refresh_picks_up_a_newly_pulled_model_and_drops_a_removed_one(
-    gw: Gateway,
+    routing: Routing,
 ) -> None:
     LISTED["local"] = ["llama3.2:latest", "mistral:7b"]
-    assert await gw.discovery.refresh(gw.settings.route("local"))
-    assert routed(gw, "mistral:7b") == "local"
-    assert routed(gw, "qwen3:8b") == "later"  # gone from local; the later glob takes it
+    assert await routing.discovery.refresh(routing.settings.route("local"))
+    assert routed(routing, "mistral:7b") == "local"
+    assert routed(routing, "qwen3:8b") == "later"  # gone from local; the later glob takes it
 
 
 async def test_the_background_task_refreshes_every_interval() -> None:
     LISTED["local"] = ["llama3.2:latest"]
-    g = gateway(local(discover_interval=0.05))
+    g = routing_of(local(discover_interval=0.05))
     await g.start()
     try:
         LISTED["local"].append("phi4:latest")
@@ -153,13 +153,13 @@ async def test_the_background_task_refreshes_every_interval() -> None:
 
 
 async def test_an_unreachable_backend_keeps_the_last_names_with_a_warning(
-    gw: Gateway, caplog: pytest.LogCaptureFixture
+    routing: Routing, caplog: pytest.LogCaptureFixture
 ) -> None:
     DOWN.add("local")
     LISTED["local"] = []
     with caplog.at_level(logging.WARNING, "taskgate.discovery"):
-        assert not await gw.discovery.refresh(gw.settings.route("local"))
-    assert routed(gw, "llama3.2") == "local"
+        assert not await routing.discovery.refresh(routing.settings.route("local"))
+    assert routed(routing, "llama3.2") == "local"
     assert "route local: cannot list its models (ConnectionFailed: local is down)" in caplog.text
     assert "keeping the 4 known" in caplog.text
 
@@ -169,7 +169,7 @@ async def test_a_backend_down_at_start_up_routes_once_it_answers(
 ) -> None:
     DOWN.add("local")
     LISTED["local"] = ["llama3.2:latest"]
-    g = gateway(local())
+    g = routing_of(local())
     await g.start()
     try:
         with pytest.raises(BadRequest):
@@ -182,8 +182,8 @@ async def test_a_backend_down_at_start_up_routes_once_it_answers(
         await g.stop()
 
 
-async def test_models_lists_declared_names_globs_and_discovered_names(gw: Gateway) -> None:
-    rows = {(m["id"], m["owned_by"], m["source"]) for m in gw.models()}
+async def test_models_lists_declared_names_globs_and_discovered_names(routing: Routing) -> None:
+    rows = {(m["id"], m["owned_by"], m["source"]) for m in routing.models()}
     assert rows == {
         ("gpt-*", "cloud", "glob"),
         ("llama3.2:latest", "local", "discovered"),

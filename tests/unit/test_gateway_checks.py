@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from taskgate.errors import BadRequest
-from taskgate.gateway import Submission, check_storable
+from taskgate.submission import Submission, check_storable
 
 
 def nested(depth: int) -> Any:

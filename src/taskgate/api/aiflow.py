@@ -38,8 +38,10 @@ from taskgate.api.compat import detail_error, json_field, route_class, with_abso
 from taskgate.api.responses import JSON
 from taskgate.config import AiflowTaskType, Route
 from taskgate.errors import BadRequest
-from taskgate.gateway import Gateway, Submission, iso
+from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Priority, Status, Task
+from taskgate.submission import Submission
+from taskgate.views import iso
 
 BUILTIN_TASK_TYPES = {
     "openai-gpt5": AiflowTaskType(kind="chat", model="gpt-5"),
@@ -94,7 +96,7 @@ def plan(gw: Gateway, body: TaskIn) -> Submission:
         raise BadRequest(
             f"model_spec.name is required for task_type {body.task_type!r}", field="model_spec"
         )
-    route = gw.route_for(ttype.kind, model)
+    route = gw.routing.route_for(ttype.kind, model)
     check_client_endpoint(gw.settings.aiflow.client_endpoint_hosts, body.model_spec, route)
     return Submission(
         kind=ttype.kind,
@@ -199,7 +201,7 @@ async def create_task_form(
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     sub = plan(gw, body)
-    async with gw.discarded_if_refused() as stored:
+    async with gw.request_files.discarded_if_refused() as stored:
         for f in files or []:
             stored.append(await _store(request, key, f))
         refs = [{"file_id": file_id} for file_id in stored]

@@ -42,7 +42,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
             await _bootstrap_admin_key(s.store)
             scheduler = Scheduler(settings, s.store, s.events, s.files) if run_scheduler else None
             app.state.scheduler = scheduler
-            await app.state.gateway.start()  # model discovery: before the first request
+            await app.state.gateway.routing.start()  # model discovery: before the first request
             if scheduler:
                 await scheduler.start()
             try:
@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
             finally:
                 if scheduler:
                     await scheduler.stop(grace)
-                await app.state.gateway.stop()
+                await app.state.gateway.routing.stop()
                 await app.state.keys.stop()
 
     app = FastAPI(

@@ -18,18 +18,11 @@ from taskgate.api.responses import JSON
 from taskgate.api.strict import StrictRoute, check_media_type, json_body
 from taskgate.errors import NotFound
 from taskgate.files import clean_type, file_json
-from taskgate.gateway import (
-    MAX_QUEUE_TIMEOUT,
-    MAX_RUN_TIMEOUT,
-    Gateway,
-    Submission,
-    batch_json,
-    iso,
-    scope,
-    task_json,
-)
+from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Conversation, Message, Priority, Status, StoredFile
 from taskgate.store import TaskFilter
+from taskgate.submission import MAX_QUEUE_TIMEOUT, MAX_RUN_TIMEOUT, Submission
+from taskgate.views import batch_json, iso, task_json
 
 router = APIRouter(route_class=StrictRoute)
 
@@ -197,7 +190,7 @@ async def create_conversation(
     gw: Gateway = Depends(gateway),
 ) -> JSON:
     """Start a conversation; chat tasks and batches name it with ``conversation_id``."""
-    c = await gw.create_conversation(key, body.title if body else "")
+    c = await gw.conversations.create(key, body.title if body else "")
     return JSON(conversation_json(c, []), status_code=201)
 
 
@@ -209,7 +202,7 @@ async def list_conversations(
     gw: Gateway = Depends(gateway),
 ) -> JSON:
     """The tenant's conversations, the newest first (without their messages)."""
-    found = await gw.list_conversations(key, cursor, limit + 1)
+    found = await gw.conversations.page(key, cursor, limit + 1)
     page = found[:limit]
     return JSON(
         {
@@ -224,7 +217,7 @@ async def get_conversation(
     conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
     """A conversation with its turns in order: each user prompt, then each model's answer."""
-    return JSON(conversation_json(*await gw.get_conversation(key, conversation_id)))
+    return JSON(conversation_json(*await gw.conversations.get(key, conversation_id)))
 
 
 @router.get("/v1/conversations/{conversation_id}/history", tags=["conversations"])
@@ -232,7 +225,7 @@ async def conversation_history(
     conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
     """The turns in order (AI Task System's path and shape: ``conversation_id``, ``history``)."""
-    c, turns = await gw.get_conversation(key, conversation_id)
+    c, turns = await gw.conversations.get(key, conversation_id)
     return JSON({"conversation_id": c.id, "history": [message_json(m) for m in turns]})
 
 
@@ -241,7 +234,7 @@ async def delete_conversation(
     conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
     """Delete a conversation and its turns (its tasks remain)."""
-    await gw.delete_conversation(key, conversation_id)
+    await gw.conversations.delete(key, conversation_id)
     return JSON({"id": conversation_id, "deleted": True})
 
 
@@ -344,7 +337,7 @@ async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator
 async def webhook_secret(key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)) -> JSON:
     """The secret that signs the tenant's webhooks: ``X-Taskgate-Signature`` is
     ``v1=`` + hex HMAC-SHA256 of ``"{X-Taskgate-Timestamp}.{body}"`` under it."""
-    return JSON({"secret": await gw.webhook_secret(key)})
+    return JSON({"secret": await gw.webhooks.secret(key)})
 
 
 @router.post("/v1/webhooks/secret/rotate", tags=["webhooks"])
@@ -352,7 +345,7 @@ async def rotate_webhook_secret(
     key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
     """Replace the tenant's webhook secret; the next attempt of every delivery uses it."""
-    return JSON({"secret": await gw.webhook_secret(key, rotate=True)})
+    return JSON({"secret": await gw.webhooks.secret(key, rotate=True)})
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -363,7 +356,7 @@ async def list_models(_: ApiKey = Depends(caller), gw: Gateway = Depends(gateway
     """The model names taskgate routes, OpenAI-style: each route's declared names and globs
     (``source``: ``declared``, ``glob``) and the names its backends list (``discovered``);
     ``owned_by`` is the route."""
-    return JSON({"object": "list", "data": gw.models()})
+    return JSON({"object": "list", "data": gw.routing.models()})
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -399,7 +392,7 @@ async def upload_file(
 @router.get("/v1/files/{file_id}", tags=["files"], response_class=Response)
 async def download_file(file_id: str, request: Request, key: ApiKey = Depends(caller)) -> Response:
     """A stored file (a task's output or an upload) of the caller's tenant."""
-    f, data = await request.app.state.files.open(file_id, scope(key))
+    f, data = await request.app.state.files.open(file_id, key.scope)
     return Response(data, media_type=clean_type(f.content_type), headers=download_headers(f))
 
 

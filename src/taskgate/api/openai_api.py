@@ -34,9 +34,9 @@ from taskgate.api.openai_watch import ChatStream, WaitEnded, Watch
 from taskgate.api.responses import JSON
 from taskgate.api.strict import StrictRoute, check_media_type
 from taskgate.errors import ApiError
-from taskgate.gateway import Submission
 from taskgate.models import ApiKey, Status, Task
 from taskgate.params import COMMON
+from taskgate.submission import Submission
 
 Handler = Callable[[Request], Awaitable[Response]]
 PREFIX = "/openai/v1"
@@ -279,7 +279,7 @@ async def audio_transcriptions(
     params = {k: v for k, v in params.items() if v is not None}
     params["response_format"] = response_format
     sub = wire.submission("transcription", model, None, params, request.headers)
-    gateway_of(request).route_for(sub.kind, sub.model)
+    gateway_of(request).routing.route_for(sub.kind, sub.model)
     data = await file.read()
     content_type = file.content_type or "application/octet-stream"
     stored = await request.app.state.files.save(
@@ -302,7 +302,7 @@ async def _run(
     ``uploads`` names were stored for this request: a refused submission removes them."""
     watch = Watch(gateway_of(request), key, request)
     try:
-        async with gateway_of(request).discarded_if_refused() as stored:
+        async with gateway_of(request).request_files.discarded_if_refused() as stored:
             stored += uploads
             await watch.submit(sub)
         return _answer(await watch.ended(), reply)
@@ -331,14 +331,13 @@ def _answer(task: Task, reply: Callable[[Task], Any]) -> Response:
 @router.get(f"{PREFIX}/models", summary="Models (OpenAI)")
 async def list_models(request: Request, _: ApiKey = Depends(caller)) -> JSON:
     """Every model name routed: declared names and globs, and discovered names."""
-    return JSON(
-        {"object": "list", "data": [wire.model_entry(m) for m in gateway_of(request).models()]}
-    )
+    models = gateway_of(request).routing.models()
+    return JSON({"object": "list", "data": [wire.model_entry(m) for m in models]})
 
 
 @router.get(PREFIX + "/models/{model:path}", summary="One model (OpenAI)")
 async def retrieve_model(model: str, request: Request, _: ApiKey = Depends(caller)) -> JSON:
-    route = gateway_of(request).resolve(model)
+    route = gateway_of(request).routing.resolve(model)
     if route is None:
         return wire.error(
             404, f"The model '{model}' does not exist", param="model", code="model_not_found"

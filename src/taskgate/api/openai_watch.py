@@ -27,8 +27,9 @@ from starlette.responses import Response
 
 from taskgate.api import openai_wire as wire
 from taskgate.events import Message, Subscription
-from taskgate.gateway import Gateway, Submission, ended_task
+from taskgate.gateway import Gateway, ended_task
 from taskgate.models import ApiKey, Status, Task
+from taskgate.submission import Submission
 
 log = logging.getLogger("taskgate.openai")
 
@@ -54,7 +55,7 @@ def max_wait(gw: Gateway, task: Task) -> float:
     """Seconds to wait for a task: its queue wait, then every attempt it may make."""
     budget = sum(
         r.retry.max_attempts * ((task.run_timeout or r.timeout) + r.retry.backoff_max)
-        for r in gw.reachable(gw.settings.route(task.route))
+        for r in gw.routing.reachable(gw.settings.route(task.route))
     )
     queued = task.deadline - task.created_at if task.deadline is not None else 0.0
     return queued + budget + SLACK

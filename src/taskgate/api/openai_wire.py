@@ -22,8 +22,8 @@ from starlette.exceptions import HTTPException
 
 from taskgate.api.responses import JSON, as_api_error, error_headers
 from taskgate.errors import BadRequest
-from taskgate.gateway import MAX_QUEUE_TIMEOUT, Submission
 from taskgate.models import Priority, Status, Task
+from taskgate.submission import MAX_QUEUE_TIMEOUT, Submission
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # chat fields the dialect itself interprets; every other field goes to the task's params

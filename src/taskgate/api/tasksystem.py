@@ -35,8 +35,9 @@ from taskgate.api.auth import caller, gateway, gateway_of
 from taskgate.api.compat import detail_error, refused, route_class
 from taskgate.api.responses import JSON
 from taskgate.errors import BadRequest
-from taskgate.gateway import Gateway, Submission
+from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
+from taskgate.submission import Submission
 
 MAX_MODELS = 32  # as the native API's batches
 
@@ -64,10 +65,10 @@ def models_of(value: str) -> list[str]:
 async def conversation_for(gw: Gateway, key: ApiKey, body: PromptIn) -> str:
     """The conversation named (it must be the caller's), or a new one titled by the prompt."""
     if body.conversation_id:
-        conversation, _ = await gw.get_conversation(key, body.conversation_id)
+        conversation, _ = await gw.conversations.get(key, body.conversation_id)
         return conversation.id
     title = body.prompt if len(body.prompt) <= 20 else body.prompt[:20] + "..."
-    return (await gw.create_conversation(key, title)).id
+    return (await gw.conversations.create(key, title)).id
 
 
 # --- chat --------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ async def _prompt_body(request: Request) -> PromptIn:
 async def _chat(gw: Gateway, key: ApiKey, body: PromptIn) -> Response:
     models = models_of(body.model)
     for model in models:  # refuse before a conversation is made
-        gw.route_for("chat", model)
+        gw.routing.route_for("chat", model)
     conversation_id = await conversation_for(gw, key, body)
     sub = Submission(
         kind="chat",
@@ -142,7 +143,7 @@ async def images_generations(
 ) -> JSON:
     """Queue an image task: ``{task_id, conversation_id, status, message}``; poll
     ``GET /v1/tasks/{task_id}`` (its ``result.files`` hold the image)."""
-    gw.route_for("image", body.model)
+    gw.routing.route_for("image", body.model)
     conversation_id = await conversation_for(gw, key, body)
     sub = Submission(
         kind="image",

@@ -32,11 +32,12 @@ from taskgate.api.auth import caller, gateway
 from taskgate.api.compat import file_urls, route_class
 from taskgate.api.responses import JSON
 from taskgate.errors import BadRequest
-from taskgate.gateway import Gateway, Submission, iso
+from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Priority, Status, Task
 from taskgate.params import COMMON, MAX_INT64
 from taskgate.store import TaskFilter
-from taskgate.views import output_text
+from taskgate.submission import Submission
+from taskgate.views import iso, output_text
 
 KINDS = {"image": "image", "video": "video", "text": "chat"}
 TYPES = {kind: name for name, kind in KINDS.items()}

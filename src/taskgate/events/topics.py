@@ -16,6 +16,12 @@ def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
     return {"type": type_, "task_id": task.id, "status": task.status.value, **extra}
 
 
+async def announce_queued(events: Events, tasks: list[Task]) -> None:
+    """Wake a dispatcher of each task's lane: work became due there."""
+    for task in tasks:
+        await events.publish("queue", {"route": task.route, "priority": int(task.priority)})
+
+
 async def announce_cancelled(events: Events, tasks: list[Task]) -> None:
     """Stop each cancelled task's call on whichever worker runs it (and its backend job,
     even if no worker holds it), and wake its waiters."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskgate.events import Events
-from taskgate.events.topics import announce_cancelled, task_event
+from taskgate.events.topics import announce_cancelled, announce_queued, task_event
 from taskgate.models import Status, Task
 from taskgate.store import SqlStore
 
@@ -24,9 +24,7 @@ class Announcer:
         """Tell waiters about a task's new state; put retried tasks back on the queue."""
         if task.status is Status.PENDING:
             await self.publish(task, "retrying", run_after=task.run_after, route=task.route)
-            await self.events.publish(
-                "queue", {"route": task.route, "priority": int(task.priority)}
-            )
+            await announce_queued(self.events, [task])
         else:  # in-process waiters take the ended task from the event: no read of the store
             await self.publish(task, "finished", ended=task)
             if task.status is Status.SUCCESS and task.batch_id is not None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from taskgate.conversations import answer_content
 from taskgate.errors import Conflict
+from taskgate.history import answer_content
 from taskgate.models import Status, Task
 from taskgate.policy import fair_seq
 from taskgate.store import rate_buckets
