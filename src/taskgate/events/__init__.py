@@ -1,3 +1,6 @@
+"""Events between processes (wake waiters and workers, cancel running calls, drop revoked
+keys): ``from_url`` picks in-process, PostgreSQL LISTEN/NOTIFY or Redis pub/sub."""
+
 from taskgate.events.base import Events, Message, Subscription
 from taskgate.events.memory import MemoryEvents
 

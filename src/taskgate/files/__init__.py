@@ -1,3 +1,6 @@
+"""File storage: blobs on a local folder or S3, catalogued in the store; ``from_url`` picks the
+backend from a URL."""
+
 from urllib.parse import parse_qs, urlsplit
 
 from taskgate.files.base import Blobs

@@ -1,0 +1,1 @@
+"""The store's schema migrations (Alembic); ``Database.open`` runs them to the head."""
