@@ -94,6 +94,8 @@ class KeyIn(Body):
     admin: bool = False
 
 
+# POST /v1/tasks is served by the fast path (api/fastpath.py; FAST_ROUTES below): requests
+# reach submit_task_fast, which calls submit_task itself. The router's entry documents it.
 @router.post("/v1/tasks", status_code=202, tags=["tasks"])
 async def submit_task(
     body: TaskIn,
