@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import signal
 import socket
@@ -15,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from taskgate.store import from_url
 
 BIN = Path(sys.executable).with_name("taskgate")
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +44,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def _new_key(store_url: str, tenant: str, admin: bool) -> str:
+    store = from_url(store_url)
+    await store.open()
+    try:
+        _, secret = await store.keys.create(tenant, "", admin)
+    finally:
+        await store.close()
+    return secret
 
 
 class Server:
@@ -77,8 +91,12 @@ class Server:
         )
 
     def create_key(self, tenant: str, admin: bool = False) -> str:
-        args = ["keys", "create", "--tenant", tenant] + (["--admin"] if admin else [])
-        return self.cli(*args).stdout.strip()
+        """A key made in the server's store, as ``taskgate keys create`` makes it (that
+        command has tests of its own): a process per key would add a second or two of
+        start-up to every test. Runs on a thread of its own, so async tests may call it."""
+        url = yaml.safe_load(self.config.read_text())["store_url"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, _new_key(url, tenant, admin)).result()
 
     def start(self, command: str = "serve", *args: str) -> None:
         """Start ``taskgate serve`` (or ``api``, or ``worker``) and wait until it is ready:
