@@ -245,7 +245,11 @@ async def test_failed_polls_retry_the_same_job_instead_of_a_new_one(rig_for: Any
 
 
 async def test_a_lost_lease_stops_polling_without_cancelling_the_job(rig_for: Any) -> None:
-    rig = rig_for(settings())
+    conf = settings()
+    # this scheduler's own sweeps (one at its start, then a minute apart) must not requeue
+    # the task before the sweep below, as another worker's sweeper does
+    slow_sweeps = conf.scheduler.model_copy(update={"poll_interval": 60.0})
+    rig = rig_for(conf.model_copy(update={"scheduler": slow_sweeps}))
     s = await rig.scheduler()
     video = await rig.submit(mock_job_seconds=5)
     await rig.until(video, has_job)
