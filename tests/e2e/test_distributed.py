@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import PG_URL, REDIS_URL, drop_postgres_connections, reset_postgres
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, until
 from tests.fakes import in_thread
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -98,13 +98,6 @@ def cluster(tmp_path: Path, backend: FakeOpenAI) -> Iterator[Any]:
     yield make
     for c in made:
         c.stop()
-
-
-def until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def prompts(backend: FakeOpenAI) -> list[str]:

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from taskgate.providers.mock import mock_transcript
-from tests.e2e.conftest import Server, mock_route
+from tests.e2e.conftest import Server, mock_route, until
 from tests.fakes import in_thread
 from tests.fakes.openai_media import fake_transcript
 from tests.fakes.openai_server import FakeOpenAI, fake_embedding
@@ -82,13 +82,6 @@ def task_of(native: httpx.Client, task_id: str) -> dict[str, Any]:
 
 def newest(native: httpx.Client, **filters: Any) -> dict[str, Any]:
     return dict(native.get("/v1/tasks", params={"limit": 1, **filters}).json()["data"][0])
-
-
-def until(check: Any, seconds: float = 10) -> None:
-    end = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < end, "condition not met in time"
-        time.sleep(0.05)
 
 
 # --- chat ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import Server, mock_route
+from tests.e2e.conftest import Server, mock_route, until
 
 
 def sidefx_server(make_server: Any, journal: Path, latency_ms: int, lease: float = 1) -> Server:
@@ -60,7 +60,7 @@ def test_kill_and_restart_loses_no_task_and_repeats_no_finished_work(
     key = server.create_key("acme")
     with server.client(key) as c:
         ids = submit_many(c, 24)  # 8 slots: three waves of one second each
-        until_some_ended_and_some_running(c)
+        until(lambda: {"SUCCESS", "PROCESSING"} <= statuses(c), what="tasks ended and running")
     server.stop(kill=True)
     snapshot = statuses_in_store(server.root / "taskgate.db")  # exactly as the kill left them
     finished_before = [i for i, s in snapshot.items() if s == "SUCCESS"]
@@ -92,8 +92,7 @@ def test_sigterm_hands_back_running_tasks_which_finish_after_restart(
     key = server.create_key("acme")
     with server.client(key) as c:
         ids = submit_many(c, 4)
-        for task_id in ids:
-            until_status(c, task_id, "PROCESSING")
+        until(lambda: statuses(c) == {"PROCESSING"}, what="all four tasks running")
         server.stop()  # SIGTERM: the calls need 3 s, the grace is 0.2 s
         server.start()
         done = wait_all(c, ids)
@@ -123,21 +122,8 @@ def test_a_restart_in_the_middle_of_a_backend_job_resumes_polling_it(
     assert [a["outcome"] for a in done["history"]] == ["lost", "success"]
 
 
-def until_some_ended_and_some_running(c: httpx.Client, seconds: float = 30) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        tasks = c.get("/v1/tasks", params={"limit": 500}).json()["data"]
-        if {"SUCCESS", "PROCESSING"} <= {t["status"] for t in tasks}:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no moment with tasks both ended and running")
-
-
-def until_status(c: httpx.Client, task_id: str, status: str, seconds: float = 30) -> None:
-    end = time.monotonic() + seconds
-    while c.get(f"/v1/tasks/{task_id}").json()["status"] != status:
-        assert time.monotonic() < end, f"task {task_id} never became {status}"
-        time.sleep(0.05)
+def statuses(c: httpx.Client) -> set[str]:
+    return {t["status"] for t in c.get("/v1/tasks", params={"limit": 500}).json()["data"]}
 
 
 def statuses_in_store(db: Path) -> dict[str, str]:

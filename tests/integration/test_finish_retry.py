@@ -258,7 +258,7 @@ async def the_ending_outlives_the_outage(rig: Rig) -> Task:
     await until(lambda: rig.breaker.finish_failures >= 3)
     with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises
         await rig.scheduler.leases.renew()
-    run = rig.scheduler.running.get(task_id)  # a failed renewal stops nothing
+    run = rig.scheduler.attempts.running.get(task_id)  # a failed renewal stops nothing
     assert run is not None and run.handle is not None and not run.handle.done()
     await rig.breaker.up()
     task = await rig.ended(task_id)
@@ -309,9 +309,11 @@ async def test_the_ending_is_given_up_once_the_lease_may_have_lapsed(tmp_path: P
         task_id = await rig.submit()
         await rig.scheduler.start()
         await until(lambda: rig.breaker.renew_failures >= 2)
-        run = rig.scheduler.running[task_id]
+        run = rig.scheduler.attempts.running[task_id]
         lease_until = run.held_until  # as claimed
-        await until(lambda: rig.scheduler.running.get(task_id) is not run)  # (run again later)
+        await until(
+            lambda: rig.scheduler.attempts.running.get(task_id) is not run
+        )  # (run again later)
         given_up_at = time.time()
         assert rig.breaker.finish_failures >= 2
         assert lease_until <= given_up_at < lease_until + 1.5  # not a lease after the call
@@ -328,8 +330,8 @@ async def test_an_ending_that_fails_while_the_lease_is_renewed_is_given_up(
         task_id = await rig.submit()
         await rig.scheduler.start()
         await until(lambda: rig.breaker.finish_failures >= 1)
-        run = rig.scheduler.running[task_id]
-        await until(lambda: rig.scheduler.running.get(task_id) is not run, timeout=20)
+        run = rig.scheduler.attempts.running[task_id]
+        await until(lambda: rig.scheduler.attempts.running.get(task_id) is not run, timeout=20)
         assert rig.breaker.finish_failures >= 3
         assert rig.breaker.renewed >= 1  # the lease was kept meanwhile
 

@@ -258,8 +258,10 @@ async def test_a_lost_lease_stops_polling_without_cancelling_the_job(rig_for: An
     assert requeued.status is Status.PENDING
     await s.leases.renew()  # we notice we no longer hold it
     for _ in range(100):
-        if video not in s.running:
+        if video not in s.attempts.running:
             break
         await asyncio.sleep(0.01)
-    assert video not in s.running or s.running[video].task.attempts == 2  # resumed by us
+    assert (
+        video not in s.attempts.running or s.attempts.running[video].task.attempts == 2
+    )  # resumed by us
     assert mock(s).cancelled == []  # the job goes on for whoever holds the task now

@@ -22,7 +22,7 @@ from taskgate.scheduling.dispatch import Dispatcher
 from taskgate.scheduling.jobs import BackendJobs
 from taskgate.scheduling.leases import Leases
 from taskgate.scheduling.outcome import Endings
-from taskgate.scheduling.state import Lane, Running, build_lanes
+from taskgate.scheduling.state import Lane, build_lanes
 from taskgate.store import SqlStore
 from taskgate.webhooks import Deliverer
 
@@ -65,11 +65,6 @@ class Scheduler:
         self.webhooks = Deliverer(settings.webhooks, store, rng)
         self._loops: list[asyncio.Task[None]] = []
         self._keepers: list[asyncio.Task[None]] = []
-
-    @property
-    def running(self) -> dict[str, Running]:
-        """The attempts this worker holds, by task id."""
-        return self.attempts.running
 
     async def start(self) -> None:
         await self.leases.reclaim_from_dead_local_workers()
