@@ -72,14 +72,23 @@ def api(config_path: str | None, host: str | None, port: int | None, grace: floa
 def worker(config_path: str | None, grace: float, routes: tuple[str, ...]) -> None:
     """Run the scheduler and workers only (no HTTP), against the configured store."""
     from taskgate import worker as worker_mod
-    from taskgate.logs import setup_logging
 
-    settings = config.load(config_path)
-    setup_logging(settings.log_level)
+    settings = _configured(config_path)
     try:
         asyncio.run(worker_mod.run(settings, list(routes) or None, grace))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _configured(config_path: str | None) -> config.Settings:
+    """The settings, with logging set up as they say."""
+    from taskgate.ops.logs import setup_logging
+
+    settings = config.load(config_path)
+    setup_logging(
+        settings.log_level, settings.log_format, settings.log_file, settings.log_retention_days
+    )
+    return settings
 
 
 def _run_http(
@@ -88,10 +97,8 @@ def _run_http(
     import uvicorn
 
     from taskgate.api import create_app
-    from taskgate.logs import setup_logging
 
-    settings = config.load(config_path)
-    setup_logging(settings.log_level)
+    settings = _configured(config_path)
     app = create_app(settings, run_scheduler=run_scheduler, grace=grace)
     uvicorn.run(
         app,
@@ -344,3 +351,80 @@ def tasks(
         click.echo(f"{t['id']}\t{t['status']}\t{t['kind']}\t{t['model']}\t{t['created_at']}")
     if page["next_cursor"]:
         click.echo(f"more: --cursor {page['next_cursor']}", err=True)
+
+
+@main.command()
+@URL
+@KEY
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@click.argument("task_id")
+def logs(url: str, key: str, as_json: bool, task_id: str) -> None:
+    """Show a task's own log: each transition, attempt, retry, job and webhook try."""
+    with Client(url, key) as c:
+        found = _api(lambda: c.logs(task_id))
+    if as_json:
+        _print(found)
+        return
+    for e in found["entries"]:
+        where = " ".join(
+            part
+            for part in (
+                f"attempt {e['attempt']}" if e.get("attempt") else "",
+                f"on {e['instance']}" if e.get("instance") else "",
+            )
+            if part
+        )
+        data = " ".join(f"{k}={v}" for k, v in (e.get("data") or {}).items())
+        line = "  ".join(p for p in (e["at"], e["event"], where, e.get("message") or "", data) if p)
+        click.echo(line)
+
+
+@main.command()
+@URL
+@KEY
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def stats(url: str, key: str, as_json: bool) -> None:
+    """Show the queue in numbers (needs an admin key): lanes and instances, as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with Client(url, key) as c:
+        found = _api(c.stats)
+    if as_json:
+        _print(found)
+        return
+    console = Console()
+    lanes = Table(title="Lanes (route, priority)")
+    columns = {
+        "route": "route",
+        "priority": "priority",
+        "waiting": "waiting",
+        "running": "running",
+        "oldest_wait_seconds": "oldest wait s",
+        "ended_last_minute": "ended 1m",
+        "failed_last_minute": "failed 1m",
+        "ended_last_hour": "ended 1h",
+        "failed_last_hour": "failed 1h",
+        "run_seconds_p50": "run p50 s",
+        "run_seconds_p95": "run p95 s",
+    }
+    _table(console, lanes, columns, found["lanes"])
+    instances = Table(title="Instances")
+    columns = {
+        "route": "route",
+        "instance": "instance",
+        "state": "state",
+        "in_flight": "in flight",
+        "capacity": "capacity",
+        "cooldown_left_seconds": "cool-down left s",
+        "rate_allowance": "rate allowance",
+    }
+    _table(console, instances, columns, found["instances"])
+
+
+def _table(console: Any, table: Any, columns: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    for title in columns.values():
+        table.add_column(title)
+    for row in rows:
+        table.add_row(*("-" if row.get(k) is None else str(row[k]) for k in columns))
+    console.print(table)

@@ -64,6 +64,14 @@ class _Requests:
     def list(**filters: Any) -> tuple[str, str, dict[str, Any]]:
         return "GET", "/v1/tasks", {"params": {k: v for k, v in filters.items() if v is not None}}
 
+    @staticmethod
+    def logs(task_id: str) -> tuple[str, str, dict[str, Any]]:
+        return "GET", f"/v1/tasks/{task_id}/logs", {}
+
+    @staticmethod
+    def stats() -> tuple[str, str, dict[str, Any]]:
+        return "GET", "/v1/stats", {}
+
 
 def verify_webhook(
     secret: str,
@@ -140,6 +148,14 @@ class Client:
     def list(self, **filters: Any) -> dict[str, Any]:
         return self._call(_Requests.list(**filters))
 
+    def logs(self, task_id: str) -> dict[str, Any]:
+        """The task's own log: ``{"task_id", "entries"}``."""
+        return self._call(_Requests.logs(task_id))
+
+    def stats(self) -> dict[str, Any]:
+        """The queue in numbers (admin keys)."""
+        return self._call(_Requests.stats())
+
     def events(self, task_id: str) -> Iterator[tuple[str, Any]]:
         """Server-sent events of a task until it ends: (event, data) pairs."""
         with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:
@@ -191,6 +207,12 @@ class AsyncClient:
 
     async def list(self, **filters: Any) -> dict[str, Any]:
         return await self._call(_Requests.list(**filters))
+
+    async def logs(self, task_id: str) -> dict[str, Any]:
+        return await self._call(_Requests.logs(task_id))
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._call(_Requests.stats())
 
     async def events(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
         async with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:

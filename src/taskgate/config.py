@@ -21,7 +21,7 @@ import fnmatch
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -175,6 +175,30 @@ class SchedulerSettings(_Model):
         return self.priority_weights.get(priority.label, 1)
 
 
+class MetricsSettings(_Model):
+    """Prometheus metrics (``GET /metrics``). Scrapers usually send no key, so by default
+    the API port serves them to anyone; ``require_key`` asks for an admin key there instead
+    (Prometheus can send one: ``authorization: {credentials: ...}``). With ``port``, every
+    process (``serve``, ``api`` and ``worker``, which has no other HTTP port) serves
+    ``/metrics``, ``/health/live`` and ``/health/ready`` on that port, without a key, and the
+    API port no longer serves ``/metrics``."""
+
+    enabled: bool = True
+    port: int | None = Field(None, ge=1, le=65535)
+    require_key: bool = False
+
+
+class TracingSettings(_Model):
+    """OpenTelemetry tracing (the ``tracing`` extra): a span per request and per attempt,
+    linked through the task across ``api`` and ``worker`` processes. ``exporter``: ``otlp``
+    (to ``endpoint``, or the OTEL_EXPORTER_OTLP_* environment) or ``console``."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console"] = "otlp"
+    endpoint: str | None = None
+    service_name: str = "taskgate"
+
+
 class Settings(_Model):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -189,6 +213,13 @@ class Settings(_Model):
     max_body_bytes: int = 100 * 1024 * 1024
     auth_cache_seconds: float = Field(5.0, ge=0)
     log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
+    log_file: str | None = None  # also log (JSON) to this file, rotated at midnight
+    log_retention_days: int = Field(7, ge=1)  # rotated files kept
+    access_log: bool = True  # a line per HTTP request
+    log_errors_to_store: bool = False  # an unexpected error's traceback joins the task's log
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     conversations: ConversationSettings = ConversationSettings()
     webhooks: WebhookSettings = WebhookSettings()
@@ -240,6 +271,9 @@ _ENV_OVERRIDES = {
     "TASKGATE_FILES_SECRET": "files_secret",
     "TASKGATE_EVENTS_URL": "events_url",
     "TASKGATE_LOG_LEVEL": "log_level",
+    "TASKGATE_LOG_FORMAT": "log_format",
+    "TASKGATE_LOG_FILE": "log_file",
+    "TASKGATE_METRICS_PORT": "metrics.port",
 }
 
 
@@ -252,7 +286,11 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         raise ValueError(f"{path}: the top level must be a mapping")
     for var, key in _ENV_OVERRIDES.items():
         if var in env:
-            raw[key] = env[var]
+            *parents, name = key.split(".")
+            section = raw
+            for parent in parents:
+                section = section.setdefault(parent, {})
+            section[name] = env[var]
     for route in raw.get("routes") or []:
         for inst in route.get("instances") or []:
             if inst.get("secret_env"):

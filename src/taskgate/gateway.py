@@ -19,6 +19,8 @@ from taskgate.events import Events
 from taskgate.events.topics import announce_cancelled, announce_queued, task_event
 from taskgate.files import Files
 from taskgate.models import ApiKey, Attempt, Batch, Status, Task, new_id
+from taskgate.ops.timeline import LIMIT as TIMELINE_LIMIT
+from taskgate.ops.timeline import timeline
 from taskgate.request_files import RequestFiles
 from taskgate.routing import Routing
 from taskgate.store import SqlStore, TaskFilter
@@ -130,6 +132,11 @@ class Gateway:
         if task.webhook_url:
             out["webhook"] = await self.webhooks.view(task.webhook_url, task_id=task.id)
         return out
+
+    async def timeline(self, task: Task) -> list[dict[str, Any]]:
+        """The task's own log (see ops/timeline.py)."""
+        attempts = await self.store.tasks.history(task.id)
+        return timeline(task, attempts, await self.store.task_logs.of(task.id, TIMELINE_LIMIT))
 
     async def batch_view(self, batch: Batch, tasks: list[Task]) -> dict[str, Any]:
         """The batch as the native API shows it, with its webhook's deliveries."""

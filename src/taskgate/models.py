@@ -99,6 +99,7 @@ class Attempt:
     ended_at: float | None = None
     outcome: str | None = None  # success | retry | failed | timeout | cancelled | lost
     error: dict[str, Any] | None = None
+    retry_at: float | None = None  # after a retry or failover: when the task fell due again
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

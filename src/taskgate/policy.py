@@ -201,6 +201,14 @@ class InstanceState:
         return self.free() > 0 and self.healthy(now)
 
 
+def state_of(inst: InstanceState, now: float) -> str:
+    """``healthy``, ``cooling_down`` (failed too often: no calls until ``cooled_until``) or
+    ``probing`` (cooled down: one call at a time tries it)."""
+    if not inst.tripped:
+        return "healthy"
+    return "cooling_down" if now < inst.cooled_until else "probing"
+
+
 def choose_instance(
     instances: Sequence[InstanceState], now: float, avoid: Iterable[str] = ()
 ) -> InstanceState | None:

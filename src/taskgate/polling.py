@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from taskgate import errors, policy
@@ -40,13 +41,21 @@ def job_of(record: dict[str, Any]) -> Job:
 
 
 async def poll_until_done(
-    provider: Provider, call: Call, job: Job, conf: PollPolicy, rng: random.Random
+    provider: Provider,
+    call: Call,
+    job: Job,
+    conf: PollPolicy,
+    rng: random.Random,
+    polled: Callable[[], None] | None = None,
 ) -> Result:
-    """Poll until the job ends: its Result, or the error it (or repeated polling) ended with."""
+    """Poll until the job ends: its Result, or the error it (or repeated polling) ended with.
+    ``polled`` is told of each poll."""
     polls, failures, hint = 0, 0, job.poll_after
     while True:
         await asyncio.sleep(policy.poll_delay(polls, conf, rng, hint))
         polls += 1
+        if polled is not None:
+            polled()
         try:
             state = await provider.poll(call, job)
         except errors.RetryableError as exc:

@@ -1,5 +1,6 @@
 """What every taskgate process opens, built from the settings: the store (also the queue),
-the events that wake waiters and workers, and the file storage. ``taskgate serve`` and
+the events that wake waiters and workers, the file storage, and the metrics (the store
+tells them, and the logs, of each transition it writes). ``taskgate serve`` and
 ``taskgate api`` open them under the HTTP app; ``taskgate worker`` under the scheduler."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from taskgate import events, files, store
 from taskgate.config import Settings
 from taskgate.events import Events
 from taskgate.files import Files
+from taskgate.ops.metrics import Metrics
+from taskgate.ops.transitions import Transitions
 from taskgate.providers import load_plugins
 from taskgate.store import SqlStore
 
@@ -24,20 +27,23 @@ class Services:
     store: SqlStore
     events: Events
     files: Files
+    metrics: Metrics | None  # None: metrics are off
 
 
 @asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[Services]:
+async def opened(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[Services]:
+    """Open what a process needs; ``metrics`` (the process's own) hear of every transition."""
     load_plugins(settings.plugins)
     _warn_missing_secrets(settings)
     db = store.from_url(settings.store_url)
+    db.db.observer = Transitions(metrics)  # a log line and the metrics per transition
     await db.open()
     bus = events.from_url(settings.events_url, settings.store_url)
     secret = settings.files_secret.get_secret_value() if settings.files_secret else None
     blobs = files.from_url(settings.files_url, key_id=settings.files_key_id, secret=secret)
     try:
         await bus.open()
-        yield Services(db, bus, Files(db, blobs))
+        yield Services(db, bus, Files(db, blobs), metrics)
     finally:
         await bus.close()
         await blobs.close()

@@ -12,6 +12,8 @@ import sys
 
 from taskgate import services
 from taskgate.config import Settings
+from taskgate.ops.endpoints import OpsEndpoints
+from taskgate.ops.metrics import Metrics
 from taskgate.scheduling import Scheduler
 
 log = logging.getLogger("taskgate.worker")
@@ -27,9 +29,19 @@ async def run(settings: Settings, routes: list[str] | None, grace: float) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with services.opened(settings) as s:
+    metrics = Metrics() if settings.metrics.enabled else None
+    async with services.opened(settings, metrics) as s:
         scheduler = Scheduler(settings, s.store, s.events, s.files, routes=routes)
+        ops = OpsEndpoints(  # served only with metrics.port: a worker has no other HTTP
+            settings,
+            s.store,
+            s.events,
+            metrics,
+            instances=scheduler.instances,
+            dispatching=scheduler.dispatching,
+        )
         await scheduler.start()
+        await ops.start()
         print(  # whatever the log level: the line that says the worker is up
             f"taskgate worker {scheduler.worker_id}: running routes {', '.join(scheduler.lanes)}",
             file=sys.stderr,
@@ -37,5 +49,6 @@ async def run(settings: Settings, routes: list[str] | None, grace: float) -> Non
         )
         await stop.wait()
         log.info("worker %s draining (grace %gs)", scheduler.worker_id, grace)
+        await ops.stop()
         await scheduler.stop(grace)
     log.info("worker %s stopped", scheduler.worker_id)

@@ -180,7 +180,7 @@ def test_cancel_on_one_gateway_stops_the_call_on_the_worker_over_redis(
 
 def test_a_worker_killed_mid_task_loses_nothing(cluster: Any, backend: FakeOpenAI) -> None:
     backend.latency = 1.0
-    c = cluster(scheduler={"lease_seconds": 2, "poll_interval": 0.2})
+    c = cluster(scheduler={"lease_seconds": 5, "poll_interval": 0.2})
     api = c.api()
     doomed = c.worker()
     key = api.create_key("acme")
@@ -200,7 +200,7 @@ def test_sigterm_drains_a_worker(cluster: Any, backend: FakeOpenAI) -> None:
     """The call outlasts the lease (2 s): the draining worker keeps renewing it, so the other
     worker neither takes the task over nor runs it again; and it claims nothing new."""
     backend.latency = 3.0
-    c = cluster()
+    c = cluster(scheduler={"lease_seconds": 2, "poll_interval": 0.2})
     api = c.api()
     draining = c.worker(grace=8)
     key = api.create_key("acme")

@@ -150,11 +150,11 @@ async def test_a_handed_back_job_is_resumed_not_submitted_again(rig_for: Any) ->
 
 async def test_a_lost_worker_with_a_job_is_resumed_even_out_of_attempts(rig_for: Any) -> None:
     rig = rig_for(settings(retry={"max_attempts": 1}))
-    video = await rig.submit(mock_job_seconds=0.2)
+    await rig.submit(mock_job_seconds=0.2)
     [claimed] = await rig.store.claims.claim(
         "video", lambda *_: {Priority.DEFAULT: 1}, lambda ts: [None] * len(ts), "gone:1:x", 30
     )
-    assert await rig.store.claims.set_provider_job(video, "gone:1:x", 1, {"id": "j1", "data": {}})
+    assert await rig.store.claims.set_provider_job(claimed, "gone:1:x", {"id": "j1", "data": {}})
     await rig.store.claims.expire_leases(["gone:1:x"])
     [requeued] = await rig.store.claims.sweep()
     assert requeued.status is Status.PENDING and requeued.provider_job is not None

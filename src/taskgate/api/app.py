@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from taskgate import __version__, services, store
 from taskgate.api import aiflow, native, openai_api, tasksystem, volcengine
-from taskgate.api.auth import KeyRing, caller, has_key
+from taskgate.api.auth import KeyRing, admin, caller, has_key
 from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
 from taskgate.api.responses import JSON, STATUS_TYPES, as_api_error, error_body
@@ -23,6 +25,9 @@ from taskgate.api.strict import StrictRoute, malformed_message
 from taskgate.config import Settings
 from taskgate.errors import ApiError
 from taskgate.gateway import Gateway
+from taskgate.models import ApiKey
+from taskgate.ops.endpoints import Observed, OpsEndpoints
+from taskgate.ops.metrics import Metrics
 from taskgate.scheduling import Scheduler
 
 log = logging.getLogger("taskgate")
@@ -32,9 +37,11 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
     """The HTTP app; with ``run_scheduler`` (``taskgate serve``) the scheduler and workers
     run in the same process, without it (``taskgate api``) other processes run them."""
 
+    metrics = Metrics() if settings.metrics.enabled else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with services.opened(settings) as s:
+        async with services.opened(settings, metrics) as s:
             app.state.files = s.files
             app.state.gateway = Gateway(settings, s.store, s.events, s.files)
             app.state.keys = KeyRing(s.store, s.events, settings.auth_cache_seconds)
@@ -42,12 +49,22 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
             await _bootstrap_admin_key(s.store)
             scheduler = Scheduler(settings, s.store, s.events, s.files) if run_scheduler else None
             app.state.scheduler = scheduler
+            app.state.ops = OpsEndpoints(
+                settings,
+                s.store,
+                s.events,
+                s.metrics,
+                instances=scheduler.instances if scheduler else None,
+                dispatching=scheduler.dispatching if scheduler else None,
+            )
             await app.state.gateway.routing.start()  # model discovery: before the first request
             if scheduler:
                 await scheduler.start()
+            await app.state.ops.start()
             try:
                 yield
             finally:
+                await app.state.ops.stop()
                 if scheduler:
                     await scheduler.stop(grace)
                 await app.state.gateway.routing.stop()
@@ -63,10 +80,10 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.route_class = StrictRoute  # the app's own routes (/health)
-    app.include_router(native.router)
-    app.include_router(openai_api.router)
-    for api in (aiflow, volcengine, tasksystem):  # the compatible APIs
-        app.include_router(api.router)
+    routers = [native.router, openai_api.router]
+    routers += [api.router for api in (aiflow, volcengine, tasksystem)]  # the compatible APIs
+    for router in routers:
+        app.include_router(router)
     errors: dict[type[Exception], ErrorHandler] = {
         ApiError: _api_error,
         RequestValidationError: _validation_error,
@@ -77,8 +94,16 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         app.add_exception_handler(cls, handler)
     fast = {**native.FAST_ROUTES, **openai_api.FAST_ROUTES}
     app.add_middleware(FastPath, routes=fast, on_error=errors)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _ops_routes(app, settings)
+    routers.append(app.router)  # the app's own routes, above
+    app.add_middleware(  # outermost: it times and logs every answer, refusals included
+        Observed, metrics=metrics, access_log=settings.access_log, labels=route_labels(routers)
+    )
+    return app
 
+
+def _ops_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/health", tags=["ops"])
     async def health(request: Request) -> JSON:
         """Whether the server is up. With an admin key, also its version and the tasks of
@@ -88,7 +113,59 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         counts = await request.app.state.gateway.store.tasks.counts()
         return JSON({"status": "ok", "version": __version__, "tasks": counts})
 
-    return app
+    @app.get("/health/live", tags=["ops"])
+    async def live(request: Request) -> Response:
+        """The process answers (no key needed)."""
+        ops: OpsEndpoints = request.app.state.ops
+        return await ops.live()
+
+    @app.get("/health/ready", tags=["ops"])
+    async def ready(request: Request) -> Response:
+        """200 when the store answers and is migrated, the events channel is connected and
+        (where the scheduler runs) the dispatch loop is alive; 503 otherwise. No key needed;
+        the answer carries no counts."""
+        ops: OpsEndpoints = request.app.state.ops
+        return await ops.ready()
+
+    @app.get("/v1/stats", tags=["ops"])
+    async def stats(request: Request, _: ApiKey = Depends(admin)) -> JSON:
+        """The queue in numbers (admin keys): per route and priority, what waits and runs,
+        the oldest wait, what ended and failed in the last minute and hour, run time p50
+        and p95; per instance, calls in flight, capacity, rate allowance and health."""
+        ops: OpsEndpoints = request.app.state.ops
+        return JSON(await ops.stats())
+
+    if settings.metrics.enabled and settings.metrics.port is None:
+
+        @app.get("/metrics", tags=["ops"], response_class=Response)
+        async def metrics(request: Request) -> Response:
+            """Prometheus metrics: this process's counters and histograms, and the whole
+            queue's gauges. Needs an admin key when ``metrics.require_key`` is set."""
+            if settings.metrics.require_key:
+                await admin(request)
+            ops: OpsEndpoints = request.app.state.ops
+            return await ops.render()
+
+
+API_BY_TAG = {
+    "OpenAI API": "openai",
+    "AIFlow API": "aiflow",
+    "Volcengine AI Server API": "volcengine",
+    "AI Task System API": "tasksystem",
+    "ops": "ops",
+}
+
+
+def route_labels(routers: list[APIRouter]) -> dict[tuple[str, str], tuple[str, str]]:
+    """The API and path template of each route of ``routers``, for the request metrics."""
+    out = {}
+    for route in (r for router in routers for r in router.routes):
+        if isinstance(route, APIRoute):
+            tags = [str(t) for t in route.tags]
+            api = next((API_BY_TAG[t] for t in tags if t in API_BY_TAG), "native")
+            for method in route.methods or ():
+                out[(method, route.path)] = (api, route.path)
+    return out
 
 
 async def _bootstrap_admin_key(db: store.SqlStore) -> None:

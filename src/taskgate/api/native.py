@@ -137,6 +137,17 @@ async def get_task(
     return JSON(await gw.view(task))
 
 
+@router.get("/v1/tasks/{task_id}/logs", tags=["tasks"])
+async def task_logs(
+    task_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+) -> JSON:
+    """The task's own log, oldest first (its newest 200 entries): submitted, each attempt's
+    start on an instance and its ending with the backend's message, retry decisions,
+    backend jobs (their polls summed up), webhook tries, and the ending."""
+    task = await gw.get(key, task_id)
+    return JSON({"task_id": task.id, "entries": await gw.timeline(task)})
+
+
 @router.get("/v1/tasks", tags=["tasks"])
 async def list_tasks(
     status: list[Status] = Query(default_factory=list),

@@ -61,6 +61,10 @@ class Events(abc.ABC):
         finally:
             self._remove(sub)
 
+    def listening(self) -> bool:
+        """Whether messages from other processes reach this one now (in-process: always)."""
+        return True
+
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect (a transport between processes); in-process events need nothing."""
 

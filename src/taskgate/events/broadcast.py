@@ -56,6 +56,9 @@ class Broadcast(MemoryEvents, abc.ABC):
         self._loops: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()  # the listener is listening (for tests and health)
 
+    def listening(self) -> bool:
+        return self.connected.is_set()
+
     async def open(self) -> None:
         self._loops = [
             asyncio.create_task(self._forever(self._listen, "listen"), name="events-listen"),

@@ -22,7 +22,7 @@ from taskgate.scheduling.jobs import BackendJobs
 from taskgate.scheduling.outcome import Endings
 from taskgate.scheduling.outputs import ended
 from taskgate.scheduling.state import Lane, Running
-from taskgate.store import SqlStore
+from taskgate.store import SqlStore, task_logs
 
 log = logging.getLogger("taskgate.scheduler")
 
@@ -37,6 +37,7 @@ class Attempts:
         endings: Endings,
         worker_id: str,
         wake: Callable[[], None],
+        keep_traces: bool = False,
     ) -> None:
         self.store = store
         self.files = files
@@ -45,6 +46,7 @@ class Attempts:
         self.endings = endings
         self.worker_id = worker_id
         self.wake = wake  # a slot came free: look for work
+        self.keep_traces = keep_traces  # an unexpected error's traceback joins the task's log
         self.running: dict[str, Running] = {}
 
     def start(self, lane: Lane, task: Task) -> None:
@@ -87,8 +89,9 @@ class Attempts:
         written = None
         try:
             written = await self.endings.write(run, result, error)
-        except Exception:
+        except Exception as exc:
             log.exception("could not record the outcome of task %s; its lease will expire", task.id)
+            await self._keep_trace(run, traceback.format_exception(exc))
         finally:
             self._forget(run)
         if written is not None:
@@ -119,8 +122,27 @@ class Attempts:
         except Exception as exc:  # a plugin's bug (or output that is not JSON): fail, don't retry
             trace = redact.scrub("".join(traceback.format_exception(exc)), call)
             log.error("provider %s raised on task %s:\n%s", lane.route.provider, task.id, trace)
+            await self._keep_trace(run, [trace])
             text = redact.scrub(f"provider error: {type(exc).__name__}: {exc}", call)
             raise errors.PermanentError(text) from exc
+
+    async def _keep_trace(self, run: Running, lines: list[str]) -> None:
+        """With ``log_errors_to_store``, keep an unexpected error's traceback (scrubbed of
+        the instance's secret) in the task's log."""
+        if not self.keep_traces:
+            return
+        trace = "".join(lines)
+        if run.call is not None:
+            trace = redact.scrub(trace, run.call)
+        noted = task_logs.entry(
+            run.task.id,
+            "error",
+            attempt=run.task.attempts,
+            instance=run.instance.name,
+            message=trace,
+        )
+        with contextlib.suppress(Exception):
+            await self.store.task_logs.add(noted)
 
     def _make_call(self, run: Running) -> Call:
         task = run.task

@@ -48,6 +48,7 @@ class Dispatcher:
         lane = self.lanes.get(message.get("route", ""))
         if lane is not None:
             lane.dry.discard(Priority(message.get("priority", Priority.DEFAULT)))
+            lane.announced += 1
             self.wake()
 
     async def run(self) -> None:
@@ -97,8 +98,8 @@ class Dispatcher:
                 log.exception("a further claim on route %s failed", lane.route.name)
                 break  # start what the earlier claims took
             claimed += got
-            if not short:
-                break
+            if not short or not got:  # nothing at all: work announced meanwhile waits for
+                break  # the next round, which the announcement's wake starts at once
         return claimed
 
     async def _claim_once(
@@ -108,6 +109,7 @@ class Dispatcher:
         capacity holds across workers) and each task's instance is picked there too.
         Returns the tasks and whether a priority came up short (and is now dry)."""
         plan = LaneClaim(lane, live, self.conf.claim_batch - taken, self.conf.strict_priority)
+        announced = lane.announced
         got = await self.store.claims.claim(
             lane.route.name,
             plan.wants,
@@ -119,8 +121,9 @@ class Dispatcher:
         short = False
         for prio, want in plan.wanted.items():
             if sum(1 for t in got if t.priority == prio) < want:
-                lane.dry.add(prio)
                 short = True
+                if lane.announced == announced:  # else work came meanwhile: look again
+                    lane.dry.add(prio)
         return got, short
 
 

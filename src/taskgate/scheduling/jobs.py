@@ -49,7 +49,7 @@ class BackendJobs:
         )
         try:
             return await self.store.claims.set_provider_job(
-                run.task.id, self.worker_id, run.task.attempts, run.provider_job
+                run.task, self.worker_id, run.provider_job
             )
         except Exception:  # the job runs anyway: poll it; the ending records it on the task
             log.exception("could not keep job %s on task %s", job.id, run.task.id)
@@ -65,11 +65,34 @@ class BackendJobs:
             raise errors.job_ended(errors.PermanentError(gone))
         lane = run.lane
         left = run.provider_job["submitted_at"] + timeout - time.time()
-        async with asyncio.timeout(max(0.0, left)):
-            result = await polling.poll_until_done(
-                lane.provider, call, polling.job_of(run.provider_job), lane.route.poll, self.rng
-            )
+        error: str | None = "the run timeout passed"
+        try:
+            async with asyncio.timeout(max(0.0, left)):
+                result = await polling.poll_until_done(
+                    lane.provider,
+                    call,
+                    polling.job_of(run.provider_job),
+                    lane.route.poll,
+                    self.rng,
+                    polled=run.count_poll,
+                )
+            error = None
+        except errors.ProviderError as exc:
+            error = redact.scrub(str(exc), call)
+            raise
+        except asyncio.CancelledError:
+            error = "polling stopped (cancelled, or handed back)"
+            raise
+        finally:
+            await self._noted(run, error)
         return await ended(call, result)
+
+    async def _noted(self, run: Running, error: str | None) -> None:
+        """The job's entry in its task's timeline (a store that is down loses only that)."""
+        try:
+            await self.store.task_logs.job_finished(run.task, run.instance.name, run.polls, error)
+        except Exception:
+            log.warning("could not note the end of task %s's backend job", run.task.id)
 
     def after_retry(
         self, run: Running, error: errors.ProviderError, failover: str | None

@@ -102,7 +102,12 @@ class Endings:
             limit = run.lane.limits.get(run.instance.name)
             tokens = policy.tokens_used(result.usage) if limit and limit[1] else 0
             return run.outcome(
-                self.worker_id, Status.SUCCESS, "success", result=kept, tokens=tokens
+                self.worker_id,
+                Status.SUCCESS,
+                "success",
+                result=kept,
+                tokens=tokens,
+                usage=result.usage or None,
             )
         if run.provider_job is not None and run.timed_out:
             return self.jobs.timed_out(run, error)

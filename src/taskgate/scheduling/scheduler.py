@@ -13,6 +13,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from taskgate import policy
 from taskgate.config import Settings
 from taskgate.events import Events
 from taskgate.files import Files
@@ -57,7 +58,14 @@ class Scheduler:
         )
         endings = Endings(conf, store, files, self.jobs, self.worker_id, rng, self.dispatcher.due)
         self.attempts = Attempts(
-            store, files, announcer, self.jobs, endings, self.worker_id, self.dispatcher.wake
+            store,
+            files,
+            announcer,
+            self.jobs,
+            endings,
+            self.worker_id,
+            self.dispatcher.wake,
+            keep_traces=settings.log_errors_to_store,
         )
         self.leases = Leases(
             conf, store, self.attempts, announcer, self.worker_id, self.dispatcher.wake
@@ -93,6 +101,16 @@ class Scheduler:
         await asyncio.gather(*self._keepers, return_exceptions=True)
         for lane in self.lanes.values():
             await lane.provider.aclose()
+
+    def dispatching(self) -> bool:
+        """Whether the dispatch loop runs (for readiness)."""
+        return bool(self._loops) and not self._loops[0].done()
+
+    def instances(self) -> dict[tuple[str, str], policy.InstanceState]:
+        """Each instance's load and health as this worker sees it (metrics, statistics)."""
+        return {
+            (name, inst.name): inst for name, lane in self.lanes.items() for inst in lane.instances
+        }
 
     async def _on_queue(self, message: dict[str, Any]) -> None:
         self.dispatcher.due(message)

@@ -25,6 +25,9 @@ class Lane:
     instances: list[policy.InstanceState]
     wrr: policy.SmoothWeightedRoundRobin
     dry: set[Priority] = field(default_factory=set)  # lanes last seen empty
+    # work announced so far: a claim that came up short marks its priorities dry only if
+    # none was announced while it ran (it may have missed that work)
+    announced: int = 0
 
     def free(self, now: float) -> int:
         return policy.free_slots(self.instances, now)
@@ -73,10 +76,14 @@ class Running:
     holds_slot: bool = True  # False once a backend job is submitted (or when resuming one)
     provider_job: dict[str, Any] | None = None  # the backend's job, kept on the task
     timed_out: bool = False  # the run timeout (not a backend's own timeout) ended the call
+    polls: int = 0  # of the backend job, by this attempt
     held_until: float = field(init=False)  # the lease, as claimed or last renewed
 
     def __post_init__(self) -> None:
         self.held_until = self.task.lease_until or 0.0
+
+    def count_poll(self) -> None:
+        self.polls += 1
 
     @property
     def polling(self) -> bool:

@@ -4,10 +4,11 @@ conditional update that only the lease holder's current attempt can make."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskgate.models import Priority, Status
+from taskgate.models import Priority, Status, Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class Outcome:
     next_route: str | None = None
     provider_job: dict[str, Any] | None = None
     tokens: int = 0  # taken from the instance's tokens-per-minute bucket
+    usage: dict[str, Any] | None = None  # the backend's count of tokens (for metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +72,34 @@ class TaskFilter:
     created_before: float | None = None
     before_id: str | None = None  # cursor: tasks created before this one
     limit: int = 50
+
+
+class Observer:
+    """Told what this process's writes did to tasks, once they have committed: the hook
+    for logs and metrics (``taskgate.ops.transitions``). Every method must be quick and
+    must not raise; this base class ignores everything."""
+
+    def created(self, tasks: Sequence[Task]) -> None:
+        """Tasks accepted (new ones only: an idempotent replay is not told)."""
+
+    def claimed(self, tasks: Sequence[Task]) -> None:
+        """Tasks claimed by a worker, each on its instance, with its attempt started."""
+
+    def attempts_ended(self, ended: Sequence[tuple[Outcome, Task | None]]) -> None:
+        """Attempts whose ending was written, with the task as it now is (None: the attempt
+        was only recorded, the task having been cancelled)."""
+
+    def lost(self, tasks: Sequence[Task]) -> None:
+        """Tasks whose worker stopped renewing its lease, as the sweep left them."""
+
+    def ended(self, tasks: Sequence[Task]) -> None:
+        """Tasks that reached their final status."""
+
+    def job_kept(self, task: Task, job: dict[str, Any]) -> None:
+        """A backend job kept on its task (``task`` as it was when claimed)."""
+
+    def job_finished(self, task: Task, instance: str, polls: int, error: str | None) -> None:
+        """A backend job ended after ``polls`` polls (``error``: how it failed)."""
+
+    def webhook_tried(self, outcome: str, status: int | None) -> None:
+        """One try of a webhook delivery: DELIVERED, PENDING (to try again) or FAILED."""

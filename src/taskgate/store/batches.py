@@ -28,7 +28,9 @@ class Batches:
             conn.execute(batches.insert(), [dataclasses.asdict(batch)])
             return inserted_tasks(insert_in(conn, news))
 
-        return await self._db.write(write)
+        inserted = await self._db.write(write)
+        self._db.observer.created(inserted)
+        return inserted
 
     async def get(self, batch_id: str, tenant: str | None) -> tuple[Batch, list[Task]] | None:
         """A batch of the tenant (None: any) with its tasks in the order of its models."""

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from taskgate.batching import Batcher
 from taskgate.models import Priority, Status, Task
-from taskgate.store import ops, rate_buckets
+from taskgate.store import ops, rate_buckets, task_logs
 from taskgate.store.base import Outcome
 from taskgate.store.database import Conn, Database
 from taskgate.store.rate_buckets import RateLimit
@@ -73,9 +73,11 @@ class Claims:
         the instance ``assign`` picks for it (None: keep the one it has, as a resumed backend
         job does), and take one request from the bucket of each instance picked.
         """
-        return await self._db.write(
+        claimed = await self._db.write(
             self._claim_in, route, plan, assign, worker, lease, limits or {}
         )
+        self._db.observer.claimed(claimed)
+        return claimed
 
     def _claim_in(
         self,
@@ -157,26 +159,44 @@ class Claims:
 
     async def _finish_batch(self, batch: Sequence[Outcome]) -> list[Task | None]:
         out = await self._db.write(ops.finish_batch, batch)
+        self._db.observer.attempts_ended(
+            [(o, t) for o, t in zip(batch, out, strict=True) if t is not None]
+        )
         self._db.tell_ended([t for t in out if t is not None and t.terminal])
         return out
 
-    async def set_provider_job(
-        self, task_id: str, worker: str, attempt: int, job: dict[str, Any]
-    ) -> bool:
-        """Keep the backend's job on the task, fenced like a finish. False: the attempt no
-        longer holds the task (cancelled meanwhile; the caller cancels the job)."""
+    async def set_provider_job(self, task: Task, worker: str, job: dict[str, Any]) -> bool:
+        """Keep the backend's job on the task (as claimed), fenced like a finish. False: the
+        attempt no longer holds the task (cancelled meanwhile; the caller cancels the job)."""
         stmt = (
             tasks.update()
             .where(
-                tasks.c.id == task_id,
+                tasks.c.id == task.id,
                 tasks.c.status == PROCESSING,
                 tasks.c.worker == worker,
-                tasks.c.attempts == attempt,
+                tasks.c.attempts == task.attempts,
             )
             .values(provider_job=job, updated_at=time.time())
             .returning(tasks.c.id)
         )
-        return bool(await self._db.write(ops.rows, stmt))
+        noted = task_logs.entry(
+            task.id,
+            "job_submitted",
+            attempt=task.attempts,
+            instance=job.get("instance"),
+            message=f"the backend took job {job.get('id')}",
+        )
+
+        def keep(conn: Conn) -> bool:
+            if not ops.rows(conn, stmt):
+                return False
+            task_logs.add_in(conn, [noted])
+            return True
+
+        kept = await self._db.write(keep)
+        if kept:
+            self._db.observer.job_kept(task, job)
+        return kept
 
     async def record_late_result(self, task_id: str, result: Any) -> Task | None:
         """Keep the result of a backend job that finished after its task had timed out
@@ -191,11 +211,22 @@ class Claims:
             .values(result=result, updated_at=time.time())
             .returning(*tasks.c)
         )
-        return await self._db.write(ops.one_task, stmt)
+        noted = task_logs.entry(
+            task_id, "late_result", message="the backend job's late result was kept"
+        )
+
+        def keep(conn: Conn) -> Task | None:
+            written = ops.one_task(conn, stmt)
+            if written is not None:
+                task_logs.add_in(conn, [noted])
+            return written
+
+        return await self._db.write(keep)
 
     async def record_attempt(self, o: Outcome) -> None:
         """Add an attempt to a task's history without touching the task (a cancelled call)."""
         await self._db.write(ops.execute, attempts.insert(), [ops.attempt_row(o, time.time())])
+        self._db.observer.attempts_ended([(o, None)])
 
     async def sweep(self) -> list[Task]:
         """Requeue tasks whose worker stopped renewing its lease (failing those out of
@@ -203,9 +234,10 @@ class Claims:
         transactions of at most ``SWEEP_BATCH`` lost tasks, as many as there are."""
         changed: list[Task] = []
         while True:
-            batch, more = await self._db.write(ops.sweep_once, time.time())
-            self._db.tell_ended([t for t in batch if t.terminal])
-            changed += batch
+            lost, late, more = await self._db.write(ops.sweep_once, time.time())
+            self._db.observer.lost(lost)
+            self._db.tell_ended([t for t in lost + late if t.terminal])
+            changed += lost + late
             if not more:
                 return changed
 

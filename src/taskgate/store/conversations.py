@@ -71,7 +71,9 @@ class Conversations:
         self, conversation_id: str, prompt: Any, news: Sequence[NewTask], batch: Batch | None = None
     ) -> list[Task]:
         """A user turn and the tasks that answer it (in their batch), in one transaction."""
-        return await self._db.write(_add_turn, conversation_id, prompt, news, batch)
+        inserted = await self._db.write(_add_turn, conversation_id, prompt, news, batch)
+        self._db.observer.created(inserted)
+        return inserted
 
 
 def _add_turn(

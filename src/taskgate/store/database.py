@@ -25,11 +25,13 @@ import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskgate.errors import Unavailable
 from taskgate.models import Task
+from taskgate.store.base import Observer
 
 R = TypeVar("R")
 Conn = sa.Connection
@@ -70,6 +72,8 @@ class Database:
         # Told of the tasks each write of this process ended (finish, cancel, sweep): the
         # webhook deliverer wakes on them rather than waiting for its next look.
         self.ended_listeners: list[Callable[[Sequence[Task]], None]] = []
+        self.observer = Observer()  # logs and metrics (taskgate.ops.transitions)
+        self.schema_head: str | None = None  # the migration open() brought it to
 
     async def open(self) -> None:
         """Make the engine, and migrate the database to the current schema."""
@@ -96,6 +100,12 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+        self.schema_head = ScriptDirectory.from_config(cfg).get_current_head()
+
+    async def ready(self) -> bool:
+        """Whether the database answers and holds the schema this code migrated it to."""
+        q = sa.text("SELECT version_num FROM alembic_version")
+        return bool(self.schema_head) and await self.read(_scalar, q) == self.schema_head
 
     async def close(self) -> None:
         """Let the connections go (the repositories have written what they held)."""
@@ -127,8 +137,13 @@ class Database:
     def tell_ended(self, ended: Sequence[Task]) -> None:
         """Tell the listeners of the tasks a write (now committed) ended."""
         if ended:
+            self.observer.ended(ended)
             for listener in self.ended_listeners:
                 listener(ended)
+
+
+def _scalar(conn: Conn, q: sa.Executable) -> Any:
+    return conn.execute(q).scalar()
 
 
 @contextlib.contextmanager

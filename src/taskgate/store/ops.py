@@ -296,17 +296,19 @@ def attempt_row(o: Outcome, now: float) -> dict[str, Any]:
         "ended_at": now,
         "outcome": o.label,
         "error": o.error,
+        "retry_at": o.run_after if o.label in ("retry", "failover") else None,
     }
 
 
 SWEEP_BATCH = 500
 
 
-def sweep_once(conn: Conn, now: float) -> tuple[list[Task], bool]:
-    """One bounded sweep; also says whether more lost tasks may remain."""
+def sweep_once(conn: Conn, now: float) -> tuple[list[Task], list[Task], bool]:
+    """One bounded sweep: the lost tasks it requeued or failed, the tasks it timed out, and
+    whether more lost tasks may remain."""
     expired = sa.select(tasks).where(tasks.c.status == PROCESSING, tasks.c.lease_until < now)
-    lost = rows(conn, expired.limit(SWEEP_BATCH))
-    changed = [t for row in lost if (t := _requeue_lost(conn, Task.from_row(row), now))]
+    found = rows(conn, expired.limit(SWEEP_BATCH))
+    lost = [t for row in found if (t := _requeue_lost(conn, Task.from_row(row), now))]
     error = {"type": "deadline", "message": "the queue-wait deadline passed before it started"}
     timed_out = (
         tasks.update()
@@ -314,9 +316,9 @@ def sweep_once(conn: Conn, now: float) -> tuple[list[Task], bool]:
         .values(status=Status.TIMEOUT.value, error=error, finished_at=now, updated_at=now)
         .returning(*tasks.c)
     )
-    changed += [Task.from_row(r) for r in rows(conn, timed_out)]
-    add_deliveries(conn, changed, now)
-    return changed, len(lost) == SWEEP_BATCH
+    late = [Task.from_row(r) for r in rows(conn, timed_out)]
+    add_deliveries(conn, lost + late, now)
+    return lost, late, len(found) == SWEEP_BATCH
 
 
 def end_where(conn: Conn, stmt: sa.Executable) -> list[Task]:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from taskgate.models import Batch, Task, new_id
+from taskgate.store import task_logs
 from taskgate.store.database import Database
 from taskgate.store.schema import batches, tasks, tenants, webhook_deliveries
 from taskgate.views import batch_json, iso, task_json
@@ -171,7 +172,13 @@ def record(
             updated_at=time.time(),
         )
     )
-    return bool(conn.execute(stmt).rowcount)
+    if not conn.execute(stmt).rowcount:
+        return False
+    if d.task_id is not None:  # the try joins the task's timeline
+        said = f"HTTP {last_status}" if last_status is not None else (error or "no answer")
+        tried = {"delivery": d.id, "try": d.attempts + 1, "outcome": status}
+        task_logs.add_in(conn, [task_logs.entry(d.task_id, "webhook", message=said, data=tried)])
+    return True
 
 
 def release(conn: Conn, ids: Sequence[str], now: float) -> None:
@@ -213,7 +220,10 @@ class Outbox:
     async def record(
         self, d: Delivery, status: str, next_at: float, last_status: int | None, error: str | None
     ) -> bool:
-        return bool(await self._db.write(record, d, status, next_at, last_status, error))
+        recorded = bool(await self._db.write(record, d, status, next_at, last_status, error))
+        if recorded:
+            self._db.observer.webhook_tried(status, last_status)
+        return recorded
 
     async def release(self, ids: Sequence[str]) -> None:
         if ids:

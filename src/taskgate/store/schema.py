@@ -28,6 +28,7 @@ NullableJson = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "p
 
 PENDING = text("status = 'PENDING'")
 PROCESSING = text("status = 'PROCESSING'")
+FINISHED = text("finished_at IS NOT NULL")
 
 tasks = Table(
     "tasks",
@@ -52,6 +53,7 @@ tasks = Table(
     Column("webhook_url", String(2000)),  # POSTed an event when the task ends
     # the client's own tag (e.g. the Volcengine AI Server's user_id), not identity
     Column("label", String(200)),
+    Column("trace", String(200)),  # the W3C trace context of the request (tracing on)
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     Column("run_timeout", Float),
@@ -95,6 +97,13 @@ tasks = Table(
     Index("ix_tasks_tenant_id", "tenant", "id"),
     Index("ix_tasks_batch", "batch_id"),
     Index("ix_tasks_tenant_label", "tenant", "label", "id"),
+    # what ended lately, for statistics (a task gets an entry when it ends, not before)
+    Index(
+        "ix_tasks_finished",
+        "finished_at",
+        sqlite_where=FINISHED,
+        postgresql_where=FINISHED,
+    ),
 )
 
 # rate limits shared by all workers: one pair of token buckets per backend instance
@@ -190,6 +199,7 @@ attempts = Table(
     Column("ended_at", Float),
     Column("outcome", String(16)),
     Column("error", Json),
+    Column("retry_at", Float),
 )
 
 files = Table(
@@ -216,4 +226,21 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
+)
+
+
+# A task's timeline beyond what its row and its attempts say (see taskgate.ops.timeline):
+# backend jobs, webhook deliveries, admin actions, tracebacks. A bounded number per attempt.
+task_logs = Table(
+    "task_logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(40), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("attempt", Integer),
+    Column("instance", String(100)),
+    Column("message", String(2000)),
+    Column("data", NullableJson),
+    Index("ix_task_logs_task", "task_id", "id"),
 )

@@ -41,12 +41,14 @@ class Tasks:
 
     async def _insert_batch(self, batch: Sequence[NewTask]) -> list[Inserted]:
         try:
-            return await self._db.write(insert_in, batch)
+            out = await self._db.write(insert_in, batch)
         except IntegrityError:
             if len(batch) > 1:
                 raise  # the batcher writes each task alone
             # This task raced another gateway on its idempotency key; now it finds the winner.
-            return await self._db.write(insert_in, batch)
+            out = await self._db.write(insert_in, batch)
+        self._db.observer.created([r[0] for r in out if isinstance(r, tuple) and r[1]])
+        return out
 
     async def get(self, task_id: str, tenant: str | None = None) -> Task | None:
         if tenant is None:

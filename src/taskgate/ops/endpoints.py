@@ -1,0 +1,166 @@
+"""What one process serves to operators: ``/metrics`` (with the queue gauges kept fresh
+from the store), ``/health/live`` and ``/health/ready``; on the API port, and with
+``metrics.port`` on a port of their own (the only HTTP a ``taskgate worker`` has). Also the
+ASGI middleware that times every HTTP request and writes the access log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from taskgate.config import Settings
+from taskgate.events import Events
+from taskgate.ops.health import Readiness
+from taskgate.ops.metrics import CONTENT_TYPE, Metrics, QueueGauges
+from taskgate.ops.stats import Instances, cluster_stats
+from taskgate.store import SqlStore
+
+log = logging.getLogger("taskgate.ops")
+access = logging.getLogger("taskgate.access")
+
+
+class OpsEndpoints:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SqlStore,
+        events: Events,
+        metrics: Metrics | None,
+        *,
+        instances: Instances | None = None,
+        dispatching: Callable[[], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.instances = instances  # None: this process runs no scheduler
+        self.metrics = metrics
+        self.readiness = Readiness(store, events, dispatching)
+        self.gauges: QueueGauges | None = None
+        if metrics is not None:
+            limits = {
+                (r.name, i.name): (i.requests_per_minute, i.tokens_per_minute)
+                for r in settings.routes
+                for i in r.instances
+                if i.rate_limited
+            }
+            self.gauges = QueueGauges(
+                settings, lambda now: store.stats.snapshot(now, limits), instances
+            )
+            metrics.registry.register(self.gauges)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: uvicorn.Server | None = None
+
+    async def start(self) -> None:
+        if self.gauges is not None:
+            self._tasks.append(asyncio.create_task(self.gauges.keep_refreshing(), name="gauges"))
+        port = self.settings.metrics.port
+        if port is not None:
+            app = Starlette(routes=self.routes(metrics=self.metrics is not None))
+            config = uvicorn.Config(
+                app,
+                host=self.settings.host,
+                port=port,
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+            )
+            # bound here, so that a port in use fails the start with the OS's own error;
+            # connections wait in its backlog until the server runs
+            sock = socket.create_server((self.settings.host, port))
+            self._server = server = _QuietServer(config)
+            self._tasks.append(asyncio.create_task(server.serve([sock]), name="ops-port"))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        for t in self._tasks:
+            if t.get_name() != "ops-port":
+                t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def stats(self) -> dict[str, Any]:
+        return await cluster_stats(self.settings, self.store, self.instances)
+
+    def routes(self, metrics: bool) -> list[Route]:
+        out = [Route("/health/live", self.live), Route("/health/ready", self.ready)]
+        if metrics:
+            out.append(Route("/metrics", self.render))
+        return out
+
+    async def render(self, _: Request | None = None) -> Response:
+        assert self.metrics is not None
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def live(self, _: Request | None = None) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def ready(self, _: Request | None = None) -> Response:
+        answer = await self.readiness.check()
+        return JSONResponse(answer, status_code=200 if answer["status"] == "ready" else 503)
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the process it runs in."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+Labels = Mapping[tuple[str, str], tuple[str, str]]  # (method, path): (api, path template)
+
+
+class Observed:
+    """ASGI middleware: each HTTP request's latency in the metrics, by API, method, path
+    template and status, and (``access_log``) one log line. ``labels`` names the API and
+    template of the routes the router does not match itself (the fast path's)."""
+
+    def __init__(self, app: Any, metrics: Metrics | None, access_log: bool, labels: Labels) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        self.labels = labels
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500  # unless a response starts
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self._observe(scope, status, time.perf_counter() - started)
+
+    def _observe(self, scope: dict[str, Any], status: int, took: float) -> None:
+        method = scope["method"]
+        route = scope.get("route")
+        path = getattr(route, "path", None) or scope["path"]
+        api, template = self.labels.get((method, path), ("none", "unmatched"))
+        if self.metrics is not None:
+            self.metrics.http.labels(api, method, template, str(status)).observe(took)
+        if self.access_log:
+            access.info(
+                "%s %s %d",
+                method,
+                scope["path"],
+                status,
+                extra={"api": api, "status": status, "duration_ms": round(took * 1000, 2)},
+            )

@@ -1,0 +1,75 @@
+"""Logging set-up for a taskgate process: the standard library's logging with one handler
+on the console and, optionally, one on a file rotated at midnight that keeps
+``log_retention_days`` days. Lines are JSON (python-json-logger, encoded with orjson) or,
+on a terminal, readable text with the structured fields appended as ``key=value``.
+
+Structured fields travel as ``extra={...}`` on the log call; every formatter shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+# a record's own attributes: anything else on it came in ``extra`` and is a field
+_STANDARD = frozenset(RESERVED_ATTRS) | {"message", "asctime", "taskName"}
+
+
+def json_formatter() -> logging.Formatter:
+    return OrjsonFormatter(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",
+    )
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``, for people at a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = fields_of(record)
+        if not fields:
+            return line
+        return line + " " + " ".join(f"{k}={_text(v)}" for k, v in fields.items())
+
+
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    """The structured fields a log call passed in ``extra``."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+def _text(value: Any) -> str:
+    text = str(value)
+    return repr(text) if not text or " " in text else text
+
+
+def setup_logging(
+    level: str,
+    fmt: str = "auto",
+    file: str | None = None,
+    retention_days: int = 7,
+) -> None:
+    """Log at ``level`` to stderr (JSON, or text when ``fmt`` is ``auto`` and stderr is a
+    terminal) and, with ``file``, also as JSON to that file, rotated at midnight."""
+    console = logging.StreamHandler(sys.stderr)
+    as_text = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    console.setFormatter(ConsoleFormatter() if as_text else json_formatter())
+    handlers: list[logging.Handler] = [console]
+    if file:
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        rotating = logging.handlers.TimedRotatingFileHandler(
+            file, when="midnight", backupCount=retention_days, encoding="utf-8"
+        )
+        rotating.setFormatter(json_formatter())
+        handlers.append(rotating)
+    logging.basicConfig(level=level.upper(), handlers=handlers, force=True)

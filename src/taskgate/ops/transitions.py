@@ -1,0 +1,150 @@
+"""One structured log line and the metrics for each transition of a task that this
+process writes: submitted, started (claimed on an instance), retry scheduled, backend job
+submitted and finished, lease lost, ended. The store tells :class:`Transitions` of its
+writes once they commit (it is the store's ``Observer``), so every path that changes a
+task, in any API or worker, is seen exactly once, by the process that made the change.
+
+Fields name the task, its tenant, route, model, instance and attempt; never its input,
+its output, a key or a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from taskgate.models import Status, Task
+from taskgate.ops.metrics import Metrics
+from taskgate.store.base import Observer, Outcome
+
+log = logging.getLogger("taskgate.tasks")
+
+RETRIED = ("retry", "failover")
+
+
+def task_fields(task: Task, **extra: Any) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "tenant": task.tenant,
+        "route": task.route,
+        "model": task.model,
+        **extra,
+    }
+
+
+def tokens_in_out(usage: Mapping[str, Any]) -> tuple[int, int]:
+    """Tokens in (prompt) and out (completion), by OpenAI's names or the input/output ones."""
+
+    def first(*names: str) -> int:
+        for name in names:
+            value = usage.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return 0
+
+    return first("prompt_tokens", "input_tokens"), first("completion_tokens", "output_tokens")
+
+
+class Transitions(Observer):
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
+
+    def created(self, tasks: Sequence[Task]) -> None:
+        m, say = self.metrics, log.isEnabledFor(logging.INFO)
+        for t in tasks:
+            if m:
+                m.submitted.labels(t.route, t.kind).inc()
+            if say:
+                extra = task_fields(t, kind=t.kind, priority=t.priority.label)
+                log.info("task submitted", extra=extra)
+
+    def claimed(self, tasks: Sequence[Task]) -> None:
+        m, say = self.metrics, log.isEnabledFor(logging.INFO)
+        now = time.time()
+        for t in tasks:
+            wait = max(0.0, (t.claimed_at or now) - max(t.created_at, t.run_after))
+            if m:
+                m.queue_wait.labels(t.route).observe(wait)
+            if say:
+                extra = task_fields(
+                    t, instance=t.instance, attempt=t.attempts, queue_wait=round(wait, 4)
+                )
+                log.info("task started", extra=extra)
+
+    def attempts_ended(self, ended: Sequence[tuple[Outcome, Task | None]]) -> None:
+        m = self.metrics
+        now = time.time()
+        for o, t in ended:
+            if m:
+                m.attempts.labels(o.route, o.instance, o.label).inc()
+                m.attempt_time.labels(o.route, o.instance).observe(max(0.0, now - o.started_at))
+                if o.label in RETRIED:
+                    m.retries.labels(o.route, o.instance).inc()
+                if o.usage and t is not None:
+                    given, made = tokens_in_out(o.usage)
+                    m.tokens.labels(o.route, t.model, "in").inc(given)
+                    m.tokens.labels(o.route, t.model, "out").inc(made)
+            if o.label in RETRIED and t is not None:
+                error = o.error or {}
+                log.info(
+                    "retry scheduled",
+                    extra=task_fields(
+                        t,
+                        route=o.route,
+                        instance=o.instance,
+                        attempt=o.attempt,
+                        next_route=t.route,
+                        delay=round(max(0.0, o.run_after - now), 3),
+                        error_type=error.get("type"),
+                        reason=error.get("message"),
+                    ),
+                )
+
+    def lost(self, tasks: Sequence[Task]) -> None:
+        for t in tasks:
+            if self.metrics:
+                self.metrics.attempts.labels(t.route, t.instance or "", "lost").inc()
+            then = "requeued" if t.status is Status.PENDING else t.status.value
+            extra = task_fields(t, instance=t.instance, attempt=t.attempts, then=then)
+            log.warning("lease lost: the worker stopped renewing it", extra=extra)
+
+    def ended(self, tasks: Sequence[Task]) -> None:
+        m, say = self.metrics, log.isEnabledFor(logging.INFO)
+        for t in tasks:
+            error_type = (t.error or {}).get("type", "") if t.status is not Status.SUCCESS else ""
+            took = max(0.0, (t.finished_at or time.time()) - t.created_at)
+            if m:
+                m.ended.labels(t.route, t.status.value, error_type).inc()
+                m.task_time.labels(t.route).observe(took)
+            if say:
+                usage = t.result.get("usage") if isinstance(t.result, dict) else None
+                extra = task_fields(
+                    t,
+                    instance=t.instance,
+                    attempt=t.attempts,
+                    status=t.status.value,
+                    duration=round(took, 4),
+                    error_type=error_type or None,
+                    tokens=sum(tokens_in_out(usage)) if isinstance(usage, dict) else None,
+                )
+                log.info("task ended", extra=extra)
+
+    def job_kept(self, task: Task, job: dict[str, Any]) -> None:
+        extra = task_fields(
+            task, instance=job.get("instance"), attempt=task.attempts, job=str(job.get("id"))
+        )
+        log.info("backend job submitted", extra=extra)
+
+    def job_finished(self, task: Task, instance: str, polls: int, error: str | None) -> None:
+        if self.metrics:
+            self.metrics.job_polls.labels(task.route).inc(polls)
+        extra = task_fields(
+            task, instance=instance, attempt=task.attempts, polls=polls, error=error
+        )
+        log.info("backend job finished", extra=extra)
+
+    def webhook_tried(self, outcome: str, status: int | None) -> None:
+        if self.metrics:
+            self.metrics.webhooks.labels(outcome.lower()).inc()

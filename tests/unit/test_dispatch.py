@@ -1,0 +1,42 @@
+"""The dispatcher's bookkeeping of empty lanes, with a stand-in store: work announced while
+a claim runs is never missed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from taskgate.config import Settings
+from taskgate.models import Priority, Task
+from taskgate.scheduling.dispatch import Dispatcher
+from taskgate.scheduling.state import Lane, build_lanes
+
+CONF = Settings.model_validate(
+    {"routes": [{"name": "r", "models": ["m"], "provider": "mock", "instances": [{"name": "i"}]}]}
+)
+
+
+def dispatcher(during_claim: Any) -> tuple[Dispatcher, Lane]:
+    """A dispatcher whose store finds nothing to claim, calling ``during_claim`` first."""
+
+    async def claim(route: str, plan: Any, assign: Any, *_: Any) -> list[Task]:
+        plan({}, {})
+        during_claim(d)
+        return []
+
+    lanes = build_lanes(CONF)
+    store = SimpleNamespace(claims=SimpleNamespace(claim=claim))
+    d = Dispatcher(CONF.scheduler, store, lanes, "w", lambda lane, task: None)  # type: ignore[arg-type]
+    return d, lanes["r"]
+
+
+async def test_an_empty_claim_marks_its_priorities_dry() -> None:
+    d, lane = dispatcher(lambda d: None)
+    await d.dispatch_once()
+    assert lane.dry == set(Priority)
+
+
+async def test_work_announced_while_a_claim_runs_keeps_its_lane_live() -> None:
+    d, lane = dispatcher(lambda d: d.due({"route": "r", "priority": int(Priority.DEFAULT)}))
+    await d.dispatch_once()
+    assert lane.dry == set()  # the claim may have missed it: the next one looks again
