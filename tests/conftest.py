@@ -7,6 +7,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import sqlalchemy as sa
@@ -39,6 +40,24 @@ async def drop_postgres_connections(url: str = PG_URL) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE pid <> pg_backend_pid() AND datname = current_database()"
         )
+    finally:
+        await conn.close()
+
+
+async def allow_connections(allow: bool) -> None:
+    """Close the test database to every connection, ending those it has (as a restart does),
+    or open it again; from the server's maintenance database."""
+    import asyncpg
+
+    parts = urlsplit(PG_URL)
+    name = parts.path.lstrip("/")
+    conn = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allow).lower()}')
+        if not allow:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
     finally:
         await conn.close()
 

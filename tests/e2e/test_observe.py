@@ -4,6 +4,7 @@ JSON log lines with their fields and no secrets, a task's own log, /v1/stats and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, mock_route, until
+from tests.conftest import PG_URL, allow_connections, reset_postgres
+from tests.e2e.conftest import Server, free_port, mock_route, until
 
 SECRET = "sk-mock-SECRET-0b5e"  # the instance's secret: it must never be shown or logged
 FAST_RETRY = {"max_attempts": 3, "backoff_base": 0.05, "backoff_max": 0.1}
@@ -90,7 +92,7 @@ def test_a_scripted_workload_shows_in_metrics_logs_and_the_task_log(observed: Se
     ]
     assert [e["message"] for e in ends[:2]] == [f"mock overloaded on attempt {n}" for n in (1, 2)]
     assert all("retry_in" in e["data"] for e in ends[:2])
-    assert [e["event"] for e in entries][0] == "submitted" and entries[-1]["event"] == "ended"
+    assert entries[0]["event"] == "submitted" and entries[-1]["event"] == "ended"
     assert sum(e["event"] == "started" for e in entries) == 3
 
     # log lines: JSON, one per transition, with the task's fields; no secret anywhere
@@ -168,3 +170,47 @@ def test_health_answers_without_a_key_and_without_counts(observed: Server) -> No
         "status": "ready",
         "checks": {"store": True, "events": True, "dispatch": True},
     }
+
+
+@pytest.mark.postgres
+def test_ready_turns_not_ready_while_postgresql_is_away_and_back_after(
+    make_server: Any,
+) -> None:
+    asyncio.run(reset_postgres())
+    s: Server = make_server([mock_route()], store_url=PG_URL)
+    s.start()
+
+    def ready() -> int:
+        return httpx.get(f"{s.url}/health/ready", timeout=10).status_code
+
+    assert ready() == 200
+    try:
+        asyncio.run(allow_connections(False))
+        until(lambda: ready() == 503, what="not ready while the database refuses connections")
+        answer = httpx.get(f"{s.url}/health/ready", timeout=10).json()
+        assert answer["status"] == "not ready" and answer["checks"]["store"] is False
+        assert httpx.get(f"{s.url}/health/live").status_code == 200  # alive all the while
+    finally:
+        asyncio.run(allow_connections(True))
+    until(lambda: ready() == 200, what="ready again once the database is back")
+
+
+@pytest.mark.postgres
+def test_a_worker_serves_metrics_and_health_on_its_metrics_port(make_server: Any) -> None:
+    asyncio.run(reset_postgres())
+    port = free_port()
+    api: Server = make_server([mock_route()], store_url=PG_URL, metrics={"enabled": False})
+    worker: Server = make_server([mock_route()], store_url=PG_URL, metrics={"port": port})
+    api.start("api")
+    worker.start("worker")
+    key = api.create_key("acme")
+    with api.client(key) as c:
+        assert c.get("/metrics").status_code == 404  # metrics are off on this one
+        tid = c.post("/v1/tasks", json=chat("mock")).json()["id"]
+        assert c.get(f"/v1/tasks/{tid}", params={"wait": 30}).json()["status"] == "SUCCESS"
+    ops = f"http://127.0.0.1:{port}"
+    text = httpx.get(f"{ops}/metrics").text
+    assert sample(text, "taskgate_attempts_total", route="mock", outcome="success") == 1
+    assert sample(text, "taskgate_instance_state", instance="mock-1", state="healthy") == 1
+    ready = httpx.get(f"{ops}/health/ready").json()
+    assert ready == {"status": "ready", "checks": {"store": True, "events": True, "dispatch": True}}

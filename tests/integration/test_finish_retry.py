@@ -13,9 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 from sqlalchemy.exc import OperationalError
 
@@ -30,7 +28,7 @@ from taskgate.providers import Job, OutputFile
 from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
 from taskgate.submission import Submission
-from tests.conftest import PG_URL, reset_postgres, store_url
+from tests.conftest import allow_connections, reset_postgres, store_url
 
 
 @dataclass
@@ -83,22 +81,6 @@ def locked() -> Unavailable:
     error = Unavailable("the store cannot be reached now")
     error.__cause__ = driver
     return error
-
-
-async def allow_connections(allow: bool) -> None:
-    """Close the test database to every connection, ending those it has (as a restart does),
-    or open it again; from the server's maintenance database."""
-    parts = urlsplit(PG_URL)
-    name = parts.path.lstrip("/")
-    conn = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
-    try:
-        await conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allow).lower()}')
-        if not allow:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-            )
-    finally:
-        await conn.close()
 
 
 class Breaker:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from taskgate import Call, register_provider
 from taskgate.config import Settings
 from taskgate.events import MemoryEvents
 from taskgate.files import Files, LocalBlobs
@@ -265,3 +266,40 @@ async def test_a_lost_lease_stops_polling_without_cancelling_the_job(rig_for: An
         video not in s.attempts.running or s.attempts.running[video].task.attempts == 2
     )  # resumed by us
     assert mock(s).cancelled == []  # the job goes on for whoever holds the task now
+
+
+async def test_a_backend_job_joins_its_task_s_log_with_its_polls_summed_up(rig_for: Any) -> None:
+    rig = rig_for(settings())
+    await rig.scheduler()
+    video = await rig.submit(mock_job_seconds=0.15)
+    await rig.ended(video)
+    entries = await rig.store.task_logs.of(video, 200)
+    assert [e.event for e in entries] == ["job_submitted", "job_finished"]
+    submitted, finished = entries
+    assert submitted.attempt == finished.attempt == 1 and finished.instance == "v1"
+    assert finished.data is not None and finished.data["polls"] >= 1
+    assert finished.message == "the job finished"
+
+
+@register_provider("buggy")
+async def _buggy(call: Call) -> Any:
+    secret = call.instance.secret.get_secret_value() if call.instance.secret else ""
+    raise RuntimeError(f"a bug that quotes {secret}")
+
+
+@pytest.mark.parametrize("keep", [True, False])
+async def test_an_unexpected_error_s_traceback_joins_the_task_s_log_only_when_asked(
+    rig_for: Any, keep: bool
+) -> None:
+    conf = settings(provider="buggy", instances=[{"name": "v1", "secret": "sk-BUGGY-42"}])
+    rig = rig_for(conf.model_copy(update={"log_errors_to_store": keep}))
+    await rig.scheduler()
+    task = await rig.ended(await rig.submit("chat"))
+    assert task.status is Status.FAILED
+    errors_logged = [e for e in await rig.store.task_logs.of(task.id, 200) if e.event == "error"]
+    if not keep:
+        assert errors_logged == []
+        return
+    [entry] = errors_logged
+    assert entry.message and "RuntimeError: a bug that quotes" in entry.message
+    assert "sk-BUGGY-42" not in entry.message and entry.attempt == 1

@@ -1,0 +1,148 @@
+"""Pure parts of observing taskgate: a task's timeline, percentiles, token counts, the log
+formatters and set-up, and the settings that turn them on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+from pathlib import Path
+
+import pytest
+
+from taskgate import config
+from taskgate.models import Attempt, Priority, Status, Task
+from taskgate.ops.logs import ConsoleFormatter, json_formatter, setup_logging
+from taskgate.ops.stats import percentile
+from taskgate.ops.timeline import timeline
+from taskgate.ops.transitions import tokens_in_out
+from taskgate.store.task_logs import LogEntry
+
+
+def task(**over: object) -> Task:
+    base = {
+        "id": "t1",
+        "tenant": "acme",
+        "api_key_id": "k",
+        "kind": "chat",
+        "model": "m",
+        "route": "r",
+        "priority": Priority.DEFAULT,
+        "status": Status.SUCCESS,
+        "input": "hi",
+        "params": {},
+        "created_at": 100.0,
+        "updated_at": 110.0,
+        "attempts": 2,
+        "instance": "i1",
+        "finished_at": 110.0,
+    }
+    return Task(**{**base, **over})  # type: ignore[arg-type]
+
+
+def test_a_timeline_merges_the_row_the_attempts_and_the_logged_entries_in_time_order() -> None:
+    attempts = [
+        Attempt(
+            "t1",
+            1,
+            "r",
+            "i1",
+            101.0,
+            102.0,
+            "retry",
+            {"type": "overloaded", "message": "busy"},
+            103.5,
+        ),
+        Attempt("t1", 2, "r", "i2", 104.0, 109.0, "success"),
+    ]
+    logged = [LogEntry("t1", 105.0, "job_submitted", 2, "i2", "the backend took job j")]
+    entries = timeline(task(), attempts, logged)
+    assert [(e["event"], e["attempt"], e["instance"]) for e in entries] == [
+        ("submitted", None, None),
+        ("started", 1, "i1"),
+        ("retry", 1, "i1"),
+        ("started", 2, "i2"),
+        ("job_submitted", 2, "i2"),
+        ("success", 2, "i2"),
+        ("ended", 2, "i1"),
+    ]
+    retry = entries[2]
+    assert retry["message"] == "busy"
+    assert retry["data"] == {
+        "outcome": "retry",
+        "seconds": 1.0,
+        "error": {"type": "overloaded"},
+        "retry_in": 1.5,
+    }
+    assert entries[-1]["data"] == {"status": "SUCCESS"}
+    assert entries[0]["at"].startswith("1970-01-01T00:01:40")
+
+
+def test_a_timeline_keeps_its_newest_entries_and_shows_no_end_before_one() -> None:
+    running = task(status=Status.PROCESSING, finished_at=None)
+    logged = [LogEntry("t1", 100.0 + i, "webhook", message=str(i)) for i in range(1, 10)]
+    entries = timeline(running, [], logged, limit=3)
+    assert [e["message"] for e in entries] == ["7", "8", "9"]
+    assert all(e["event"] != "ended" for e in timeline(running, [], []))
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0 and percentile(values, 0.95) == 95.0
+    assert percentile([3.0], 0.95) == 3.0 and percentile([], 0.5) is None
+
+
+def test_tokens_in_and_out_read_either_naming() -> None:
+    assert tokens_in_out({"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}) == (3, 5)
+    assert tokens_in_out({"input_tokens": 2, "output_tokens": 7}) == (2, 7)
+    assert tokens_in_out({"total_tokens": True}) == (0, 0)
+
+
+def record(**extra: object) -> logging.LogRecord:
+    rec = logging.LogRecord(
+        "taskgate.tasks", logging.INFO, __file__, 1, "task %s", ("ended",), None
+    )
+    rec.__dict__.update(extra)
+    return rec
+
+
+def test_json_lines_carry_the_extra_fields_level_logger_and_time() -> None:
+    line = json.loads(json_formatter().format(record(task_id="t1", attempt=2)))
+    assert line["message"] == "task ended" and line["level"] == "INFO"
+    assert line["logger"] == "taskgate.tasks" and line["task_id"] == "t1" and line["attempt"] == 2
+    assert "time" in line
+
+
+def test_console_lines_append_the_fields() -> None:
+    text = ConsoleFormatter().format(record(task_id="t1", reason="mock busy"))
+    assert text.endswith("taskgate.tasks: task ended task_id=t1 reason='mock busy'")
+
+
+def test_logging_to_a_file_rotates_at_midnight_keeping_the_retention(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        setup_logging("debug", "json", str(tmp_path / "logs" / "taskgate.log"), retention_days=3)
+        [rotating] = [
+            h for h in root.handlers if isinstance(h, logging.handlers.TimedRotatingFileHandler)
+        ]
+        assert rotating.when == "MIDNIGHT" and rotating.backupCount == 3
+        assert root.level == logging.DEBUG
+        logging.getLogger("taskgate.tasks").info("task submitted", extra={"task_id": "t9"})
+        rotating.flush()
+        written = json.loads((tmp_path / "logs" / "taskgate.log").read_text().splitlines()[-1])
+        assert written["task_id"] == "t9"
+    finally:
+        logging.basicConfig(handlers=before, force=True)
+
+
+def test_observing_settings_come_from_yaml_and_the_environment(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text("metrics: {require_key: true}\nlog_format: console\n")
+    env = {"TASKGATE_METRICS_PORT": "9100", "TASKGATE_LOG_FILE": "/var/log/tg.log"}
+    s = config.load(conf, env=env)
+    assert s.metrics.port == 9100 and s.metrics.require_key and s.metrics.enabled
+    assert s.log_file == "/var/log/tg.log" and s.log_format == "console"
+    assert s.log_retention_days == 7 and s.access_log and not s.log_errors_to_store
+    with pytest.raises(ValueError):
+        config.load(conf, env={"TASKGATE_LOG_FORMAT": "xml"})
