@@ -1,6 +1,10 @@
 """Throughput of the embedded server: 10,000 tasks on a zero-latency mock backend, submitted
 over HTTP until all are SUCCESS. Reports tasks/s end to end, submit latency, the server's CPU
-time per task (steadier than throughput: the client shares the two cores) and peak RSS."""
+time per task (steadier than throughput: the client shares the two cores) and peak RSS.
+
+``--observe-cost R`` runs R rounds, each once with metrics and logging off (level warning,
+no access log, no metrics) and once with them on as by default (level info: a JSON line per
+transition and per request, to a pipe; metrics on), alternating, and reports the ratio."""
 
 from __future__ import annotations
 
@@ -19,8 +23,12 @@ ROUTE = {
 }
 
 
-async def main(n: int, concurrency: int) -> None:
-    with server([ROUTE]) as srv:
+QUIET = {"log_level": "warning", "access_log": False, "metrics": {"enabled": False}}
+OBSERVED = {"log_level": "info"}  # the defaults otherwise: metrics and access log on
+
+
+async def main(n: int, concurrency: int, **settings: object) -> float:
+    with server([ROUTE], **settings) as srv:
         body = {"kind": "chat", "model": "mock", "input": "hello"}
         t0, cpu0 = time.perf_counter(), srv.cpu_seconds()
         lat = await submit_all(srv, n, concurrency, body)
@@ -34,11 +42,26 @@ async def main(n: int, concurrency: int) -> None:
     print(f"end to end: {n / (t_done - t0):.0f} tasks/s ({t_done - t0:.2f} s)")
     print(f"server CPU per task: {cpu / n * 1e6:.0f} us")
     print(f"server peak RSS: {rss:.0f} MB")
+    return n / (t_done - t0)
+
+
+async def observe_cost(n: int, concurrency: int, rounds: int) -> None:
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(rounds):
+        for mode, settings in (("off", QUIET), ("on", OBSERVED)):
+            print(f"--- metrics and logging {mode}")
+            rates[mode].append(await main(n, concurrency, **settings))
+    off, on = (sorted(rates[m])[len(rates[m]) // 2] for m in ("off", "on"))
+    print(f"median end to end: off {off:.0f} tasks/s, on {on:.0f} tasks/s: {on / off:.1%} kept")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=10_000)
     ap.add_argument("-c", "--concurrency", type=int, default=32)
+    ap.add_argument("--observe-cost", type=int, metavar="ROUNDS", default=0)
     args = ap.parse_args()
-    asyncio.run(main(args.n, args.concurrency))
+    if args.observe_cost:
+        asyncio.run(observe_cost(args.n, args.concurrency, args.observe_cost))
+    else:
+        asyncio.run(main(args.n, args.concurrency))
