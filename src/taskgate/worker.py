@@ -29,7 +29,8 @@ async def run(settings: Settings, routes: list[str] | None, grace: float) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    metrics = Metrics() if settings.metrics.enabled else None
+    # a worker's metrics are served only on metrics.port: without one, nobody reads them
+    metrics = Metrics() if settings.metrics.enabled and settings.metrics.port else None
     async with services.opened(settings, metrics) as s:
         scheduler = Scheduler(settings, s.store, s.events, s.files, routes=routes)
         ops = OpsEndpoints(  # served only with metrics.port: a worker has no other HTTP

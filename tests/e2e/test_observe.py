@@ -149,9 +149,13 @@ def test_queue_gauges_follow_a_backlog(observed: Server) -> None:
             for ln in a.get("/v1/stats").json()["lanes"]
             if (ln["route"], ln["priority"]) == ("slow", "default")
         )
-        assert lane["waiting"] == 4 and lane["running"] == 1 and lane["oldest_wait_seconds"] > 0
+        assert lane["waiting"] == 4 and lane["running"] == 1
+        assert 0 < lane["oldest_wait_seconds"] < 120  # since it was submitted, moments ago
+        oldest = gauge("taskgate_queue_oldest_wait_seconds", route="slow")
+        assert 0 < oldest < 120
         c.delete(f"/v1/tasks/{blocker}")
         until(lambda: gauge("taskgate_queue_waiting", **waiting) == 0, what="the backlog drained")
+        assert gauge("taskgate_running", route="slow", instance="slow-1") == 0  # not gone
         stats = a.get("/v1/stats").json()
         lane = next(
             ln for ln in stats["lanes"] if (ln["route"], ln["priority"]) == ("slow", "default")

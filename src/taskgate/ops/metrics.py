@@ -182,11 +182,13 @@ class QueueGauges(Collector):
         for route in routes:
             for p in Priority:
                 waiting.add_metric((route, p.label), snap.waiting.get((route, int(p)), 0))
-            oldest.add_metric((route,), snap.oldest_wait.get(route, 0.0))
+            waits = [snap.oldest_wait.get((route, int(p)), 0.0) for p in Priority]
+            oldest.add_metric((route,), max(waits))
         running = GaugeMetricFamily(
             "taskgate_running", "Calls in flight", labels=("route", "instance")
         )
-        for (route, inst), n in snap.running.items():
+        configured = {(r.name, i.name): 0 for r in self.settings.routes for i in r.instances}
+        for (route, inst), n in {**configured, **snap.running}.items():
             running.add_metric((route, inst), n)
         allowance = GaugeMetricFamily(
             "taskgate_rate_allowance",

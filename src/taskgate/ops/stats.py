@@ -44,9 +44,7 @@ async def cluster_stats(
                     "priority": p.label,
                     "waiting": snap.waiting.get(lane, 0),
                     "running": snap.running_by_lane.get(lane, 0),
-                    "oldest_wait_seconds": round(snap.oldest_wait.get(r.name, 0.0), 3)
-                    if snap.waiting.get(lane)
-                    else 0.0,
+                    "oldest_wait_seconds": round(snap.oldest_wait.get(lane, 0.0), 3),
                     "ended_last_minute": sum(m for _, m in ended.values()),
                     "failed_last_minute": sum(ended.get(s, (0, 0))[1] for s in FAILED),
                     "ended_last_hour": sum(h for h, _ in ended.values()),

@@ -22,8 +22,12 @@ Limits = Mapping[tuple[str, str], tuple[int | None, int | None]]  # (route, inst
 RECENT = 3600.0  # "lately": the last hour
 RUN_TIMES = 10_000  # the most recent ended tasks whose run times give the percentiles
 
+# when a waiting task became due: its submission, or the end of a retry's backoff
+_DUE_SINCE = sa.case(
+    (tasks.c.run_after > tasks.c.created_at, tasks.c.run_after), else_=tasks.c.created_at
+)
 _WAITING = (
-    sa.select(tasks.c.route, tasks.c.priority, sa.func.count(), sa.func.min(tasks.c.run_after))
+    sa.select(tasks.c.route, tasks.c.priority, sa.func.count(), sa.func.min(_DUE_SINCE))
     .where(tasks.c.status == PENDING)
     .group_by(tasks.c.route, tasks.c.priority)
 )
@@ -57,7 +61,7 @@ class QueueSnapshot:
 
     at: float
     waiting: dict[tuple[str, int], int] = field(default_factory=dict)  # (route, priority)
-    oldest_wait: dict[str, float] = field(default_factory=dict)  # route: seconds
+    oldest_wait: dict[tuple[str, int], float] = field(default_factory=dict)  # seconds
     running: dict[tuple[str, str], int] = field(default_factory=dict)  # (route, instance)
     running_by_lane: dict[tuple[str, int], int] = field(default_factory=dict)
     # (route, instance, "requests" | "tokens"): what the rate limit allows now
@@ -88,8 +92,7 @@ def _snapshot(conn: Conn, now: float, limits: Limits) -> QueueSnapshot:
     snap = QueueSnapshot(now)
     for route, priority, n, first_due in ops.tuples(conn, _WAITING):
         snap.waiting[(route, priority)] = n
-        wait = max(0.0, now - first_due)
-        snap.oldest_wait[route] = max(snap.oldest_wait.get(route, 0.0), wait)
+        snap.oldest_wait[(route, priority)] = max(0.0, now - first_due)
     for route, priority, instance, n in ops.tuples(conn, _RUNNING):
         key = (route, instance or "")
         snap.running[key] = snap.running.get(key, 0) + n
