@@ -155,7 +155,7 @@ class Observed:
         path = getattr(route, "path", None) or scope["path"]
         api, template = self.labels.get((method, path), ("none", "unmatched"))
         if self.metrics is not None:
-            self.metrics.http.labels(api, method, template, str(status)).observe(took)
+            self.metrics.http(api, method, template, str(status)).observe(took)
         if self.access_log:
             access.info(
                 "%s %s %d",

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -26,6 +26,8 @@ from taskgate.store.stats import QueueSnapshot
 
 Instances = Callable[[], Mapping[tuple[str, str], policy.InstanceState]]
 
+M = TypeVar("M", Counter, Histogram)
+
 REFRESH = 5.0  # seconds between reads of the queue gauges from the store
 
 # seconds: from a fast chat call to a long video job
@@ -35,6 +37,22 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class Labelled(Generic[M]):
+    """A labelled metric whose children are kept here once made: prometheus-client's
+    ``labels()`` takes a lock and checks every value each time, four times the cost of the
+    increment itself (labels are bounded, so the cache is too)."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self.metric.labels(*labels)
+        return child
+
+
 class Metrics:
     """The series this process exports, in a registry of its own (several apps may live in
     one process, as in tests)."""
@@ -42,13 +60,13 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
 
-        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(name, doc, labels, registry=self.registry)
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Labelled[Counter]:
+            return Labelled(Counter(name, doc, labels, registry=self.registry))
 
         def histogram(
             name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...] = BUCKETS
-        ) -> Histogram:
-            return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+        ) -> Labelled[Histogram]:
+            return Labelled(Histogram(name, doc, labels, buckets=buckets, registry=self.registry))
 
         self.submitted = counter("taskgate_tasks_submitted", "Tasks accepted", ("route", "kind"))
         self.ended = counter(
@@ -84,29 +102,6 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-
-METRIC_NAMES = frozenset(
-    {
-        "taskgate_tasks_submitted_total",
-        "taskgate_tasks_ended_total",
-        "taskgate_attempts_total",
-        "taskgate_retries_total",
-        "taskgate_job_polls_total",
-        "taskgate_webhook_deliveries_total",
-        "taskgate_tokens_total",
-        "taskgate_queue_wait_seconds",
-        "taskgate_attempt_seconds",
-        "taskgate_task_seconds",
-        "taskgate_http_request_seconds",
-        "taskgate_queue_waiting",
-        "taskgate_queue_oldest_wait_seconds",
-        "taskgate_running",
-        "taskgate_instance_capacity",
-        "taskgate_instance_state",
-        "taskgate_rate_allowance",
-        "taskgate_route_paused",
-    }
-)
 
 # the states an instance can be in, from this process's view (policy.InstanceState)
 STATES = ("healthy", "cooling_down", "probing")

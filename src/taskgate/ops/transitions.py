@@ -55,7 +55,7 @@ class Transitions(Observer):
         m, say = self.metrics, log.isEnabledFor(logging.INFO)
         for t in tasks:
             if m:
-                m.submitted.labels(t.route, t.kind).inc()
+                m.submitted(t.route, t.kind).inc()
             if say:
                 extra = task_fields(t, kind=t.kind, priority=t.priority.label)
                 log.info("task submitted", extra=extra)
@@ -66,7 +66,7 @@ class Transitions(Observer):
         for t in tasks:
             wait = max(0.0, (t.claimed_at or now) - max(t.created_at, t.run_after))
             if m:
-                m.queue_wait.labels(t.route).observe(wait)
+                m.queue_wait(t.route).observe(wait)
             if say:
                 extra = task_fields(
                     t, instance=t.instance, attempt=t.attempts, queue_wait=round(wait, 4)
@@ -78,14 +78,14 @@ class Transitions(Observer):
         now = time.time()
         for o, t in ended:
             if m:
-                m.attempts.labels(o.route, o.instance, o.label).inc()
-                m.attempt_time.labels(o.route, o.instance).observe(max(0.0, now - o.started_at))
+                m.attempts(o.route, o.instance, o.label).inc()
+                m.attempt_time(o.route, o.instance).observe(max(0.0, now - o.started_at))
                 if o.label in RETRIED:
-                    m.retries.labels(o.route, o.instance).inc()
+                    m.retries(o.route, o.instance).inc()
                 if o.usage and t is not None:
                     given, made = tokens_in_out(o.usage)
-                    m.tokens.labels(o.route, t.model, "in").inc(given)
-                    m.tokens.labels(o.route, t.model, "out").inc(made)
+                    m.tokens(o.route, t.model, "in").inc(given)
+                    m.tokens(o.route, t.model, "out").inc(made)
             if o.label in RETRIED and t is not None:
                 error = o.error or {}
                 log.info(
@@ -105,7 +105,7 @@ class Transitions(Observer):
     def lost(self, tasks: Sequence[Task]) -> None:
         for t in tasks:
             if self.metrics:
-                self.metrics.attempts.labels(t.route, t.instance or "", "lost").inc()
+                self.metrics.attempts(t.route, t.instance or "", "lost").inc()
             then = "requeued" if t.status is Status.PENDING else t.status.value
             extra = task_fields(t, instance=t.instance, attempt=t.attempts, then=then)
             log.warning("lease lost: the worker stopped renewing it", extra=extra)
@@ -116,8 +116,8 @@ class Transitions(Observer):
             error_type = (t.error or {}).get("type", "") if t.status is not Status.SUCCESS else ""
             took = max(0.0, (t.finished_at or time.time()) - t.created_at)
             if m:
-                m.ended.labels(t.route, t.status.value, error_type).inc()
-                m.task_time.labels(t.route).observe(took)
+                m.ended(t.route, t.status.value, error_type).inc()
+                m.task_time(t.route).observe(took)
             if say:
                 usage = t.result.get("usage") if isinstance(t.result, dict) else None
                 extra = task_fields(
@@ -139,7 +139,7 @@ class Transitions(Observer):
 
     def job_finished(self, task: Task, instance: str, polls: int, error: str | None) -> None:
         if self.metrics:
-            self.metrics.job_polls.labels(task.route).inc(polls)
+            self.metrics.job_polls(task.route).inc(polls)
         extra = task_fields(
             task, instance=instance, attempt=task.attempts, polls=polls, error=error
         )
@@ -147,4 +147,4 @@ class Transitions(Observer):
 
     def webhook_tried(self, outcome: str, status: int | None) -> None:
         if self.metrics:
-            self.metrics.webhooks.labels(outcome.lower()).inc()
+            self.metrics.webhooks(outcome.lower()).inc()
