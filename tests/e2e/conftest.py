@@ -89,6 +89,11 @@ class Server:
         self.grace = 1.0
         self.log = root / "server.log"
 
+    def configure(self, **settings: Any) -> None:
+        """Change settings before the server starts (say, paths inside its folder)."""
+        conf = yaml.safe_load(self.config.read_text())
+        self.config.write_text(yaml.safe_dump({**conf, **settings}))
+
     def cli(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
         full_env = {
             **os.environ,

@@ -41,9 +41,8 @@ def observed(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> Server:
         )
         for name in ("flaky", "doomed", "slow")
     ]
-    s: Server = make_server(routes, log_level="info", log_format="json", log_file="")
-    conf = s.config.read_text().replace("log_file: ''", f"log_file: {s.root / 'taskgate.log'}")
-    s.config.write_text(conf)
+    s: Server = make_server(routes, log_level="info", log_format="json")
+    s.configure(log_file=str(s.root / "taskgate.log"))
     s.start()
     return s
 
