@@ -91,15 +91,15 @@ class Dispatcher:
             if not live:
                 break
             try:
-                got, short = await self._claim_once(lane, live, len(claimed))
+                got, again = await self._claim_once(lane, live, len(claimed))
             except Exception:
                 if not claimed:
                     raise
                 log.exception("a further claim on route %s failed", lane.route.name)
                 break  # start what the earlier claims took
             claimed += got
-            if not short or not got:  # nothing at all: work announced meanwhile waits for
-                break  # the next round, which the announcement's wake starts at once
+            if not again:
+                break
         return claimed
 
     async def _claim_once(
@@ -107,7 +107,9 @@ class Dispatcher:
     ) -> tuple[list[Task], bool]:
         """One claim: the store counts every worker's calls on the route inside it (so
         capacity holds across workers) and each task's instance is picked there too.
-        Returns the tasks and whether a priority came up short (and is now dry)."""
+        Returns the tasks and whether to claim again at once: a priority came up short,
+        so the others may take its share, unless the claim took nothing and work was
+        announced meanwhile (then the announcement's wake starts the next round)."""
         plan = LaneClaim(lane, live, self.conf.claim_batch - taken, self.conf.strict_priority)
         announced = lane.announced
         got = await self.store.claims.claim(
@@ -118,13 +120,14 @@ class Dispatcher:
             self.conf.lease_seconds,
             lane.limits,
         )
-        short = False
+        short = marked = False
         for prio, want in plan.wanted.items():
             if sum(1 for t in got if t.priority == prio) < want:
                 short = True
                 if lane.announced == announced:  # else work came meanwhile: look again
                     lane.dry.add(prio)
-        return got, short
+                    marked = True
+        return got, short and (marked or bool(got))
 
 
 class LaneClaim:
