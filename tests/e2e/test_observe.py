@@ -90,7 +90,7 @@ def test_a_scripted_workload_shows_in_metrics_logs_and_the_task_log(observed: Se
     ]
     assert [e["message"] for e in ends[:2]] == [f"mock overloaded on attempt {n}" for n in (1, 2)]
     assert all("retry_in" in e["data"] for e in ends[:2])
-    assert [e["event"] for e in entries][0] == "submitted" and entries[-1]["event"] == "ended"
+    assert entries[0]["event"] == "submitted" and entries[-1]["event"] == "ended"
     assert sum(e["event"] == "started" for e in entries) == 3
 
     # log lines: JSON, one per transition, with the task's fields; no secret anywhere
