@@ -5,7 +5,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir '.[postgres,redis,s3]' \
+RUN pip install --no-cache-dir '.[postgres,redis,s3,tracing]' \
  && useradd --system --home /data taskgate \
  && mkdir -p /data && chown taskgate /data
 

@@ -81,13 +81,18 @@ def worker(config_path: str | None, grace: float, routes: tuple[str, ...]) -> No
 
 
 def _configured(config_path: str | None) -> config.Settings:
-    """The settings, with logging set up as they say."""
+    """The settings, with logging and (if enabled) tracing set up as they say."""
+    from taskgate.ops import tracing
     from taskgate.ops.logs import setup_logging
 
     settings = config.load(config_path)
     setup_logging(
         settings.log_level, settings.log_format, settings.log_file, settings.log_retention_days
     )
+    try:
+        tracing.from_settings(settings.tracing)  # the process's exporter, from here on
+    except tracing.TracingUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     return settings
 
 

@@ -141,6 +141,7 @@ class Task:
     turn_id: int | None = None  # the user message of the conversation this task answers
     webhook_url: str | None = None
     label: str | None = None  # the client's tag (e.g. Volcengine AI Server's user_id), not identity
+    trace: str | None = None  # the W3C traceparent of the request that submitted it (tracing on)
     worker: str | None = None
     instance: str | None = None
     lease_until: float | None = None

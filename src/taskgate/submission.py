@@ -15,6 +15,7 @@ from taskgate import params
 from taskgate.config import Route
 from taskgate.errors import BadRequest
 from taskgate.models import ApiKey, Priority
+from taskgate.ops.tracing import current_trace
 from taskgate.providers import lookup
 from taskgate.routing import Routing
 from taskgate.store import NewTask
@@ -80,6 +81,7 @@ def new_task(
         conversation_id=sub.conversation_id,
         webhook_url=sub.webhook_url if batch_id is None else None,  # a batch's: one event
         label=sub.label,
+        trace=current_trace(),  # the request's span, with tracing on: its attempts join it
     )
 
 

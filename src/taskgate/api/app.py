@@ -26,6 +26,7 @@ from taskgate.config import Settings
 from taskgate.errors import ApiError
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
+from taskgate.ops import tracing
 from taskgate.ops.endpoints import Observed, OpsEndpoints
 from taskgate.ops.metrics import Metrics
 from taskgate.scheduling import Scheduler
@@ -38,6 +39,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
     run in the same process, without it (``taskgate api``) other processes run them."""
 
     metrics = Metrics() if settings.metrics.enabled else None
+    traced = tracing.from_settings(settings.tracing)  # None: tracing is off
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +71,8 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
                     await scheduler.stop(grace)
                 await app.state.gateway.routing.stop()
                 await app.state.keys.stop()
+                if traced:
+                    traced.flush()  # the last requests' and attempts' spans
 
     app = FastAPI(
         title="taskgate",
@@ -76,7 +80,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         summary="Gateway and scheduler for AI model tasks",
         lifespan=lifespan,
         # FastAPI's OpenTelemetry hooks read the environment on every request (6% of a
-        # submit here); taskgate has no tracer configured, so they stay off.
+        # submit here); they stay off: taskgate's own spans (ops/tracing.py) come from Observed.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.route_class = StrictRoute  # the app's own routes (/health)
@@ -97,8 +101,12 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _ops_routes(app, settings)
     routers.append(app.router)  # the app's own routes, above
-    app.add_middleware(  # outermost: it times and logs every answer, refusals included
-        Observed, metrics=metrics, access_log=settings.access_log, labels=route_labels(routers)
+    app.add_middleware(  # outermost: it times, logs (and traces) every answer, refusals included
+        Observed,
+        metrics=metrics,
+        access_log=settings.access_log,
+        labels=route_labels(routers),
+        tracing=traced,
     )
     return app
 

@@ -1,7 +1,8 @@
 """What one process serves to operators: ``/metrics`` (with the queue gauges kept fresh
 from the store), ``/health/live`` and ``/health/ready``; on the API port, and with
 ``metrics.port`` on a port of their own (the only HTTP a ``taskgate worker`` has). Also the
-ASGI middleware that times every HTTP request and writes the access log."""
+ASGI middleware that times every HTTP request, writes the access log and (with tracing)
+makes the request's span."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -24,7 +25,11 @@ from taskgate.events import Events
 from taskgate.ops.health import Readiness
 from taskgate.ops.metrics import CONTENT_TYPE, Metrics, QueueGauges
 from taskgate.ops.stats import Instances, cluster_stats
+from taskgate.ops.tracing import Tracing
 from taskgate.store import SqlStore
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("taskgate.ops")
 access = logging.getLogger("taskgate.access")
@@ -124,17 +129,34 @@ Labels = Mapping[tuple[str, str], tuple[str, str]]  # (method, path): (api, path
 class Observed:
     """ASGI middleware: each HTTP request's latency in the metrics, by API, method, path
     template and status, and (``access_log``) one log line. ``labels`` names the API and
-    template of the routes the router does not match itself (the fast path's)."""
+    template of the routes the router does not match itself (the fast path's). With
+    ``tracing``, each request is also a span (named by the same API and template)."""
 
-    def __init__(self, app: Any, metrics: Metrics | None, access_log: bool, labels: Labels) -> None:
+    def __init__(
+        self,
+        app: Any,
+        metrics: Metrics | None,
+        access_log: bool,
+        labels: Labels,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
         self.labels = labels
+        self.tracing = tracing
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.tracing is None:
+            return await self._observed(scope, receive, send, None)
+        with self.tracing.request(scope) as span:
+            await self._observed(scope, receive, send, span)
+
+    async def _observed(
+        self, scope: dict[str, Any], receive: Any, send: Any, span: Span | None
+    ) -> None:
         started = time.perf_counter()
         status = 500  # unless a response starts
 
@@ -147,9 +169,11 @@ class Observed:
         try:
             await self.app(scope, receive, sending)
         finally:
-            self._observe(scope, status, time.perf_counter() - started)
+            api, template = self._observe(scope, status, time.perf_counter() - started)
+            if span is not None:
+                Tracing.answered(span, scope, api, template, status)
 
-    def _observe(self, scope: dict[str, Any], status: int, took: float) -> None:
+    def _observe(self, scope: dict[str, Any], status: int, took: float) -> tuple[str, str]:
         method = scope["method"]
         route = scope.get("route")
         path = getattr(route, "path", None) or scope["path"]
@@ -164,3 +188,4 @@ class Observed:
                 status,
                 extra={"api": api, "status": status, "duration_ms": round(took * 1000, 2)},
             )
+        return api, template

@@ -16,6 +16,7 @@ from typing import Any
 from taskgate import errors, policy
 from taskgate.files import Files
 from taskgate.models import Status, Task
+from taskgate.ops.tracing import Tracing
 from taskgate.providers import Call, Job, OutputFile, Result, redact
 from taskgate.scheduling.announce import Announcer
 from taskgate.scheduling.jobs import BackendJobs
@@ -38,6 +39,7 @@ class Attempts:
         worker_id: str,
         wake: Callable[[], None],
         keep_traces: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.files = files
@@ -47,6 +49,7 @@ class Attempts:
         self.worker_id = worker_id
         self.wake = wake  # a slot came free: look for work
         self.keep_traces = keep_traces  # an unexpected error's traceback joins the task's log
+        self.tracing = tracing  # None: tracing is off
         self.running: dict[str, Running] = {}
 
     def start(self, lane: Lane, task: Task) -> None:
@@ -66,6 +69,12 @@ class Attempts:
         run.handle = asyncio.create_task(self._run(run), name=f"task:{task.id}")
 
     async def _run(self, run: Running) -> None:
+        if self.tracing is None:
+            return await self._attempt(run)
+        with self.tracing.attempt(run):  # a span, in the trace of the request that submitted it
+            await self._attempt(run)
+
+    async def _attempt(self, run: Running) -> None:
         task = run.task
         run.calling = True
         await self.announcer.publish(

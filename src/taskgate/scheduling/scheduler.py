@@ -17,6 +17,7 @@ from taskgate import policy
 from taskgate.config import Settings
 from taskgate.events import Events
 from taskgate.files import Files
+from taskgate.ops import tracing
 from taskgate.scheduling.announce import Announcer
 from taskgate.scheduling.call import Attempts
 from taskgate.scheduling.dispatch import Dispatcher
@@ -66,6 +67,7 @@ class Scheduler:
             self.worker_id,
             self.dispatcher.wake,
             keep_traces=settings.log_errors_to_store,
+            tracing=tracing.from_settings(settings.tracing),
         )
         self.leases = Leases(
             conf, store, self.attempts, announcer, self.worker_id, self.dispatcher.wake

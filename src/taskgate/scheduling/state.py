@@ -78,6 +78,7 @@ class Running:
     timed_out: bool = False  # the run timeout (not a backend's own timeout) ended the call
     polls: int = 0  # of the backend job, by this attempt
     held_until: float = field(init=False)  # the lease, as claimed or last renewed
+    ended: Outcome | None = None  # the outcome last built for this attempt (for its span)
 
     def __post_init__(self) -> None:
         self.held_until = self.task.lease_until or 0.0
@@ -90,9 +91,10 @@ class Running:
         return self.provider_job is not None and not self.holds_slot
 
     def outcome(self, worker: str, status: Status, label: str, **kw: Any) -> Outcome:
-        """The end of this attempt, fenced on the worker and attempt number."""
+        """The end of this attempt, fenced on the worker and attempt number; kept as
+        ``ended`` (the attempt's span reports it)."""
         kw.setdefault("provider_job", self.provider_job)
-        return Outcome(
+        self.ended = Outcome(
             task_id=self.task.id,
             worker=worker,
             attempt=self.task.attempts,
@@ -103,3 +105,4 @@ class Running:
             started_at=self.started_at,
             **kw,
         )
+        return self.ended

@@ -31,6 +31,7 @@ class NewTask:
     turn_id: int | None = None
     webhook_url: str | None = None
     label: str | None = None
+    trace: str | None = None  # the W3C traceparent of the submitting request (tracing on)
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,6 +190,7 @@ def _new_row(new: NewTask, seq: int, now: float) -> dict[str, Any]:
         "turn_id": new.turn_id,
         "webhook_url": new.webhook_url,
         "label": new.label,
+        "trace": new.trace,
         "worker": None,
         "instance": None,
         "lease_until": None,
