@@ -31,7 +31,6 @@ from taskgate.store import SqlStore
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-log = logging.getLogger("taskgate.ops")
 access = logging.getLogger("taskgate.access")
 
 

@@ -10,19 +10,20 @@ itself imports its API package, never the SDK)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from taskgate import __version__
 from taskgate.config import TracingSettings
+from taskgate.models import Task
+from taskgate.store.base import Outcome
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span
 
-    from taskgate.scheduling.state import Running
 
 # the process's provider: built from the settings on first use, or given by use_provider
 _provider: TracerProvider | None = None
@@ -148,29 +149,32 @@ class Tracing:
             span.set_status(StatusCode.ERROR)
 
     @contextlib.contextmanager
-    def attempt(self, run: Running) -> Iterator[None]:
+    def attempt(
+        self, task: Task, route: str, instance: str
+    ) -> Iterator[Callable[[Outcome | None], None]]:
         """The span of one attempt, a child of the request that submitted the task (its
-        ``trace``), or a root span. Its outcome is the one the attempt built (``run.ended``);
-        an error ending (a retry too) sets the span's status to ERROR."""
+        ``trace``), or a root span. The caller tells it the outcome the attempt built; an
+        error ending (a retry too) sets the span's status to ERROR."""
         from opentelemetry.trace import SpanKind, StatusCode
 
-        task, route = run.task, run.lane.route.name
         parent = self.propagator.extract({"traceparent": task.trace} if task.trace else {})
         attributes: dict[str, str | int] = {
             "taskgate.task_id": task.id,
             "taskgate.route": route,
-            "taskgate.instance": run.instance.name,
+            "taskgate.instance": instance,
             "taskgate.attempt": task.attempts,
         }
         with self.tracer.start_as_current_span(
             f"attempt {route}", parent, SpanKind.CONSUMER, attributes
         ) as span:
-            try:
-                yield
-            finally:
-                if (ended := run.ended) is not None:
-                    span.set_attribute("taskgate.outcome", ended.label)
-                    if ended.error:
-                        kind = str(ended.error.get("type", "error"))
-                        span.set_attribute("error.type", kind)
-                        span.set_status(StatusCode.ERROR, f"{kind}: {ended.error.get('message')}")
+
+            def ended(outcome: Outcome | None) -> None:
+                if outcome is None:
+                    return
+                span.set_attribute("taskgate.outcome", outcome.label)
+                if outcome.error:
+                    kind = str(outcome.error.get("type", "error"))
+                    span.set_attribute("error.type", kind)
+                    span.set_status(StatusCode.ERROR, f"{kind}: {outcome.error.get('message')}")
+
+            yield ended

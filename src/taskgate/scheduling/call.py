@@ -71,8 +71,12 @@ class Attempts:
     async def _run(self, run: Running) -> None:
         if self.tracing is None:
             return await self._attempt(run)
-        with self.tracing.attempt(run):  # a span, in the trace of the request that submitted it
-            await self._attempt(run)
+        # a span, in the trace of the request that submitted the task
+        with self.tracing.attempt(run.task, run.lane.route.name, run.instance.name) as ended:
+            try:
+                await self._attempt(run)
+            finally:
+                ended(run.ended)
 
     async def _attempt(self, run: Running) -> None:
         task = run.task
