@@ -216,7 +216,9 @@ class Settings(_Model):
     log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
     log_file: str | None = None  # also log (JSON) to this file, rotated at midnight
     log_retention_days: int = Field(7, ge=1)  # rotated files kept
-    access_log: bool = True  # a line per HTTP request
+    # a line per HTTP request: off by default, as it costs as much as the rest of logging
+    # and metrics together (bench/README.md); every task's ending is logged either way
+    access_log: bool = False
     log_errors_to_store: bool = False  # an unexpected error's traceback joins the task's log
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()

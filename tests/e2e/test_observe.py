@@ -41,7 +41,8 @@ def observed(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> Server:
         )
         for name in ("flaky", "doomed", "slow")
     ]
-    s: Server = make_server(routes, log_level="info", log_format="json")
+    # every transition, and the access log
+    s: Server = make_server(routes, log_level="debug", log_format="json", access_log=True)
     s.configure(log_file=str(s.root / "taskgate.log"))
     s.start()
     return s
@@ -94,7 +95,15 @@ def test_a_scripted_workload_shows_in_metrics_logs_and_the_task_log(observed: Se
     assert entries[0]["event"] == "submitted" and entries[-1]["event"] == "ended"
     assert sum(e["event"] == "started" for e in entries) == 3
 
+    # the commands show the same
+    shown = observed.cli("logs", flaky, TASKGATE_KEY=key).stdout
+    assert "mock overloaded on attempt 2" in shown and "success" in shown
+    table = observed.cli("stats", TASKGATE_KEY=admin_key).stdout
+    assert "flaky" in table and "slow-1" in table
+    assert observed.cli("stats", check=False, TASKGATE_KEY=key).returncode != 0  # admins only
+
     # log lines: JSON, one per transition, with the task's fields; no secret anywhere
+    observed.stop()  # its last lines written
     log_text = (observed.root / "taskgate.log").read_text()
     for secret in (SECRET, key, admin_key):
         assert secret not in log_text and secret not in observed.log.read_text()
@@ -111,22 +120,23 @@ def test_a_scripted_workload_shows_in_metrics_logs_and_the_task_log(observed: Se
     ]
     for ln in mine:
         assert ln["tenant"] == "acme" and ln["route"] == "flaky" and ln["model"] == "flaky"
-        assert ln["level"] == "INFO" and ln["logger"] == "taskgate.tasks" and "time" in ln
+        assert ln["logger"] == "taskgate.tasks" and "time" in ln
+    levels = {ln["message"]: ln["level"] for ln in mine}  # INFO: what an operator acts on
+    assert levels == {
+        "task submitted": "DEBUG",
+        "task started": "DEBUG",
+        "retry scheduled": "INFO",
+        "task ended": "INFO",
+    }
     started = [ln for ln in mine if ln["message"] == "task started"]
     assert [(ln["attempt"], ln["instance"]) for ln in started] == [
         (n, "flaky-1") for n in (1, 2, 3)
     ]
     assert mine[-1]["status"] == "SUCCESS" and mine[-1]["duration"] > 0
+    assert 0 <= mine[-1]["queue_wait"] <= mine[-1]["duration"] and mine[-1]["attempt"] == 3
     assert {"delay", "reason", "error_type"} <= set(mine[2])
     access = [ln for ln in lines if ln["logger"] == "taskgate.access"]
     assert any(ln["status"] == 422 and ln["api"] == "native" for ln in access)
-
-    # the commands show the same
-    shown = observed.cli("logs", flaky, TASKGATE_KEY=key).stdout
-    assert "mock overloaded on attempt 2" in shown and "success" in shown
-    table = observed.cli("stats", TASKGATE_KEY=admin_key).stdout
-    assert "flaky" in table and "slow-1" in table
-    assert observed.cli("stats", check=False, TASKGATE_KEY=key).returncode != 0  # admins only
 
 
 def test_queue_gauges_follow_a_backlog(observed: Server) -> None:

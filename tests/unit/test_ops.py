@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import time
 from pathlib import Path
 
 import pytest
 
 from taskgate import config
 from taskgate.models import Attempt, Priority, Status, Task
-from taskgate.ops.logs import ConsoleFormatter, json_formatter, setup_logging
+from taskgate.ops.logs import BatchedFile, ConsoleFormatter, json_formatter, setup_logging
 from taskgate.ops.stats import percentile
 from taskgate.ops.timeline import timeline
 from taskgate.ops.transitions import tokens_in_out
@@ -123,13 +124,11 @@ def test_logging_to_a_file_rotates_at_midnight_keeping_the_retention(tmp_path: P
     before = list(root.handlers)
     try:
         setup_logging("debug", "json", str(tmp_path / "logs" / "taskgate.log"), retention_days=3)
-        [rotating] = [
-            h for h in root.handlers if isinstance(h, logging.handlers.TimedRotatingFileHandler)
-        ]
+        [rotating] = [h for h in root.handlers if isinstance(h, BatchedFile)]
         assert rotating.when == "MIDNIGHT" and rotating.backupCount == 3
         assert root.level == logging.DEBUG
         logging.getLogger("taskgate.tasks").info("task submitted", extra={"task_id": "t9"})
-        rotating.flush()
+        rotating.flush_now()
         written = json.loads((tmp_path / "logs" / "taskgate.log").read_text().splitlines()[-1])
         assert written["task_id"] == "t9"
     finally:
@@ -143,6 +142,27 @@ def test_observing_settings_come_from_yaml_and_the_environment(tmp_path: Path) -
     s = config.load(conf, env=env)
     assert s.metrics.port == 9100 and s.metrics.require_key and s.metrics.enabled
     assert s.log_file == "/var/log/tg.log" and s.log_format == "console"
-    assert s.log_retention_days == 7 and s.access_log and not s.log_errors_to_store
+    assert s.log_retention_days == 7 and not s.access_log and not s.log_errors_to_store
     with pytest.raises(ValueError):
         config.load(conf, env={"TASKGATE_LOG_FORMAT": "xml"})
+
+
+def test_batched_lines_reach_the_file_soon_warnings_at_once_and_all_at_close(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.log"
+    handler = BatchedFile(str(path), retention_days=1)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        handler.handle(record(levelno=logging.WARNING))  # a warning: written at once
+        assert path.read_text() == "task ended\n"
+        handler.handle(record())
+        deadline = time.monotonic() + 30
+        while path.read_text().count("\n") < 2:  # the flusher writes it within moments
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for _ in range(3):
+            handler.handle(record())
+    finally:
+        handler.close()
+    assert path.read_text().count("task ended") == 5  # closing wrote the rest

@@ -185,6 +185,8 @@ class Observed:
                 method,
                 scope["path"],
                 status,
-                extra={"api": api, "status": status, "duration_ms": round(took * 1000, 2)},
+                extra={
+                    "fields": {"api": api, "status": status, "duration_ms": round(took * 1000, 2)}
+                },
             )
         return api, template

@@ -4,6 +4,11 @@ submitted and finished, lease lost, ended. The store tells :class:`Transitions` 
 writes once they commit (it is the store's ``Observer``), so every path that changes a
 task, in any API or worker, is seen exactly once, by the process that made the change.
 
+Levels: ``task submitted`` and ``task started`` are DEBUG, as every task has them and its
+INFO line ``task ended`` repeats what they said (its queue wait, instance and attempts);
+what an operator acts on (retries, backend jobs, lost leases, endings) is INFO or above.
+A line costs about as much as a tenth of a task's whole handling here (bench/README.md).
+
 Fields name the task, its tenant, route, model, instance and attempt; never its input,
 its output, a key or a secret.
 """
@@ -52,26 +57,26 @@ class Transitions(Observer):
         self.metrics = metrics
 
     def created(self, tasks: Sequence[Task]) -> None:
-        m, say = self.metrics, log.isEnabledFor(logging.INFO)
+        m, say = self.metrics, log.isEnabledFor(logging.DEBUG)
         for t in tasks:
             if m:
                 m.submitted(t.route, t.kind).inc()
             if say:
-                extra = task_fields(t, kind=t.kind, priority=t.priority.label)
-                log.info("task submitted", extra=extra)
+                fields = task_fields(t, kind=t.kind, priority=t.priority.label)
+                log.debug("task submitted", extra={"fields": fields})
 
     def claimed(self, tasks: Sequence[Task]) -> None:
-        m, say = self.metrics, log.isEnabledFor(logging.INFO)
+        m, say = self.metrics, log.isEnabledFor(logging.DEBUG)
         now = time.time()
         for t in tasks:
             wait = max(0.0, (t.claimed_at or now) - max(t.created_at, t.run_after))
             if m:
                 m.queue_wait(t.route).observe(wait)
             if say:
-                extra = task_fields(
+                fields = task_fields(
                     t, instance=t.instance, attempt=t.attempts, queue_wait=round(wait, 4)
                 )
-                log.info("task started", extra=extra)
+                log.debug("task started", extra={"fields": fields})
 
     def attempts_ended(self, ended: Sequence[tuple[Outcome, Task | None]]) -> None:
         m = self.metrics
@@ -88,27 +93,25 @@ class Transitions(Observer):
                     m.tokens(o.route, t.model, "out").inc(made)
             if o.label in RETRIED and t is not None:
                 error = o.error or {}
-                log.info(
-                    "retry scheduled",
-                    extra=task_fields(
-                        t,
-                        route=o.route,
-                        instance=o.instance,
-                        attempt=o.attempt,
-                        next_route=t.route,
-                        delay=round(max(0.0, o.run_after - now), 3),
-                        error_type=error.get("type"),
-                        reason=error.get("message"),
-                    ),
+                fields = task_fields(
+                    t,
+                    route=o.route,
+                    instance=o.instance,
+                    attempt=o.attempt,
+                    next_route=t.route,
+                    delay=round(max(0.0, o.run_after - now), 3),
+                    error_type=error.get("type"),
+                    reason=error.get("message"),
                 )
+                log.info("retry scheduled", extra={"fields": fields})
 
     def lost(self, tasks: Sequence[Task]) -> None:
         for t in tasks:
             if self.metrics:
                 self.metrics.attempts(t.route, t.instance or "", "lost").inc()
             then = "requeued" if t.status is Status.PENDING else t.status.value
-            extra = task_fields(t, instance=t.instance, attempt=t.attempts, then=then)
-            log.warning("lease lost: the worker stopped renewing it", extra=extra)
+            fields = task_fields(t, instance=t.instance, attempt=t.attempts, then=then)
+            log.warning("lease lost: the worker stopped renewing it", extra={"fields": fields})
 
     def ended(self, tasks: Sequence[Task]) -> None:
         m, say = self.metrics, log.isEnabledFor(logging.INFO)
@@ -120,30 +123,32 @@ class Transitions(Observer):
                 m.task_time(t.route).observe(took)
             if say:
                 usage = t.result.get("usage") if isinstance(t.result, dict) else None
-                extra = task_fields(
+                begun = t.started_at
+                fields = task_fields(
                     t,
                     instance=t.instance,
                     attempt=t.attempts,
                     status=t.status.value,
-                    duration=round(took, 4),
+                    duration=round(took, 4),  # submitted to ended
+                    queue_wait=round(begun - t.created_at, 4) if begun else None,  # to a start
                     error_type=error_type or None,
                     tokens=sum(tokens_in_out(usage)) if isinstance(usage, dict) else None,
                 )
-                log.info("task ended", extra=extra)
+                log.info("task ended", extra={"fields": fields})
 
     def job_kept(self, task: Task, job: dict[str, Any]) -> None:
-        extra = task_fields(
+        fields = task_fields(
             task, instance=job.get("instance"), attempt=task.attempts, job=str(job.get("id"))
         )
-        log.info("backend job submitted", extra=extra)
+        log.info("backend job submitted", extra={"fields": fields})
 
     def job_finished(self, task: Task, instance: str, polls: int, error: str | None) -> None:
         if self.metrics:
             self.metrics.job_polls(task.route).inc(polls)
-        extra = task_fields(
+        fields = task_fields(
             task, instance=instance, attempt=task.attempts, polls=polls, error=error
         )
-        log.info("backend job finished", extra=extra)
+        log.info("backend job finished", extra={"fields": fields})
 
     def webhook_tried(self, outcome: str, status: int | None) -> None:
         if self.metrics:
