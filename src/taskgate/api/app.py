@@ -27,7 +27,7 @@ from taskgate.errors import ApiError
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
 from taskgate.ops import tracing
-from taskgate.ops.endpoints import Observed, OpsEndpoints
+from taskgate.ops.endpoints import Observed, OpsEndpoints, Traced
 from taskgate.ops.metrics import Metrics
 from taskgate.scheduling import Scheduler
 
@@ -101,13 +101,12 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _ops_routes(app, settings)
     routers.append(app.router)  # the app's own routes, above
-    app.add_middleware(  # outermost: it times, logs (and traces) every answer, refusals included
-        Observed,
-        metrics=metrics,
-        access_log=settings.access_log,
-        labels=route_labels(routers),
-        tracing=traced,
+    labels = route_labels(routers)
+    app.add_middleware(  # outermost: it times and logs every answer, refusals included
+        Observed, metrics=metrics, access_log=settings.access_log, labels=labels
     )
+    if traced:  # around even that: the request's span holds all of its handling
+        app.add_middleware(Traced, tracing=traced, labels=labels)
     return app
 
 

@@ -1,8 +1,8 @@
 """What one process serves to operators: ``/metrics`` (with the queue gauges kept fresh
 from the store), ``/health/live`` and ``/health/ready``; on the API port, and with
 ``metrics.port`` on a port of their own (the only HTTP a ``taskgate worker`` has). Also the
-ASGI middleware that times every HTTP request, writes the access log and (with tracing)
-makes the request's span."""
+ASGI middleware that times every HTTP request and writes the access log, and the one that
+(with tracing on) makes each request's span."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -27,9 +27,6 @@ from taskgate.ops.metrics import CONTENT_TYPE, Metrics, QueueGauges
 from taskgate.ops.stats import Instances, cluster_stats
 from taskgate.ops.tracing import Tracing
 from taskgate.store import SqlStore
-
-if TYPE_CHECKING:
-    from opentelemetry.trace import Span
 
 access = logging.getLogger("taskgate.access")
 
@@ -125,68 +122,73 @@ class _QuietServer(uvicorn.Server):
 Labels = Mapping[tuple[str, str], tuple[str, str]]  # (method, path): (api, path template)
 
 
+class Answer:
+    """A request's ``send``, passed through, noting the status of the response."""
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.status = 500  # unless a response starts
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
+def labelled(labels: Labels, scope: dict[str, Any]) -> tuple[str, str]:
+    """The API and path template of a request, once the app has answered it."""
+    route = scope.get("route")
+    path = getattr(route, "path", None) or scope["path"]
+    return labels.get((scope["method"], path), ("none", "unmatched"))
+
+
 class Observed:
     """ASGI middleware: each HTTP request's latency in the metrics, by API, method, path
     template and status, and (``access_log``) one log line. ``labels`` names the API and
-    template of the routes the router does not match itself (the fast path's). With
-    ``tracing``, each request is also a span (named by the same API and template)."""
+    template of the routes the router does not match itself (the fast path's)."""
 
-    def __init__(
-        self,
-        app: Any,
-        metrics: Metrics | None,
-        access_log: bool,
-        labels: Labels,
-        tracing: Tracing | None = None,
-    ) -> None:
+    def __init__(self, app: Any, metrics: Metrics | None, access_log: bool, labels: Labels) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
         self.labels = labels
-        self.tracing = tracing
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if self.tracing is None:
-            return await self._observed(scope, receive, send, None)
-        with self.tracing.request(scope) as span:
-            await self._observed(scope, receive, send, span)
-
-    async def _observed(
-        self, scope: dict[str, Any], receive: Any, send: Any, span: Span | None
-    ) -> None:
         started = time.perf_counter()
-        status = 500  # unless a response starts
-
-        async def sending(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        answer = Answer(send)
         try:
-            await self.app(scope, receive, sending)
+            await self.app(scope, receive, answer)
         finally:
-            api, template = self._observe(scope, status, time.perf_counter() - started)
-            if span is not None:
-                Tracing.answered(span, scope, api, template, status)
+            self._observe(scope, answer.status, time.perf_counter() - started)
 
-    def _observe(self, scope: dict[str, Any], status: int, took: float) -> tuple[str, str]:
+    def _observe(self, scope: dict[str, Any], status: int, took: float) -> None:
         method = scope["method"]
-        route = scope.get("route")
-        path = getattr(route, "path", None) or scope["path"]
-        api, template = self.labels.get((method, path), ("none", "unmatched"))
+        api, template = labelled(self.labels, scope)
         if self.metrics is not None:
             self.metrics.http(api, method, template, str(status)).observe(took)
         if self.access_log:
-            access.info(
-                "%s %s %d",
-                method,
-                scope["path"],
-                status,
-                extra={
-                    "fields": {"api": api, "status": status, "duration_ms": round(took * 1000, 2)}
-                },
-            )
-        return api, template
+            fields = {"api": api, "status": status, "duration_ms": round(took * 1000, 2)}
+            access.info("%s %s %d", method, scope["path"], status, extra={"fields": fields})
+
+
+class Traced:
+    """ASGI middleware, there only with tracing on: each HTTP request is a span, named by
+    its method and path template (see :meth:`Tracing.request`)."""
+
+    def __init__(self, app: Any, tracing: Tracing, labels: Labels) -> None:
+        self.app = app
+        self.tracing = tracing
+        self.labels = labels
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        answer = Answer(send)
+        with self.tracing.request(scope) as span:
+            try:
+                await self.app(scope, receive, answer)
+            finally:
+                api, template = labelled(self.labels, scope)
+                Tracing.answered(span, scope, api, template, answer.status)
