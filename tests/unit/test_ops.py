@@ -14,6 +14,7 @@ import pytest
 from taskgate import config
 from taskgate.models import Attempt, Priority, Status, Task
 from taskgate.ops.logs import BatchedFile, ConsoleFormatter, json_formatter, setup_logging
+from taskgate.ops.metrics import Metrics
 from taskgate.ops.stats import percentile
 from taskgate.ops.timeline import timeline
 from taskgate.ops.transitions import tokens_in_out
@@ -166,3 +167,24 @@ def test_batched_lines_reach_the_file_soon_warnings_at_once_and_all_at_close(
     finally:
         handler.close()
     assert path.read_text().count("task ended") == 5  # closing wrote the rest
+
+
+def test_counts_and_times_render_as_prometheus_counters_and_histograms() -> None:
+    m = Metrics()
+    m.submitted.inc("r", "chat")
+    m.submitted.inc("r", "chat", amount=2)
+    m.tokens.inc("r", "m", "in", amount=0)
+    for seconds in (0.004, 0.005, 0.3, 7200):  # on a bound counts as under it ("le")
+        m.task_time.observe(seconds, "r")
+    text = m.render().decode()
+    assert 'taskgate_tasks_submitted_total{kind="chat",route="r"} 3.0' in text
+    assert 'taskgate_tokens_total{direction="in",model="m",route="r"} 0.0' in text
+    buckets = {
+        line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("taskgate_task_seconds_bucket")
+    }
+    assert buckets["0.005"] == 2 and buckets["0.25"] == 2 and buckets["0.5"] == 3
+    assert buckets["3600.0"] == 3 and buckets["+Inf"] == 4
+    assert 'taskgate_task_seconds_count{route="r"} 4.0' in text
+    assert 'taskgate_task_seconds_sum{route="r"} 7200.309' in text

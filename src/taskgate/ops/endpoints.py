@@ -167,7 +167,7 @@ class Observed:
         method = scope["method"]
         api, template = labelled(self.labels, scope)
         if self.metrics is not None:
-            self.metrics.http(api, method, template, str(status)).observe(took)
+            self.metrics.http.observe(took, api, method, template, str(status))
         if self.access_log:
             fields = {"api": api, "status": status, "duration_ms": round(took * 1000, 2)}
             access.info("%s %s %d", method, scope["path"], status, extra={"fields": fields})

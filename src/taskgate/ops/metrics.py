@@ -1,6 +1,7 @@
 """Prometheus metrics of one taskgate process (the ``prometheus-client`` library).
 
-Counters and histograms count what this process did. The queue gauges describe the whole
+Counters and histograms count what this process did (kept as plain numbers, see
+:class:`Counts`; prometheus-client collects and renders them). The queue gauges describe the whole
 cluster: they are read from the store (a few indexed queries, by ``QueueGauges.refresh``
 every ``REFRESH`` seconds), so any one process reports them. Labels hold only bounded
 values (routes, instances, kinds, models, statuses, error types, path templates), never
@@ -10,13 +11,20 @@ task ids, keys or prompts.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from taskgate import policy
@@ -25,8 +33,6 @@ from taskgate.models import Priority
 from taskgate.store.stats import QueueSnapshot
 
 Instances = Callable[[], Mapping[tuple[str, str], policy.InstanceState]]
-
-M = TypeVar("M", Counter, Histogram)
 
 REFRESH = 5.0  # seconds between reads of the queue gauges from the store
 
@@ -37,67 +43,92 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class Labelled(Generic[M]):
-    """A labelled metric whose children are kept here once made: prometheus-client's
-    ``labels()`` takes a lock and checks every value each time, four times the cost of the
-    increment itself (labels are bounded, so the cache is too)."""
+class Counts:
+    """A counter family, kept as plain numbers per label values and handed to
+    prometheus-client at scrape time. Taking ``Counter.labels(...).inc()`` on every task
+    costs several microseconds (a lock, a check of every value, a lock per child); this is a
+    dictionary update. Only the event loop's thread updates and reads it."""
 
-    def __init__(self, metric: M) -> None:
-        self.metric: M = metric
-        self._children: dict[tuple[str, ...], M] = {}
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {}
 
-    def __call__(self, *labels: str) -> M:
-        child = self._children.get(labels)
-        if child is None:
-            child = self._children[labels] = self.metric.labels(*labels)
-        return child
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value)
+        return family
 
 
-class Metrics:
+class Times:
+    """A histogram family kept the same way: per label values, a count per bucket (found
+    by bisection) and the sum."""
+
+    def __init__(
+        self, name: str, doc: str, labels: tuple[str, ...], bounds: tuple[float, ...] = BUCKETS
+    ) -> None:
+        self.name, self.doc, self.labels, self.bounds = name, doc, labels, bounds
+        self.values: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+
+    def observe(self, seconds: float, *labels: str) -> None:
+        kept = self.values.get(labels)
+        if kept is None:
+            kept = self.values[labels] = ([0] * (len(self.bounds) + 1), [0.0])
+        kept[0][bisect.bisect_left(self.bounds, seconds)] += 1
+        kept[1][0] += seconds
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        edges = [*(str(float(b)) for b in self.bounds), "+Inf"]
+        for labels, (counts, total) in list(self.values.items()):
+            buckets = list(zip(edges, itertools.accumulate(counts), strict=True))
+            family.add_metric(labels, buckets, total[0])
+        return family
+
+
+class Metrics(Collector):
     """The series this process exports, in a registry of its own (several apps may live in
     one process, as in tests)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-
-        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Labelled[Counter]:
-            return Labelled(Counter(name, doc, labels, registry=self.registry))
-
-        def histogram(
-            name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...] = BUCKETS
-        ) -> Labelled[Histogram]:
-            return Labelled(Histogram(name, doc, labels, buckets=buckets, registry=self.registry))
-
-        self.submitted = counter("taskgate_tasks_submitted", "Tasks accepted", ("route", "kind"))
-        self.ended = counter(
+        self.submitted = Counts("taskgate_tasks_submitted", "Tasks accepted", ("route", "kind"))
+        self.ended = Counts(
             "taskgate_tasks_ended", "Tasks that ended", ("route", "status", "error_type")
         )
-        self.attempts = counter(
+        self.attempts = Counts(
             "taskgate_attempts", "Attempts that ended, by outcome", ("route", "instance", "outcome")
         )
-        self.retries = counter(
+        self.retries = Counts(
             "taskgate_retries", "Attempts followed by a retry or failover", ("route", "instance")
         )
-        self.job_polls = counter("taskgate_job_polls", "Polls of backend jobs", ("route",))
-        self.webhooks = counter(
+        self.job_polls = Counts("taskgate_job_polls", "Polls of backend jobs", ("route",))
+        self.webhooks = Counts(
             "taskgate_webhook_deliveries", "Webhook delivery tries, by result", ("status",)
         )
-        self.tokens = counter(
+        self.tokens = Counts(
             "taskgate_tokens", "Tokens used, in and out", ("route", "model", "direction")
         )
-        self.queue_wait = histogram(
-            "taskgate_queue_wait_seconds", "From due to claimed", ("route",)
-        )
-        self.attempt_time = histogram(
+        self.queue_wait = Times("taskgate_queue_wait_seconds", "From due to claimed", ("route",))
+        self.attempt_time = Times(
             "taskgate_attempt_seconds", "One attempt's run time", ("route", "instance")
         )
-        self.task_time = histogram("taskgate_task_seconds", "From submitted to ended", ("route",))
-        self.http = histogram(
+        self.task_time = Times("taskgate_task_seconds", "From submitted to ended", ("route",))
+        self.http = Times(
             "taskgate_http_request_seconds",
             "HTTP requests by API, path template and status",
             ("api", "method", "path", "status"),
             HTTP_BUCKETS,
         )
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        for kept in vars(self).values():
+            if isinstance(kept, Counts | Times):
+                yield kept.family()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -60,7 +60,7 @@ class Transitions(Observer):
         m, say = self.metrics, log.isEnabledFor(logging.DEBUG)
         for t in tasks:
             if m:
-                m.submitted(t.route, t.kind).inc()
+                m.submitted.inc(t.route, t.kind)
             if say:
                 fields = task_fields(t, kind=t.kind, priority=t.priority.label)
                 log.debug("task submitted", extra={"fields": fields})
@@ -71,7 +71,7 @@ class Transitions(Observer):
         for t in tasks:
             wait = max(0.0, (t.claimed_at or now) - max(t.created_at, t.run_after))
             if m:
-                m.queue_wait(t.route).observe(wait)
+                m.queue_wait.observe(wait, t.route)
             if say:
                 fields = task_fields(
                     t, instance=t.instance, attempt=t.attempts, queue_wait=round(wait, 4)
@@ -83,14 +83,14 @@ class Transitions(Observer):
         now = time.time()
         for o, t in ended:
             if m:
-                m.attempts(o.route, o.instance, o.label).inc()
-                m.attempt_time(o.route, o.instance).observe(max(0.0, now - o.started_at))
+                m.attempts.inc(o.route, o.instance, o.label)
+                m.attempt_time.observe(max(0.0, now - o.started_at), o.route, o.instance)
                 if o.label in RETRIED:
-                    m.retries(o.route, o.instance).inc()
+                    m.retries.inc(o.route, o.instance)
                 if o.usage and t is not None:
                     given, made = tokens_in_out(o.usage)
-                    m.tokens(o.route, t.model, "in").inc(given)
-                    m.tokens(o.route, t.model, "out").inc(made)
+                    m.tokens.inc(o.route, t.model, "in", amount=given)
+                    m.tokens.inc(o.route, t.model, "out", amount=made)
             if o.label in RETRIED and t is not None:
                 error = o.error or {}
                 fields = task_fields(
@@ -108,7 +108,7 @@ class Transitions(Observer):
     def lost(self, tasks: Sequence[Task]) -> None:
         for t in tasks:
             if self.metrics:
-                self.metrics.attempts(t.route, t.instance or "", "lost").inc()
+                self.metrics.attempts.inc(t.route, t.instance or "", "lost")
             then = "requeued" if t.status is Status.PENDING else t.status.value
             fields = task_fields(t, instance=t.instance, attempt=t.attempts, then=then)
             log.warning("lease lost: the worker stopped renewing it", extra={"fields": fields})
@@ -119,8 +119,8 @@ class Transitions(Observer):
             error_type = (t.error or {}).get("type", "") if t.status is not Status.SUCCESS else ""
             took = max(0.0, (t.finished_at or time.time()) - t.created_at)
             if m:
-                m.ended(t.route, t.status.value, error_type).inc()
-                m.task_time(t.route).observe(took)
+                m.ended.inc(t.route, t.status.value, error_type)
+                m.task_time.observe(took, t.route)
             if say:
                 usage = t.result.get("usage") if isinstance(t.result, dict) else None
                 begun = t.started_at
@@ -144,7 +144,7 @@ class Transitions(Observer):
 
     def job_finished(self, task: Task, instance: str, polls: int, error: str | None) -> None:
         if self.metrics:
-            self.metrics.job_polls(task.route).inc(polls)
+            self.metrics.job_polls.inc(task.route, amount=polls)
         fields = task_fields(
             task, instance=instance, attempt=task.attempts, polls=polls, error=error
         )
@@ -152,4 +152,4 @@ class Transitions(Observer):
 
     def webhook_tried(self, outcome: str, status: int | None) -> None:
         if self.metrics:
-            self.metrics.webhooks(outcome.lower()).inc()
+            self.metrics.webhooks.inc(outcome.lower())
