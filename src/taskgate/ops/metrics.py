@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -29,10 +29,13 @@ from prometheus_client.registry import Collector
 
 from taskgate import policy
 from taskgate.config import Settings
+from taskgate.errors import Unavailable
 from taskgate.models import Priority
 from taskgate.store.stats import QueueSnapshot
 
 Instances = Callable[[], Mapping[tuple[str, str], policy.InstanceState]]
+
+log = logging.getLogger("taskgate.metrics")
 
 REFRESH = 5.0  # seconds between reads of the queue gauges from the store
 
@@ -159,8 +162,12 @@ class QueueGauges(Collector):
 
     async def keep_refreshing(self) -> None:
         while True:
-            with contextlib.suppress(Exception):  # the store is down: keep the last reading
+            try:
                 await self.refresh()
+            except Unavailable:  # the store is down: keep the last reading
+                pass
+            except Exception:
+                log.exception("could not read the queue gauges; keeping the last reading")
             await asyncio.sleep(REFRESH)
 
     def collect(self) -> Iterator[Metric]:
