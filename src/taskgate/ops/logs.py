@@ -23,7 +23,8 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 # a record's own attributes: anything else on it came in ``extra`` and is a field
-_STANDARD = frozenset(RESERVED_ATTRS) | {"message", "asctime", "taskName"}
+# (uvicorn adds "color_message", the message with terminal colours)
+_STANDARD = frozenset(RESERVED_ATTRS) | {"message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(OrjsonFormatter):
