@@ -220,17 +220,20 @@ class Attempts:
     async def _interrupted(self, run: Running) -> None:
         """The call was cancelled: by the client (the task is already CANCELLED in the store),
         because the lease was lost, or because this worker is stopping (hand the task back,
-        keeping a backend job to resume)."""
-        self._forget(run)
-        if run.cancelled and run.provider_job is not None:
-            await self.jobs.cancel(run, run.provider_job)
-        label = "cancelled" if run.cancelled else "interrupted"
-        base = run.outcome(self.worker_id, Status.PENDING, label, run_after=time.time())
-        with contextlib.suppress(Exception):
-            if run.cancelled:
-                await self.store.claims.record_attempt(base)
-            elif (written := await self.store.claims.finish(base)) is not None:
-                await self.announcer.announce(written)
+        keeping a backend job to resume). The run stays in ``running`` until this is
+        written, so that a stopping worker waits for it before the store closes."""
+        try:
+            if run.cancelled and run.provider_job is not None:
+                await self.jobs.cancel(run, run.provider_job)
+            label = "cancelled" if run.cancelled else "interrupted"
+            base = run.outcome(self.worker_id, Status.PENDING, label, run_after=time.time())
+            with contextlib.suppress(Exception):
+                if run.cancelled:
+                    await self.store.claims.record_attempt(base)
+                elif (written := await self.store.claims.finish(base)) is not None:
+                    await self.announcer.announce(written)
+        finally:
+            self._forget(run)
 
     async def cancel(self, message: dict[str, Any]) -> None:
         """A task was cancelled: stop its call here, or the backend job it waits to resume."""
