@@ -175,6 +175,12 @@ async def test_a_job_past_the_run_timeout_times_out_but_keeps_its_late_result(
     late = await rig.until(video, lambda t: t.result is not None)
     assert late.status is Status.TIMEOUT
     assert late.result["output"]["kind"] == "video"
+    logged = [(e.event, e.message) for e in await rig.store.task_logs.of(video, 200)]
+    assert logged == [
+        ("job_submitted", f"the backend took job {timed_out.error['provider_job']}"),
+        ("job_finished", "the job failed: the run timeout passed"),
+        ("late_result", "the backend job's late result was kept"),
+    ]
 
 
 async def test_cancelling_a_polled_task_cancels_the_backend_job(rig_for: Any) -> None:

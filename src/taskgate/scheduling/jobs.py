@@ -65,7 +65,6 @@ class BackendJobs:
             raise errors.job_ended(errors.PermanentError(gone))
         lane = run.lane
         left = run.provider_job["submitted_at"] + timeout - time.time()
-        error: str | None = "the run timeout passed"
         try:
             async with asyncio.timeout(max(0.0, left)):
                 result = await polling.poll_until_done(
@@ -76,15 +75,14 @@ class BackendJobs:
                     self.rng,
                     polled=run.count_poll,
                 )
-            error = None
         except errors.ProviderError as exc:
-            error = redact.scrub(str(exc), call)
+            await self._noted(run, redact.scrub(str(exc), call))
             raise
-        except asyncio.CancelledError:
-            error = "polling stopped (cancelled, or handed back)"
+        except TimeoutError:
+            await self._noted(run, "the run timeout passed")
             raise
-        finally:
-            await self._noted(run, error)
+        # (a cancel notes nothing: the task was cancelled, or is handed back to be resumed)
+        await self._noted(run, None)
         return await ended(call, result)
 
     async def _noted(self, run: Running, error: str | None) -> None:
