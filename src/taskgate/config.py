@@ -97,6 +97,15 @@ class Route(_Model):
     def serves(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, p) for p in self.models)
 
+    @property
+    def limits(self) -> dict[str, tuple[int | None, int | None]]:
+        """Requests and tokens per minute of the instances that have rate limits."""
+        return {
+            i.name: (i.requests_per_minute, i.tokens_per_minute)
+            for i in self.instances
+            if i.rate_limited
+        }
+
 
 class ConversationSettings(_Model):
     """How much of a conversation a chat turn is sent: the last ``max_turns`` turns, fewer
@@ -241,6 +250,11 @@ class Settings(_Model):
             if missing:
                 raise ValueError(f"route {r.name!r} falls back to unknown routes {missing}")
         return self
+
+    @property
+    def rate_limits(self) -> dict[tuple[str, str], tuple[int | None, int | None]]:
+        """Every rate-limited instance's requests and tokens per minute, by route and name."""
+        return {(r.name, name): limit for r in self.routes for name, limit in r.limits.items()}
 
     def route(self, name: str) -> Route:
         for r in self.routes:

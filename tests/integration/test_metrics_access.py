@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from taskgate.api.app import create_app
 from taskgate.config import Settings
 from taskgate.store import from_url
+from tests.e2e.conftest import free_port
 
 
 def app_with(tmp_path: Path, **metrics: Any) -> tuple[TestClient, str]:
@@ -57,3 +59,14 @@ async def test_who_may_read_metrics(
         if admin == 200:
             assert r.headers["content-type"].startswith("text/plain")
             assert "taskgate_instance_capacity" in r.text
+
+
+async def test_with_a_port_of_their_own_metrics_leave_the_api_port(tmp_path: Path) -> None:
+    port = free_port()
+    client, _ = app_with(tmp_path, port=port)
+    with client:
+        assert client.get("/metrics").status_code == 404
+        assert client.get("/health/ready").status_code == 200  # health stays on both
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as ops:
+            assert "taskgate_instance_capacity" in (await ops.get("/metrics")).text
+            assert (await ops.get("/health/live")).json() == {"status": "alive"}

@@ -14,6 +14,8 @@ import pytest
 
 from taskgate.client import verify_webhook
 from taskgate.config import WebhookSettings
+from taskgate.ops.metrics import Metrics
+from taskgate.ops.transitions import Transitions
 from taskgate.store import SqlStore
 from taskgate.store.outbox import DELIVERED, FAILED, PENDING, Delivery
 from taskgate.webhooks import Deliverer
@@ -97,6 +99,23 @@ async def test_failures_back_off_then_end_failed(
     assert len(reqs) == 3 and len({r.event_id for r in reqs}) == 1
     gaps = [b.at - a.at for a, b in itertools.pairwise(reqs)]
     assert gaps[0] >= 0.18 and gaps[1] >= 0.38  # 0.2 s, then doubled
+
+
+async def test_each_try_joins_the_task_s_log_and_the_metrics(
+    store: SqlStore, hooks: WebhookReceiver, deliverers: Any
+) -> None:
+    metrics = Metrics()
+    store.db.observer = Transitions(metrics)
+    hooks.default = "fail"
+    deliverers(max_attempts=2, backoff_base=0.05, backoff_max=0.1, jitter=0)
+    task_id = await ended_task(store, hooks.url())
+    d = await settled(store, task_id, done)
+    tries = [e for e in await store.task_logs.of(task_id, 200) if e.event == "webhook"]
+    assert [(e.message, e.data) for e in tries] == [
+        ("HTTP 500", {"delivery": d.id, "try": 1, "outcome": PENDING}),
+        ("HTTP 500", {"delivery": d.id, "try": 2, "outcome": FAILED}),
+    ]
+    assert metrics.webhooks.values == {("pending",): 1, ("failed",): 1}
 
 
 async def test_retry_after_is_honoured_and_a_2xx_ends_it(

@@ -13,11 +13,17 @@ import pytest
 
 from taskgate import config
 from taskgate.models import Attempt, Priority, Status, Task
-from taskgate.ops.logs import BatchedFile, ConsoleFormatter, json_formatter, setup_logging
+from taskgate.ops.logs import (
+    BatchedFile,
+    ConsoleFormatter,
+    fields_of,
+    json_formatter,
+    setup_logging,
+)
 from taskgate.ops.metrics import Metrics
 from taskgate.ops.stats import percentile
 from taskgate.ops.timeline import timeline
-from taskgate.ops.transitions import tokens_in_out
+from taskgate.ops.transitions import Transitions, tokens_in_out
 from taskgate.store.task_logs import LogEntry
 
 
@@ -188,3 +194,22 @@ def test_counts_and_times_render_as_prometheus_counters_and_histograms() -> None
     assert buckets["3600.0"] == 3 and buckets["+Inf"] == 4
     assert 'taskgate_task_seconds_count{route="r"} 4.0' in text
     assert 'taskgate_task_seconds_sum{route="r"} 7200.309' in text
+
+
+def test_a_lost_lease_is_counted_and_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    requeued = task(status=Status.PENDING, finished_at=None)
+    with caplog.at_level(logging.INFO, logger="taskgate.tasks"):
+        Transitions(metrics).lost([requeued])
+    assert metrics.attempts.values == {("r", "i1", "lost"): 1}
+    [line] = caplog.records
+    assert line.levelno == logging.WARNING
+    assert fields_of(line) == {
+        "task_id": "t1",
+        "tenant": "acme",
+        "route": "r",
+        "model": "m",
+        "instance": "i1",
+        "attempt": 2,
+        "then": "requeued",
+    }

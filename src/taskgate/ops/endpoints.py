@@ -49,25 +49,21 @@ class OpsEndpoints:
         self.readiness = Readiness(store, events, dispatching)
         self.gauges: QueueGauges | None = None
         if metrics is not None:
-            limits = {
-                (r.name, i.name): (i.requests_per_minute, i.tokens_per_minute)
-                for r in settings.routes
-                for i in r.instances
-                if i.rate_limited
-            }
+            limits = settings.rate_limits
             self.gauges = QueueGauges(
                 settings, lambda now: store.stats.snapshot(now, limits), instances
             )
             metrics.registry.register(self.gauges)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._refreshing: asyncio.Task[None] | None = None
         self._server: uvicorn.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.gauges is not None:
-            self._tasks.append(asyncio.create_task(self.gauges.keep_refreshing(), name="gauges"))
+            self._refreshing = asyncio.create_task(self.gauges.keep_refreshing(), name="gauges")
         port = self.settings.metrics.port
         if port is not None:
-            app = Starlette(routes=self.routes(metrics=self.metrics is not None))
+            app = Starlette(routes=self.routes())
             config = uvicorn.Config(
                 app,
                 host=self.settings.host,
@@ -79,23 +75,24 @@ class OpsEndpoints:
             # bound here, so that a port in use fails the start with the OS's own error;
             # connections wait in its backlog until the server runs
             sock = socket.create_server((self.settings.host, port))
-            self._server = server = _QuietServer(config)
-            self._tasks.append(asyncio.create_task(server.serve([sock]), name="ops-port"))
+            self._server = _QuietServer(config)
+            self._serving = asyncio.create_task(self._server.serve([sock]), name="ops-port")
 
     async def stop(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
         if self._server is not None:
-            self._server.should_exit = True
-        for t in self._tasks:
-            if t.get_name() != "ops-port":
-                t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._server.should_exit = True  # it closes its connections, then returns
+        running = [t for t in (self._refreshing, self._serving) if t is not None]
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def stats(self) -> dict[str, Any]:
         return await cluster_stats(self.settings, self.store, self.instances)
 
-    def routes(self, metrics: bool) -> list[Route]:
+    def routes(self) -> list[Route]:
+        """What the port of its own serves (the API port has its own routes, documented)."""
         out = [Route("/health/live", self.live), Route("/health/ready", self.ready)]
-        if metrics:
+        if self.metrics is not None:
             out.append(Route("/metrics", self.render))
         return out
 

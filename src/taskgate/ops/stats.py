@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskgate import policy
-from taskgate.config import Settings
+from taskgate.config import Instance, Settings
 from taskgate.models import Priority
 from taskgate.ops.metrics import Instances
 from taskgate.store import SqlStore
+from taskgate.store.stats import QueueSnapshot, Recent
 from taskgate.views import iso
 
 FAILED = ("FAILED", "TIMEOUT")  # what counts as failed (a cancel is the client's choice)
@@ -24,59 +25,60 @@ async def cluster_stats(
     settings: Settings, store: SqlStore, instances: Instances | None
 ) -> dict[str, Any]:
     now = time.time()
-    limits = {
-        (r.name, i.name): (i.requests_per_minute, i.tokens_per_minute)
-        for r in settings.routes
-        for i in r.instances
-        if i.rate_limited
-    }
-    snap = await store.stats.snapshot(now, limits)
+    snap = await store.stats.snapshot(now, settings.rate_limits)
     recent = await store.stats.recent(now)
-    lanes = []
-    for r in settings.routes:
-        for p in Priority:
-            lane = (r.name, int(p))
-            ended = recent.ended.get(lane, {})
-            times = sorted(recent.run_times.get(lane, []))
-            lanes.append(
-                {
-                    "route": r.name,
-                    "priority": p.label,
-                    "waiting": snap.waiting.get(lane, 0),
-                    "running": snap.running_by_lane.get(lane, 0),
-                    "oldest_wait_seconds": round(snap.oldest_wait.get(lane, 0.0), 3),
-                    "ended_last_minute": sum(m for _, m in ended.values()),
-                    "failed_last_minute": sum(ended.get(s, (0, 0))[1] for s in FAILED),
-                    "ended_last_hour": sum(h for h, _ in ended.values()),
-                    "failed_last_hour": sum(ended.get(s, (0, 0))[0] for s in FAILED),
-                    "run_seconds_p50": percentile(times, 0.50),
-                    "run_seconds_p95": percentile(times, 0.95),
-                }
-            )
     states = instances() if instances is not None else {}
-    out_instances = []
-    for r in settings.routes:
-        for i in r.instances:
-            state = states.get((r.name, i.name))
-            allowance = {
-                limit: round(left, 2)
-                for (route, inst, limit), left in snap.allowance.items()
-                if (route, inst) == (r.name, i.name)
-            }
-            out_instances.append(
-                {
-                    "route": r.name,
-                    "instance": i.name,
-                    "state": policy.state_of(state, now) if state else None,
-                    "in_flight": snap.running.get((r.name, i.name), 0),
-                    "capacity": i.max_concurrency,
-                    "cooldown_left_seconds": round(max(0.0, state.cooled_until - now), 3)
-                    if state
-                    else None,
-                    "rate_allowance": allowance or None,
-                }
-            )
-    return {"at": iso(now), "lanes": lanes, "instances": out_instances}
+    return {
+        "at": iso(now),
+        "lanes": [_lane(r.name, p, snap, recent) for r in settings.routes for p in Priority],
+        "instances": [
+            _instance(r.name, i, snap, states.get((r.name, i.name)), now)
+            for r in settings.routes
+            for i in r.instances
+        ],
+    }
+
+
+def _lane(route: str, p: Priority, snap: QueueSnapshot, recent: Recent) -> dict[str, Any]:
+    lane = (route, int(p))
+    ended = recent.ended.get(lane, {})  # status: (last hour, last minute)
+    times = sorted(recent.run_times.get(lane, []))
+    return {
+        "route": route,
+        "priority": p.label,
+        "waiting": snap.waiting.get(lane, 0),
+        "running": snap.running_by_lane.get(lane, 0),
+        "oldest_wait_seconds": round(snap.oldest_wait.get(lane, 0.0), 3),
+        "ended_last_minute": sum(m for _, m in ended.values()),
+        "failed_last_minute": sum(ended.get(s, (0, 0))[1] for s in FAILED),
+        "ended_last_hour": sum(h for h, _ in ended.values()),
+        "failed_last_hour": sum(ended.get(s, (0, 0))[0] for s in FAILED),
+        "run_seconds_p50": percentile(times, 0.50),
+        "run_seconds_p95": percentile(times, 0.95),
+    }
+
+
+def _instance(
+    route: str,
+    inst: Instance,
+    snap: QueueSnapshot,
+    state: policy.InstanceState | None,
+    now: float,
+) -> dict[str, Any]:
+    allowance = {
+        limit: round(left, 2)
+        for (r, name, limit), left in snap.allowance.items()
+        if (r, name) == (route, inst.name)
+    }
+    return {
+        "route": route,
+        "instance": inst.name,
+        "state": policy.state_of(state, now) if state else None,  # this process's view
+        "in_flight": snap.running.get((route, inst.name), 0),
+        "capacity": inst.max_concurrency,
+        "cooldown_left_seconds": round(max(0.0, state.cooled_until - now), 3) if state else None,
+        "rate_allowance": allowance or None,
+    }
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from taskgate import policy
 from taskgate.models import Status, Task
 from taskgate.ops.metrics import Metrics
 from taskgate.store.base import Observer, Outcome
@@ -132,7 +133,7 @@ class Transitions(Observer):
                     duration=round(took, 4),  # submitted to ended
                     queue_wait=round(begun - t.created_at, 4) if begun else None,  # to a start
                     error_type=error_type or None,
-                    tokens=sum(tokens_in_out(usage)) if isinstance(usage, dict) else None,
+                    tokens=policy.tokens_used(usage) if isinstance(usage, dict) else None,
                 )
                 log.info("task ended", extra={"fields": fields})
 

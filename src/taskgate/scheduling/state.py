@@ -34,12 +34,8 @@ class Lane:
 
     @functools.cached_property
     def limits(self) -> dict[str, tuple[int | None, int | None]]:
-        """Requests and tokens per minute of the instances that have rate limits."""
-        return {
-            i.name: (i.requests_per_minute, i.tokens_per_minute)
-            for i in self.route.instances
-            if i.rate_limited
-        }
+        """The route's rate limits (read on every claim: kept once made)."""
+        return self.route.limits
 
     def instance_config(self, name: str) -> Instance:
         return next(i for i in self.route.instances if i.name == name)

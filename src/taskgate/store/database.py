@@ -105,7 +105,7 @@ class Database:
     async def ready(self) -> bool:
         """Whether the database answers and holds the schema this code migrated it to."""
         q = sa.text("SELECT version_num FROM alembic_version")
-        return bool(self.schema_head) and await self.read(_scalar, q) == self.schema_head
+        return bool(self.schema_head) and await self.read(scalar, q) == self.schema_head
 
     async def close(self) -> None:
         """Let the connections go (the repositories have written what they held)."""
@@ -142,8 +142,14 @@ class Database:
                 listener(ended)
 
 
-def _scalar(conn: Conn, q: sa.Executable) -> Any:
-    return conn.execute(q).scalar()
+def rows(conn: Conn, stmt: sa.Executable) -> list[sa.RowMapping]:
+    """A statement's rows, for ``Database.read(rows, stmt)``."""
+    return list(conn.execute(stmt).mappings().all())
+
+
+def scalar(conn: Conn, stmt: sa.Executable) -> Any:
+    """A statement's one value, for ``Database.read(scalar, stmt)``."""
+    return conn.execute(stmt).scalar()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from taskgate.models import ApiKey, new_id
 from taskgate.store import ops
-from taskgate.store.database import Database
+from taskgate.store.database import Database, scalar
 from taskgate.store.schema import api_keys
 
 
@@ -63,7 +63,7 @@ class Keys:
             .where(api_keys.c.admin.is_(True), api_keys.c.revoked_at.is_(None))
             .limit(1)
         )
-        return await self._db.read(ops.scalar, q) is not None
+        return await self._db.read(scalar, q) is not None
 
 
 def _hash_key(secret: str) -> str:

@@ -22,15 +22,12 @@ from taskgate.models import Status, Task
 from taskgate.policy import fair_seq
 from taskgate.store import rate_buckets
 from taskgate.store.base import NewTask, Outcome
+from taskgate.store.database import rows
 from taskgate.store.outbox import add_deliveries
 from taskgate.store.schema import attempts, messages, tasks
 
 Conn = sa.Connection
 PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
-
-
-def rows(conn: Conn, stmt: sa.Executable) -> list[sa.RowMapping]:
-    return list(conn.execute(stmt).mappings().all())
 
 
 def one_task(conn: Conn, stmt: sa.Executable) -> Task | None:
@@ -48,10 +45,6 @@ def one_task_with(conn: Conn, stmt: sa.Executable, params: dict[str, Any]) -> Ta
 ADD_TASKS = tasks.insert()
 TASK_BY_ID = sa.select(tasks).where(tasks.c.id == sa.bindparam("g_id"))
 TENANT_TASK_BY_ID = TASK_BY_ID.where(tasks.c.tenant == sa.bindparam("g_tenant"))
-
-
-def scalar(conn: Conn, stmt: sa.Executable) -> Any:
-    return conn.execute(stmt).scalar()
 
 
 def tuples(conn: Conn, stmt: sa.Executable) -> list[tuple[Any, ...]]:

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from taskgate.models import Batch, Task, new_id
 from taskgate.store import task_logs
-from taskgate.store.database import Database
+from taskgate.store.database import Database, rows, scalar
 from taskgate.store.schema import batches, tasks, tenants, webhook_deliveries
 from taskgate.views import batch_json, iso, task_json
 
@@ -89,7 +89,7 @@ def add_deliveries(conn: Conn, ended: Sequence[Task], now: float) -> int:
     that names a URL, and one per batch with a URL whose last task this was. Returns how
     many were offered (one whose event id is already queued is dropped)."""
     finished = [t for t in ended if t.terminal]
-    rows = [
+    deliveries = [
         _row(
             t.tenant,
             t.webhook_url,
@@ -100,10 +100,12 @@ def add_deliveries(conn: Conn, ended: Sequence[Task], now: float) -> int:
         for t in finished
         if t.webhook_url
     ]
-    rows += _batch_rows(conn, sorted({t.batch_id for t in finished if t.batch_id}), now)
-    if rows:
-        conn.execute(_insert(conn, wd).on_conflict_do_nothing(index_elements=["event_id"]), rows)
-    return len(rows)
+    deliveries += _batch_rows(conn, sorted({t.batch_id for t in finished if t.batch_id}), now)
+    if deliveries:
+        conn.execute(
+            _insert(conn, wd).on_conflict_do_nothing(index_elements=["event_id"]), deliveries
+        )
+    return len(deliveries)
 
 
 def _batch_rows(conn: Conn, batch_ids: list[str], now: float) -> list[dict[str, Any]]:
@@ -132,8 +134,8 @@ def _batch_rows(conn: Conn, batch_ids: list[str], now: float) -> list[dict[str, 
 def _members(conn: Conn, batch: Batch) -> list[Task]:
     """The batch's tasks in the order of its models, as batch_json lists them."""
     order = {m: i for i, m in enumerate(batch.models)}
-    rows = conn.execute(sa.select(tasks).where(tasks.c.batch_id == batch.id)).mappings()
-    return sorted((Task.from_row(r) for r in rows), key=lambda t: order.get(t.model, 0))
+    members = conn.execute(sa.select(tasks).where(tasks.c.batch_id == batch.id)).mappings()
+    return sorted((Task.from_row(r) for r in members), key=lambda t: order.get(t.model, 0))
 
 
 def claim_due(conn: Conn, now: float, limit: int, lease: float) -> list[Delivery]:
@@ -232,7 +234,7 @@ class Outbox:
     async def next_due(self) -> float | None:
         """When the earliest pending delivery is due (None: none is pending)."""
         q = sa.select(sa.func.min(wd.c.next_attempt_at)).where(wd.c.status == PENDING)
-        return await self._db.read(_scalar, q)
+        return await self._db.read(scalar, q)
 
     async def of(
         self, *, task_id: str | None = None, batch_id: str | None = None
@@ -240,20 +242,12 @@ class Outbox:
         """The deliveries of a task or a batch, oldest first."""
         col, value = (wd.c.task_id, task_id) if task_id is not None else (wd.c.batch_id, batch_id)
         q = sa.select(wd).where(col == value).order_by(wd.c.created_at, wd.c.id)
-        return [Delivery.from_row(r) for r in await self._db.read(_rows, q)]
+        return [Delivery.from_row(r) for r in await self._db.read(rows, q)]
 
     async def secret(self, tenant: str) -> str:
         q = sa.select(tenants.c.webhook_secret).where(tenants.c.id == tenant)
-        found = await self._db.read(_scalar, q)
+        found = await self._db.read(scalar, q)
         return str(found) if found else str(await self._db.write(ensure_secret, tenant))
 
     async def rotate_secret(self, tenant: str) -> str:
         return str(await self._db.write(rotate_secret, tenant))
-
-
-def _scalar(conn: Conn, q: sa.Executable) -> Any:
-    return conn.execute(q).scalar()
-
-
-def _rows(conn: Conn, q: sa.Executable) -> list[sa.RowMapping]:
-    return list(conn.execute(q).mappings().all())

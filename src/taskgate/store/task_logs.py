@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from taskgate.models import Task
-from taskgate.store.database import Conn, Database
+from taskgate.store.database import Conn, Database, rows
 from taskgate.store.schema import task_logs
 
 MESSAGE_MAX = 2000
@@ -60,12 +60,8 @@ class TaskLogs:
             .order_by(task_logs.c.id.desc())
             .limit(limit)
         )
-        rows = await self._db.read(_rows, q)
-        return [LogEntry(**{k: v for k, v in r.items() if k != "id"}) for r in reversed(rows)]
-
-
-def _rows(conn: Conn, q: sa.Executable) -> list[sa.RowMapping]:
-    return list(conn.execute(q).mappings())
+        found = await self._db.read(rows, q)
+        return [LogEntry(**{k: v for k, v in r.items() if k != "id"}) for r in reversed(found)]
 
 
 def add_in(conn: Conn, entries: list[LogEntry]) -> None:

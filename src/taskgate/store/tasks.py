@@ -19,7 +19,7 @@ from taskgate.batching import Batcher
 from taskgate.models import Attempt, Status, Task, new_id
 from taskgate.store import ops
 from taskgate.store.base import NewTask, TaskFilter
-from taskgate.store.database import Conn, Database
+from taskgate.store.database import Conn, Database, scalar
 from taskgate.store.schema import attempts, tasks
 
 PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
@@ -89,7 +89,7 @@ class Tasks:
             sa.and_(tasks.c.fair_seq == task.fair_seq, tasks.c.id < task.id),
         )
         q = sa.select(sa.func.count()).where(*ops.in_lane(task.route, int(task.priority)), ahead)
-        return int(await self._db.read(ops.scalar, q) or 0) + 1
+        return int(await self._db.read(scalar, q) or 0) + 1
 
     async def counts(self) -> dict[str, int]:
         q = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
