@@ -2,7 +2,8 @@
 always within the caller's tenant. Routers (native, OpenAI, and the compatible APIs) translate
 their shapes to these calls; none of them reads or writes tasks, or talks to the scheduler,
 any other way. What these calls build on are the gateway's attributes, which routers also
-use directly: ``routing``, ``conversations``, ``webhooks`` and ``request_files``.
+use directly: ``routing``, ``conversations``, ``webhooks``, ``request_files`` and
+``control`` (admins' actions).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from taskgate import params
 from taskgate.config import Settings
+from taskgate.control import Control
 from taskgate.conversations import Conversations
 from taskgate.errors import BadRequest, NotFound
 from taskgate.events import Events
@@ -52,6 +54,7 @@ class Gateway:
         self.conversations = Conversations(
             settings.conversations, store, events, self.routing, self.request_files
         )
+        self.control = Control(store, events, self.routing)  # admins' actions
 
     # --- accepting -----------------------------------------------------------------------
 

@@ -127,6 +127,7 @@ class Task:
     updated_at: float
     max_attempts: int = 1
     attempts: int = 0
+    retries: int = 0  # times an admin ran it again after it ended
     run_timeout: float | None = None
     deadline: float | None = None
     run_after: float = 0.0

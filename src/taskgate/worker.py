@@ -1,7 +1,8 @@
 """``taskgate worker``: the scheduler and its workers without the HTTP API, for the
 distributed mode. Any number of them run against one PostgreSQL store; each claims from the
-routes it serves (all, or those named), and SIGTERM (or Ctrl-C) drains it: it stops
-claiming, gives running calls ``grace`` seconds to finish, and hands back the rest."""
+routes it serves (all, or those named), and SIGTERM (or Ctrl-C, or an admin's
+``POST /v1/workers/{id}/drain``) drains it: it stops claiming, gives running calls ``grace``
+seconds to finish, hands back the rest and exits."""
 
 from __future__ import annotations
 
@@ -48,7 +49,11 @@ async def run(settings: Settings, routes: list[str] | None, grace: float) -> Non
             file=sys.stderr,
             flush=True,
         )
-        await stop.wait()
+        asked = asyncio.create_task(scheduler.drain_requested.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait((asked, stopping), return_when=asyncio.FIRST_COMPLETED)
+        asked.cancel()
+        stopping.cancel()
         log.info("worker %s draining (grace %gs)", scheduler.worker_id, grace)
         await ops.stop()
         await scheduler.stop(grace)

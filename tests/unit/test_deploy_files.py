@@ -72,8 +72,7 @@ def exported_metrics() -> set[str]:
     return {f.name + kinds[f.type] for f in m.registry.collect()}
 
 
-# pausing a route comes with the admin actions; the dashboard shows it already
-EXPORTED_METRICS = exported_metrics() | {"taskgate_route_paused"}
+EXPORTED_METRICS = exported_metrics()
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 DASHBOARD = REPO / "deploy" / "grafana" / "taskgate-dashboard.json"
 

@@ -3,6 +3,7 @@ store and (in ``serve`` mode) runs the scheduler in the same process."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from taskgate import __version__, services, store
+from taskgate.api import admin as admin_api
 from taskgate.api import aiflow, native, openai_api, tasksystem, volcengine
 from taskgate.api.auth import KeyRing, admin, caller, has_key
 from taskgate.api.fastpath import ErrorHandler, FastPath
@@ -60,14 +62,18 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
                 dispatching=scheduler.dispatching if scheduler else None,
             )
             await app.state.gateway.routing.start()  # model discovery: before the first request
+            drains = None
             if scheduler:
                 await scheduler.start()
+                drains = asyncio.create_task(_drain_when_asked(scheduler, grace), name="drain")
             await app.state.ops.start()
             try:
                 yield
             finally:
                 await app.state.ops.stop()
-                if scheduler:
+                if scheduler and drains:
+                    drains.cancel()
+                    await asyncio.gather(drains, return_exceptions=True)
                     await scheduler.stop(grace)
                 await app.state.gateway.routing.stop()
                 await app.state.keys.stop()
@@ -84,7 +90,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.route_class = StrictRoute  # the app's own routes (/health)
-    routers = [native.router, openai_api.router]
+    routers = [native.router, admin_api.router, openai_api.router]
     routers += [api.router for api in (aiflow, volcengine, tasksystem)]  # the compatible APIs
     for router in routers:
         app.include_router(router)
@@ -108,6 +114,12 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
     if traced:  # around even that: the request's span holds all of its handling
         app.add_middleware(Traced, tracing=traced, labels=labels)
     return app
+
+
+async def _drain_when_asked(scheduler: Scheduler, grace: float) -> None:
+    """An admin drained this process's worker: stop it; the API stays up."""
+    await scheduler.drain_requested.wait()
+    await scheduler.stop(grace)
 
 
 def _ops_routes(app: FastAPI, settings: Settings) -> None:

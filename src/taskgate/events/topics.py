@@ -1,6 +1,6 @@
 """The messages taskgate publishes, in one place: ``task:{id}`` (a task's life, for waiters
-and event streams), ``queue`` (work became due on a lane), ``cancel`` (stop a call) and
-``key_revoked`` (forget a key)."""
+and event streams), ``queue`` (work became due on a lane), ``cancel`` (stop a call),
+``key_revoked`` (forget a key) and ``workers`` (an admin's drain request)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from taskgate.events.base import Events
 from taskgate.models import Task
 
 KEY_REVOKED = "key_revoked"
+WORKERS = "workers"  # {"drain": worker id}: an admin asked that worker to drain
 
 
 def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
@@ -17,9 +18,9 @@ def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
 
 
 async def announce_queued(events: Events, tasks: list[Task]) -> None:
-    """Wake a dispatcher of each task's lane: work became due there."""
-    for task in tasks:
-        await events.publish("queue", {"route": task.route, "priority": int(task.priority)})
+    """Wake a dispatcher of each task's lane: work became due there (once per lane)."""
+    for route, priority in dict.fromkeys((t.route, int(t.priority)) for t in tasks):
+        await events.publish("queue", {"route": route, "priority": priority})
 
 
 async def announce_cancelled(events: Events, tasks: list[Task]) -> None:

@@ -230,4 +230,9 @@ class QueueGauges(Collector):
         )
         for (route, inst, limit), left in snap.allowance.items():
             allowance.add_metric((route, inst, limit), left)
-        yield from (waiting, oldest, running, allowance)
+        paused = GaugeMetricFamily(
+            "taskgate_route_paused", "1 while an admin has paused the route", labels=("route",)
+        )
+        for route in routes:
+            paused.add_metric((route,), 1.0 if route in snap.paused else 0.0)
+        yield from (waiting, oldest, running, allowance, paused)

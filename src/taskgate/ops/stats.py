@@ -39,6 +39,39 @@ async def cluster_stats(
     }
 
 
+async def cluster_routes(
+    settings: Settings, store: SqlStore, instances: Instances | None
+) -> list[dict[str, Any]]:
+    """``GET /v1/routes``: each route with its state (paused or not), what waits and runs on
+    it, its capacity and its instances (as in ``/v1/stats``)."""
+    now = time.time()
+    snap = await store.stats.snapshot(now, settings.rate_limits)
+    states = instances() if instances is not None else {}
+    out = []
+    for r in settings.routes:
+        insts = [_instance(r.name, i, snap, states.get((r.name, i.name)), now) for i in r.instances]
+        out.append(
+            {
+                "name": r.name,
+                "provider": r.provider,
+                "models": r.models,
+                "paused": r.name in snap.paused,
+                "paused_since": iso(snap.paused.get(r.name)),
+                "waiting": sum(snap.waiting.get((r.name, int(p)), 0) for p in Priority),
+                "running": sum(snap.running_by_lane.get((r.name, int(p)), 0) for p in Priority),
+                "capacity": sum(i.max_concurrency for i in r.instances),
+                "instances": [_named(i) for i in insts],
+            }
+        )
+    return out
+
+
+def _named(instance: dict[str, Any]) -> dict[str, Any]:
+    """An instance as a route lists it: by ``name``, without its route."""
+    out = {k: v for k, v in instance.items() if k not in ("route", "instance")}
+    return {"name": instance["instance"], **out}
+
+
 def _lane(route: str, p: Priority, snap: QueueSnapshot, recent: Recent) -> dict[str, Any]:
     lane = (route, int(p))
     ended = recent.ended.get(lane, {})  # status: (last hour, last minute)

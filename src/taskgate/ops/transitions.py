@@ -106,6 +106,11 @@ class Transitions(Observer):
                 )
                 log.info("retry scheduled", extra={"fields": fields})
 
+    def requeued(self, tasks: Sequence[Task], by: str) -> None:
+        for t in tasks:
+            fields = task_fields(t, attempts=t.attempts, max_attempts=t.max_attempts, by=by)
+            log.info("task run again by an admin", extra={"fields": fields})
+
     def lost(self, tasks: Sequence[Task]) -> None:
         for t in tasks:
             if self.metrics:

@@ -16,6 +16,7 @@ from typing import Any
 from taskgate import policy
 from taskgate.config import Settings
 from taskgate.events import Events
+from taskgate.events.topics import WORKERS
 from taskgate.files import Files
 from taskgate.ops import tracing
 from taskgate.scheduling.announce import Announcer
@@ -24,6 +25,7 @@ from taskgate.scheduling.dispatch import Dispatcher
 from taskgate.scheduling.jobs import BackendJobs
 from taskgate.scheduling.leases import Leases
 from taskgate.scheduling.outcome import Endings
+from taskgate.scheduling.presence import Presence
 from taskgate.scheduling.state import Lane, build_lanes
 from taskgate.store import SqlStore
 from taskgate.webhooks import Deliverer
@@ -73,11 +75,21 @@ class Scheduler:
             conf, store, self.attempts, announcer, self.worker_id, self.dispatcher.wake
         )
         self.webhooks = Deliverer(settings.webhooks, store, rng)
+        self.presence = Presence(
+            store, self.worker_id, lambda: list(self.lanes), lambda: len(self.attempts.running)
+        )
         self._loops: list[asyncio.Task[None]] = []
         self._keepers: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    @property
+    def drain_requested(self) -> asyncio.Event:
+        """Set when an admin asks this worker to drain; its process then stops it."""
+        return self.presence.drain_requested
 
     async def start(self) -> None:
         await self.leases.reclaim_from_dead_local_workers()
+        await self.presence.beat()  # in the registry before it claims anything
         self._loops = [
             asyncio.create_task(self.dispatcher.run(), name="dispatch"),
             asyncio.create_task(self.leases.keep_sweeping(), name="sweep"),
@@ -89,10 +101,16 @@ class Scheduler:
         self._keepers = [
             asyncio.create_task(self.leases.keep_renewing(), name="leases"),
             asyncio.create_task(self._listen("cancel", self.attempts.cancel), name="cancels"),
+            asyncio.create_task(self.presence.keep_beating(), name="heartbeat"),
+            asyncio.create_task(self._listen(WORKERS, self._on_workers), name="drains"),
         ]
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming, let running calls finish for ``grace`` seconds, hand back the rest."""
+        """Stop claiming, let running calls finish for ``grace`` seconds, hand back the rest.
+        (Once: a drained scheduler is stopped again when its process ends.)"""
+        if self._stopped:
+            return
+        self._stopped = True
         self.dispatcher.stopping = True
         for loop in self._loops:
             loop.cancel()
@@ -103,6 +121,7 @@ class Scheduler:
         await asyncio.gather(*self._keepers, return_exceptions=True)
         for lane in self.lanes.values():
             await lane.provider.aclose()
+        await self.presence.stopped()
 
     def dispatching(self) -> bool:
         """Whether the dispatch loop runs (for readiness)."""
@@ -113,6 +132,10 @@ class Scheduler:
         return {
             (name, inst.name): inst for name, lane in self.lanes.items() for inst in lane.instances
         }
+
+    async def _on_workers(self, message: dict[str, Any]) -> None:
+        if message.get("drain") == self.worker_id:
+            self.presence.drain("an event")
 
     async def _on_queue(self, message: dict[str, Any]) -> None:
         self.dispatcher.due(message)

@@ -90,6 +90,9 @@ class Observer:
         """Attempts whose ending was written, with the task as it now is (None: the attempt
         was only recorded, the task having been cancelled)."""
 
+    def requeued(self, tasks: Sequence[Task], by: str) -> None:
+        """Ended tasks an admin (key ``by``) ran again, as they now wait."""
+
     def lost(self, tasks: Sequence[Task]) -> None:
         """Tasks whose worker stopped renewing its lease, as the sweep left them."""
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from taskgate.batching import Batcher
 from taskgate.models import Priority, Status, Task
-from taskgate.store import ops, rate_buckets, task_logs
+from taskgate.store import control, ops, rate_buckets, task_logs
 from taskgate.store.base import Outcome
 from taskgate.store.database import Conn, Database
 from taskgate.store.rate_buckets import RateLimit
@@ -71,7 +71,8 @@ class Claims:
         (instance: requests and tokens per minute) allow, ask ``plan`` how many tasks of each
         priority to take given both, move them to PROCESSING under the lease, record on each
         the instance ``assign`` picks for it (None: keep the one it has, as a resumed backend
-        job does), and take one request from the bucket of each instance picked.
+        job does), and take one request from the bucket of each instance picked. A route an
+        admin paused gives nothing.
         """
         claimed = await self._db.write(
             self._claim_in, route, plan, assign, worker, lease, limits or {}
@@ -92,6 +93,8 @@ class Claims:
         now = time.time()
         if self._db.dialect == "postgresql":
             conn.execute(ops.ROUTE_LOCK, {"lock_route": route})
+        if control.is_paused(conn, route):  # an admin paused it: its tasks wait
+            return []
         busy = dict(ops.tuples_with(conn, ops.BUSY, {"b_route": route, "b_now": now}))
         buckets = rate_buckets.load(conn, route, limits, now)
         allowed = {name: b.allowed(*limits[name]) for name, b in buckets.items()}

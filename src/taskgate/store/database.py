@@ -147,6 +147,13 @@ def rows(conn: Conn, stmt: sa.Executable) -> list[sa.RowMapping]:
     return list(conn.execute(stmt).mappings().all())
 
 
+def dialect_insert(conn: Conn, table: sa.Table) -> Any:
+    """An INSERT with the dialect's ON CONFLICT clauses (``on_conflict_do_nothing``, ...)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
 def scalar(conn: Conn, stmt: sa.Executable) -> Any:
     """A statement's one value, for ``Database.read(scalar, stmt)``."""
     return conn.execute(stmt).scalar()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from taskgate.errors import Conflict
 from taskgate.history import answer_content
-from taskgate.models import Status, Task
+from taskgate.models import Priority, Status, Task
 from taskgate.policy import fair_seq
 from taskgate.store import rate_buckets
 from taskgate.store.base import NewTask, Outcome
@@ -94,8 +94,19 @@ _LAST = sa.select(sa.func.max(tasks.c.fair_seq)).where(
 )
 
 
-def fair_seqs(conn: Conn, batch: Sequence[NewTask]) -> list[int]:
-    """Number each new task within its lane so that keys share the lane fairly."""
+class InLane(Protocol):
+    """A task about to join a lane: a new one, or an ended one run again."""
+
+    @property
+    def route(self) -> str: ...
+    @property
+    def priority(self) -> Priority: ...
+    @property
+    def api_key_id(self) -> str: ...
+
+
+def fair_seqs(conn: Conn, batch: Sequence[InLane]) -> list[int]:
+    """Number each task joining its lane so that keys share the lane fairly."""
     fronts: dict[tuple[str, int], int | None] = {}
     lasts: dict[tuple[str, int, str], int | None] = {}
     out = []
@@ -312,6 +323,23 @@ def sweep_once(conn: Conn, now: float) -> tuple[list[Task], list[Task], bool]:
     late = [Task.from_row(r) for r in rows(conn, timed_out)]
     add_deliveries(conn, lost + late, now)
     return lost, late, len(found) == SWEEP_BATCH
+
+
+def cancel_statement(conds: list[Any], reason: str) -> sa.Executable:
+    """Cancel the tasks that match ``conds`` and have not ended, returning them."""
+    now = time.time()
+    return (
+        tasks.update()
+        .where(*conds, tasks.c.status.in_([PENDING, PROCESSING]))
+        .values(
+            status=Status.CANCELLED.value,
+            error={"type": "cancelled", "message": reason},
+            finished_at=now,
+            updated_at=now,
+            lease_until=None,
+        )
+        .returning(*tasks.c)
+    )
 
 
 def end_where(conn: Conn, stmt: sa.Executable) -> list[Task]:

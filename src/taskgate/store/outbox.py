@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from taskgate.models import Batch, Task, new_id
 from taskgate.store import task_logs
-from taskgate.store.database import Database, rows, scalar
+from taskgate.store.database import Database, dialect_insert, rows, scalar
 from taskgate.store.schema import batches, tasks, tenants, webhook_deliveries
 from taskgate.views import batch_json, iso, task_json
 
@@ -58,6 +57,12 @@ def event(type_: str, subject_id: str, data: dict[str, Any], now: float) -> dict
     return {"id": f"evt_{subject_id}_finished", "type": type_, "created_at": iso(now), "data": data}
 
 
+def _run_of(t: Task) -> str:
+    """The subject of a task's ending event: the task, or its n-th run after an admin's
+    retries (each ending of a task run again is an event of its own)."""
+    return f"{t.id}_r{t.retries}" if t.retries else t.id
+
+
 def _row(
     tenant: str, url: str, payload: dict[str, Any], now: float, **subject: Any
 ) -> dict[str, Any]:
@@ -79,11 +84,6 @@ def _row(
     }
 
 
-def _insert(conn: Conn, table: sa.Table) -> Any:
-    """INSERT with the dialect's ON CONFLICT support."""
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
-
-
 def add_deliveries(conn: Conn, ended: Sequence[Task], now: float) -> int:
     """Queue the webhooks due because ``ended`` tasks ended in this transaction: one per task
     that names a URL, and one per batch with a URL whose last task this was. Returns how
@@ -93,7 +93,7 @@ def add_deliveries(conn: Conn, ended: Sequence[Task], now: float) -> int:
         _row(
             t.tenant,
             t.webhook_url,
-            event("task.finished", t.id, task_json(t), now),
+            event("task.finished", _run_of(t), task_json(t), now),
             now,
             task_id=t.id,
         )
@@ -103,7 +103,7 @@ def add_deliveries(conn: Conn, ended: Sequence[Task], now: float) -> int:
     deliveries += _batch_rows(conn, sorted({t.batch_id for t in finished if t.batch_id}), now)
     if deliveries:
         conn.execute(
-            _insert(conn, wd).on_conflict_do_nothing(index_elements=["event_id"]), deliveries
+            dialect_insert(conn, wd).on_conflict_do_nothing(index_elements=["event_id"]), deliveries
         )
     return len(deliveries)
 
@@ -196,14 +196,14 @@ def new_secret() -> str:
 def ensure_secret(conn: Conn, tenant: str) -> str:
     """The tenant's signing secret, made on first need (two makers at once: one wins)."""
     row = {"id": tenant, "webhook_secret": new_secret(), "created_at": time.time()}
-    conn.execute(_insert(conn, tenants).on_conflict_do_nothing(index_elements=["id"]), [row])
+    conn.execute(dialect_insert(conn, tenants).on_conflict_do_nothing(index_elements=["id"]), [row])
     return str(conn.scalar(sa.select(tenants.c.webhook_secret).where(tenants.c.id == tenant)))
 
 
 def rotate_secret(conn: Conn, tenant: str) -> str:
     secret = new_secret()
     row = {"id": tenant, "webhook_secret": secret, "created_at": time.time()}
-    upsert = _insert(conn, tenants)
+    upsert = dialect_insert(conn, tenants)
     conn.execute(
         upsert.on_conflict_do_update(index_elements=["id"], set_={"webhook_secret": secret}), [row]
     )

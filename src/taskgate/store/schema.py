@@ -56,6 +56,8 @@ tasks = Table(
     Column("trace", String(200)),  # the W3C trace context of the request (tracing on)
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
+    # times an admin ran it again after it ended (its webhook event ids count them)
+    Column("retries", Integer, nullable=False, server_default=text("0")),
     Column("run_timeout", Float),
     Column("deadline", Float),
     Column("run_after", Float, nullable=False),
@@ -243,4 +245,30 @@ task_logs = Table(
     Column("message", String(2000)),
     Column("data", NullableJson),
     Index("ix_task_logs_task", "task_id", "id"),
+)
+
+
+# Routes an admin paused: their tasks are accepted, but no claim takes any (store/control.py)
+route_states = Table(
+    "route_states",
+    metadata,
+    Column("route", String(100), primary_key=True),
+    Column("paused", Boolean, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(40)),  # the key that paused or resumed it
+)
+
+# Worker processes (the scheduler of ``serve`` or ``worker``), as their heartbeats say
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(100), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("routes", Json, nullable=False),
+    Column("in_flight", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("drain", Boolean, nullable=False),  # an admin asked it to drain
+    Column("stopped_at", Float),
 )

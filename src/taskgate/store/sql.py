@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from taskgate.store.batches import Batches
 from taskgate.store.claims import Claims
+from taskgate.store.control import Control
 from taskgate.store.conversations import Conversations
 from taskgate.store.database import Database
 from taskgate.store.file_records import FileRecords
@@ -33,6 +34,7 @@ class SqlStore:
         self.outbox = Outbox(self.db)  # webhook deliveries, tenants' secrets
         self.stats = QueueStats(self.db)  # the queue in numbers: metrics, /v1/stats
         self.task_logs = TaskLogs(self.db)  # each task's timeline
+        self.control = Control(self.db)  # admins' actions: retry, bulk cancel, pause; workers
 
     async def open(self) -> None:
         """Connect, and migrate the database to the current schema."""

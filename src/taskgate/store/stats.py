@@ -14,7 +14,7 @@ from taskgate.models import Status
 from taskgate.policy import Bucket
 from taskgate.store import ops
 from taskgate.store.database import Conn, Database
-from taskgate.store.schema import rate_buckets, tasks
+from taskgate.store.schema import rate_buckets, route_states, tasks
 
 PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
 Limits = Mapping[tuple[str, str], tuple[int | None, int | None]]  # (route, instance): rpm, tpm
@@ -55,6 +55,11 @@ _RUN_TIMES = (
 )
 
 
+_PAUSED = sa.select(route_states.c.route, route_states.c.updated_at).where(
+    route_states.c.paused.is_(True)
+)
+
+
 @dataclass
 class QueueSnapshot:
     """What waits and runs now, across every worker."""
@@ -66,6 +71,7 @@ class QueueSnapshot:
     running_by_lane: dict[tuple[str, int], int] = field(default_factory=dict)
     # (route, instance, "requests" | "tokens"): what the rate limit allows now
     allowance: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    paused: dict[str, float] = field(default_factory=dict)  # route: paused since
 
 
 @dataclass
@@ -110,6 +116,8 @@ def _snapshot(conn: Conn, now: float, limits: Limits) -> QueueSnapshot:
             snap.allowance[(row["route"], row["instance"], "requests")] = b.requests
         if tpm is not None:
             snap.allowance[(row["route"], row["instance"], "tokens")] = b.tokens
+    for route, since in ops.tuples(conn, _PAUSED):
+        snap.paused[route] = since
     return snap
 
 

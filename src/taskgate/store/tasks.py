@@ -107,20 +107,7 @@ class Tasks:
 
 async def cancel_where(db: Database, conds: list[Any], reason: str) -> list[Task]:
     """Cancel the tasks that match and have not ended; returns them as written."""
-    now = time.time()
-    stmt = (
-        tasks.update()
-        .where(*conds, tasks.c.status.in_([PENDING, PROCESSING]))
-        .values(
-            status=Status.CANCELLED.value,
-            error={"type": "cancelled", "message": reason},
-            finished_at=now,
-            updated_at=now,
-            lease_until=None,
-        )
-        .returning(*tasks.c)
-    )
-    ended = await db.write(ops.end_where, stmt)
+    ended = await db.write(ops.end_where, ops.cancel_statement(conds, reason))
     db.tell_ended(ended)
     return ended
 
@@ -180,6 +167,7 @@ def _new_row(new: NewTask, seq: int, now: float) -> dict[str, Any]:
         "error": None,
         "attempts": 0,
         "max_attempts": new.max_attempts,
+        "retries": 0,
         "run_timeout": new.run_timeout,
         "deadline": new.deadline,
         "run_after": 0.0,
