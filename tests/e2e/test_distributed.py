@@ -244,3 +244,21 @@ def test_gateways_and_workers_ride_out_postgresql_dropping_every_connection(
         done = [wait_done(client, tid) for tid in accepted]
     assert len(accepted) >= 38, refused  # only requests caught in the drop fail, with a 5xx
     assert [t["status"] for t in done] == ["SUCCESS"] * len(accepted)
+
+
+def test_an_admin_drains_one_worker_process_and_the_other_runs_on(cluster: Any) -> None:
+    c = cluster()
+    api = c.api()
+    one, two = c.worker(), c.worker()
+    with api.client(api.create_key("ops", admin=True)) as admin:
+        workers = admin.get("/v1/workers").json()["data"]
+        assert len(workers) == 2 and {w["state"] for w in workers} == {"running"}
+        first = workers[-1]["id"]  # the first started (newest first)
+        assert admin.post(f"/v1/workers/{first}/drain").status_code == 200
+        drained = next(w for w in (one, two) if w.proc and str(w.proc.pid) in first)
+        assert drained.proc is not None
+        drained.proc.wait(timeout=30)  # the process drains and exits
+        states = {w["id"]: w["state"] for w in admin.get("/v1/workers").json()["data"]}
+        assert states[first] == "stopped" and list(states.values()).count("running") == 1
+        task = admin.post("/v1/tasks", json=chat("after the drain")).json()
+        assert wait_done(admin, task["id"])["status"] == "SUCCESS"
