@@ -19,7 +19,9 @@ LONG_POLL = 60.0  # seconds per wait request; the server caps it at 300
 class ApiError(Exception):
     def __init__(self, status: int, body: Any) -> None:
         err = body.get("error", {}) if isinstance(body, dict) else {}
-        super().__init__(f"{status} {err.get('type', '')}: {err.get('message', body)}")
+        self.message = str(err.get("message", body))
+        kind = f" {err['type']}" if err.get("type") else ""
+        super().__init__(f"{status}{kind}: {self.message}")
         self.status = status
         self.body = body
         self.type = err.get("type")
@@ -100,7 +102,11 @@ def verify_webhook(
 
 
 def _check(resp: httpx.Response) -> Any:
-    body = orjson.loads(resp.content) if resp.content else None
+    try:
+        body = orjson.loads(resp.content) if resp.content else None
+    except orjson.JSONDecodeError:  # not taskgate (a proxy's error page, another server)
+        text = " ".join(resp.text.split())[:120]
+        raise ApiError(resp.status_code, f"not a taskgate answer: {text!r}") from None
     if resp.status_code >= 400:
         raise ApiError(resp.status_code, body)
     return body
@@ -155,6 +161,11 @@ class Client:
     def stats(self) -> dict[str, Any]:
         """The queue in numbers (admin keys)."""
         return self._call(_Requests.stats())
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        """Any other call of the native API (``kw`` as for httpx: ``json``, ``params``): its
+        JSON answer, or :class:`ApiError`."""
+        return self._call((method, path, kw))
 
     def events(self, task_id: str) -> Iterator[tuple[str, Any]]:
         """Server-sent events of a task until it ends: (event, data) pairs."""
@@ -213,6 +224,9 @@ class AsyncClient:
 
     async def stats(self) -> dict[str, Any]:
         return await self._call(_Requests.stats())
+
+    async def call(self, method: str, path: str, **kw: Any) -> Any:
+        return await self._call((method, path, kw))
 
     async def events(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
         async with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -293,13 +294,30 @@ _ENV_OVERRIDES = {
 }
 
 
+class ConfigError(ValueError):
+    """A config file taskgate cannot use, one line per problem, naming the file, the line
+    and the key: ``taskgate.yaml:14: routes[0].instances[1].max_concurrency: Input should
+    be greater than or equal to 1`` (an environment override is named instead of a line)."""
+
+
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read the YAML file (TASKGATE_CONFIG or the packaged default), then env overrides."""
+    """Read the YAML file (TASKGATE_CONFIG or the packaged default), then env overrides.
+    Raises :class:`ConfigError` for a file that cannot be read, parsed or validated."""
     env = os.environ if env is None else env
     path = Path(path or env.get("TASKGATE_CONFIG") or DEFAULT_CONFIG)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        text = path.read_text()
+        raw = yaml.safe_load(text) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        what = " ".join(str(getattr(exc, a, None) or "") for a in ("problem", "context"))
+        raise ConfigError(f"{where}: {what.strip() or exc}") from exc
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: the top level must be a mapping")
+        raise ConfigError(f"{path}:1: the top level must be a mapping")
+    overridden: dict[tuple[str, ...], str] = {}
     for var, key in _ENV_OVERRIDES.items():
         if var in env:
             *parents, name = key.split(".")
@@ -307,8 +325,47 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
             for parent in parents:
                 section = section.setdefault(parent, {})
             section[name] = env[var]
+            overridden[tuple(key.split("."))] = var
     for route in raw.get("routes") or []:
         for inst in route.get("instances") or []:
             if inst.get("secret_env"):
                 inst["secret"] = env.get(inst["secret_env"])
-    return Settings.model_validate(raw)
+    try:
+        return Settings.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        root = yaml.compose(text)
+        lines = [_problem(path, root, e, overridden) for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from exc
+
+
+_MESSAGES = {"extra_forbidden": "unknown key", "missing": "missing (required)"}
+
+
+def _problem(path: Path, root: yaml.Node | None, error: Any, env: dict[Any, str]) -> str:
+    """One validation error as ``FILE:LINE: KEY: message`` (or ``VARIABLE: KEY: message``)."""
+    loc, msg = error["loc"], _MESSAGES.get(error["type"], error["msg"])
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    where = next((var for k, var in env.items() if loc[: len(k)] == k), None)
+    if where is None:
+        line = _line_of(root, loc)
+        where = f"{path}:{line}" if line else str(path)
+    return ": ".join(p for p in (where, key, msg.removeprefix("Value error, ")) if p)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The line (1-based) of the deepest YAML node that ``loc`` reaches: a key's own line."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line
+        else:
+            break
+    return None if line is None else line + 1

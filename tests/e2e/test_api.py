@@ -123,7 +123,9 @@ def test_missing_unknown_and_revoked_keys_are_401(server: Server) -> None:
     key = server.create_key("acme")
     with server.client(key) as c:
         assert c.get("/v1/tasks").status_code == 200
-        key_id = server.cli("keys", "list", "--tenant", "acme").stdout.split("\t")[0]
+        key_id = json.loads(server.cli("keys", "list", "--tenant", "acme", "--json").stdout)[0][
+            "id"
+        ]
         server.cli("keys", "revoke", key_id)
         r = c.get("/v1/tasks")
         assert r.status_code == 401

@@ -57,15 +57,14 @@ def test_cli_failed_task_exits_nonzero(server: Server, key: str) -> None:
 def test_cli_keys_create_list_revoke(server: Server) -> None:
     secret = server.create_key("zeta", admin=True)
     assert secret.startswith("tg_")
-    rows = [
-        line.split("\t")
-        for line in server.cli("keys", "list", "--tenant", "zeta").stdout.splitlines()
-    ]
-    assert len(rows) == 1 and rows[0][2:4] == ["admin", "active"]
+    rows = json.loads(server.cli("keys", "list", "--tenant", "zeta", "--json").stdout)
+    assert len(rows) == 1 and (rows[0]["role"], rows[0]["state"]) == ("admin", "active")
     assert secret not in server.cli("keys", "list").stdout
-    server.cli("keys", "revoke", rows[0][0])
-    assert "revoked" in server.cli("keys", "list", "--tenant", "zeta").stdout
-    assert server.cli("keys", "revoke", rows[0][0], check=False).returncode != 0
+    server.cli("keys", "revoke", rows[0]["id"])
+    table = server.cli("keys", "list", "--tenant", "zeta").stdout.splitlines()
+    assert table[0].split() == ["id", "tenant", "role", "state", "prefix", "name", "created"]
+    assert rows[0]["id"] in table[2] and "revoked" in table[2]
+    assert server.cli("keys", "revoke", rows[0]["id"], check=False).returncode != 0
 
 
 def test_sync_client(server: Server, key: str) -> None:

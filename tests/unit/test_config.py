@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
 from taskgate import config
 from taskgate.config import Settings
@@ -65,7 +64,7 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="prot"):
+    with pytest.raises(config.ConfigError, match="prot"):
         load(tmp_path, {"prot": 8000})
 
 
@@ -88,7 +87,7 @@ def test_glob_resolution(tmp_path: Path) -> None:
 
 
 def test_unknown_fallback_route_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match=r"unknown routes.*nowhere"):
+    with pytest.raises(config.ConfigError, match=r"unknown routes.*nowhere"):
         load(tmp_path, {"routes": [route("a", ["m"], fallbacks=["nowhere"])]})
 
 
@@ -98,7 +97,7 @@ def test_known_fallback_route_is_accepted(tmp_path: Path) -> None:
 
 
 def test_duplicate_route_names_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match=r"duplicate route names.*twice"):
+    with pytest.raises(config.ConfigError, match=r"duplicate route names.*twice"):
         load(tmp_path, {"routes": [route("twice", ["a"]), route("twice", ["b"])]})
 
 
@@ -145,7 +144,7 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
 
 
 def test_invalid_env_override_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="port"):
+    with pytest.raises(config.ConfigError, match="port"):
         load(tmp_path, {}, TASKGATE_PORT="eighty")
 
 
@@ -163,5 +162,5 @@ def test_packaged_default_serves_mock(tmp_path: Path) -> None:
 
 
 def test_unknown_priority_weight_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="unknown priority"):
+    with pytest.raises(config.ConfigError, match="unknown priority"):
         load(tmp_path, {"scheduler": {"priority_weights": {"urgent": 5}}})

@@ -324,8 +324,10 @@ async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator
     async with gw.events.subscribe(f"task:{task_id}") as sub:
         task = await gw.get(key, task_id)
         view = await gw.view(task, history=False)
-        if not task.terminal:
-            yield _sse("queued" if task.status is Status.PENDING else "started", view)
+        if task.status is Status.PENDING:
+            yield _sse("queued", view)
+        elif not task.terminal:  # running already: as the worker's "started" event says it
+            yield _sse("started", {**view, "attempt": task.attempts, "instance": task.instance})
         position = view.get("position")
         while not task.terminal:
             message = await sub.get(SSE_TICK)

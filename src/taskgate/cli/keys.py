@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from taskgate import config
-from taskgate.cli.base import CONFIG, main
+from taskgate.cli.base import CONFIG, JSON_OPTION, main, output
+from taskgate.views import iso
 
 
 @main.group()
@@ -45,12 +46,26 @@ def keys_create(config_path: str | None, tenant: str, name: str, admin: bool) ->
 @keys.command("list")
 @CONFIG
 @click.option("--tenant", help="Only this tenant's keys.")
-def keys_list(config_path: str | None, tenant: str | None) -> None:
+@JSON_OPTION
+def keys_list(config_path: str | None, tenant: str | None, as_json: bool) -> None:
     """List keys (never their secrets)."""
-    for k in _with_store(lambda db: db.keys.find(tenant), config_path):
-        state = "revoked" if k.revoked_at else "active"
-        role = "admin" if k.admin else "tenant"
-        click.echo(f"{k.id}\t{k.tenant}\t{role}\t{state}\t{k.prefix}…\t{k.name}")
+    rows = [
+        {
+            "id": k.id,
+            "tenant": k.tenant,
+            "role": "admin" if k.admin else "tenant",
+            "state": "revoked" if k.revoked_at else "active",
+            "prefix": k.prefix,
+            "name": k.name,
+            "created": iso(k.created_at),
+        }
+        for k in _with_store(lambda db: db.keys.find(tenant), config_path)
+    ]
+    output(
+        rows,
+        {k: k for k in ("id", "tenant", "role", "state", "prefix", "name", "created")},
+        as_json,
+    )
 
 
 @keys.command("revoke")

@@ -1,4 +1,8 @@
-"""Using a server as a client: submit, status, wait, cancel, list and read tasks' logs."""
+"""Using a server as a client: submit, status, wait, cancel, list and read tasks' logs.
+
+``status``, ``wait`` and ``cancel`` print the task as JSON, as ``submit`` does on stdout:
+one record, which scripts parse (``--json`` is accepted for the same, as every command
+takes it). ``tasks`` and ``logs`` print tables, or JSON with ``--json``."""
 
 from __future__ import annotations
 
@@ -8,8 +12,15 @@ from typing import Any
 
 import click
 
-from taskgate.cli.base import KEY, URL, answer, main, print_json
+from taskgate.cli.base import JSON_OPTION, KEY, URL, main, output, print_json
+from taskgate.cli.watch import view_for
 from taskgate.client import Client
+from taskgate.models import Status
+
+# --json on the commands that print one task: the task is JSON already
+SAME_JSON = click.option(
+    "--json", "as_json", is_flag=True, help="Print the task as JSON (what it prints anyway)."
+)
 
 
 @main.command()
@@ -25,6 +36,12 @@ from taskgate.client import Client
 @click.option("--queue-timeout", type=float, help="Longest wait in the queue, seconds.")
 @click.option("--idempotency-key")
 @click.option("--no-wait", is_flag=True, help="Print the task id and return at once.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="With --no-wait, print the accepted task as JSON rather than its id.",
+)
 @click.argument("input")
 def submit(
     url: str,
@@ -37,49 +54,49 @@ def submit(
     queue_timeout: float | None,
     idempotency_key: str | None,
     no_wait: bool,
+    as_json: bool,
     input: str,
 ) -> None:
-    """Submit a task; by default wait for it, showing its progress."""
+    """Submit a task; by default wait for it, showing its progress on stderr (queue
+    position, each attempt and its instance, retries, a chat's text as it streams) and
+    printing the ended task as JSON on stdout. Exit code 1 unless it succeeded."""
     with Client(url, key) as c:
-        task = answer(
-            lambda: c.submit(
-                kind,
-                model,
-                _json_or_str(input),
-                params=_params(params),
-                priority=priority,
-                timeout=timeout,
-                queue_timeout=queue_timeout,
-                idempotency_key=idempotency_key,
-            )
+        task = c.submit(
+            kind,
+            model,
+            _json_or_str(input),
+            params=_params(params),
+            priority=priority,
+            timeout=timeout,
+            queue_timeout=queue_timeout,
+            idempotency_key=idempotency_key,
         )
         if no_wait:
-            click.echo(task["id"])
+            print_json(task) if as_json else click.echo(task["id"])
             return
-        click.echo(f"task {task['id']} queued", err=True)
-        final = task
+        final = _watch(c, task)
+    print_json(final)
+    if final["status"] != "SUCCESS":
+        sys.exit(1)
+
+
+def _watch(c: Client, task: dict[str, Any]) -> dict[str, Any]:
+    """Show the task's events until it ends; the ended task. Ctrl-C stops watching only."""
+    view = view_for(task["id"])
+    final = None
+    try:
         for event, data in c.events(task["id"]):
-            _show_progress(event, data)
+            view.event(event, data)
             if event == "finished":
                 final = data
-        print_json(final)
-        if final["status"] != "SUCCESS":
-            sys.exit(1)
-
-
-def _show_progress(event: str, data: Any) -> None:
-    if event == "position":
-        click.echo(f"  position in queue: {data['position']}", err=True)
-    elif event == "queued":
-        click.echo(f"  position in queue: {data.get('position', '?')}", err=True)
-    elif event == "started":
-        click.echo(f"  started (attempt {data.get('attempt')}, {data.get('instance')})", err=True)
-    elif event == "progress":
-        click.echo(f"  progress: {json.dumps(data.get('data'), ensure_ascii=False)}", err=True)
-    elif event == "retrying":
-        click.echo("  failed; will retry", err=True)
-    elif event == "finished":
-        click.echo(f"  finished: {data['status']}", err=True)
+    except KeyboardInterrupt:
+        view.close()
+        tid = task["id"]
+        click.echo(f"stopped watching; task {tid} goes on (taskgate wait {tid})", err=True)
+        sys.exit(130)
+    finally:
+        view.close()
+    return final if final is not None else c.get(task["id"])  # the stream ended early
 
 
 def _json_or_str(value: str) -> Any:
@@ -102,45 +119,55 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @main.command()
 @URL
 @KEY
+@SAME_JSON
 @click.argument("task_id")
-def status(url: str, key: str, task_id: str) -> None:
-    """Show a task."""
+def status(url: str, key: str, as_json: bool, task_id: str) -> None:
+    """Show a task, as JSON."""
     with Client(url, key) as c:
-        print_json(answer(lambda: c.get(task_id)))
+        print_json(c.get(task_id))
 
 
 @main.command()
 @URL
 @KEY
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
+@SAME_JSON
 @click.argument("task_id")
-def wait(url: str, key: str, timeout: float | None, task_id: str) -> None:
-    """Wait for a task to end and show it."""
+def wait(url: str, key: str, timeout: float | None, as_json: bool, task_id: str) -> None:
+    """Wait for a task to end and show it, as JSON. Exit code 1 unless it succeeded."""
     with Client(url, key) as c:
-        task = answer(lambda: c.wait(task_id, timeout))
-        print_json(task)
-        if task["status"] != "SUCCESS":
-            sys.exit(1)
+        task = c.wait(task_id, timeout)
+    print_json(task)
+    if task["status"] != "SUCCESS":
+        sys.exit(1)
 
 
 @main.command()
 @URL
 @KEY
+@SAME_JSON
 @click.argument("task_id")
-def cancel(url: str, key: str, task_id: str) -> None:
-    """Cancel a task."""
+def cancel(url: str, key: str, as_json: bool, task_id: str) -> None:
+    """Cancel a task and show it, as JSON (an ended task comes back unchanged)."""
     with Client(url, key) as c:
-        print_json(answer(lambda: c.cancel(task_id)))
+        print_json(c.cancel(task_id))
 
 
 @main.command()
 @URL
 @KEY
-@click.option("--status", "statuses", multiple=True)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in Status], case_sensitive=False),
+    help="Only tasks in this status (repeatable).",
+)
 @click.option("--kind")
 @click.option("--model")
 @click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--cursor")
+@click.option("--cursor", help="The next page: the cursor the previous one printed.")
+@JSON_OPTION
 def tasks(
     url: str,
     key: str,
@@ -149,41 +176,50 @@ def tasks(
     model: str | None,
     limit: int,
     cursor: str | None,
+    as_json: bool,
 ) -> None:
-    """List tasks, newest first."""
+    """List tasks, newest first (with --json, the page as the API answers it)."""
     with Client(url, key) as c:
-        page = answer(
-            lambda: c.list(
-                status=list(statuses) or None, kind=kind, model=model, limit=limit, cursor=cursor
-            )
+        page = c.list(
+            status=[s.upper() for s in statuses] or None,
+            kind=kind,
+            model=model,
+            limit=limit,
+            cursor=cursor,
         )
-    for t in page["data"]:
-        click.echo(f"{t['id']}\t{t['status']}\t{t['kind']}\t{t['model']}\t{t['created_at']}")
-    if page["next_cursor"]:
+    output(page["data"], TASK_COLUMNS, as_json, raw=page)
+    if page["next_cursor"] and not as_json:
         click.echo(f"more: --cursor {page['next_cursor']}", err=True)
+
+
+TASK_COLUMNS = {
+    "id": "id",
+    "status": "status",
+    "kind": "kind",
+    "model": "model",
+    "route": "route",
+    "priority": "priority",
+    "attempts": "attempts",
+    "created_at": "created",
+    "finished_at": "finished",
+}
+LOG_COLUMNS = {
+    "at": "at",
+    "event": "event",
+    "attempt": "attempt",
+    "instance": "instance",
+    "message": "message",
+    "data": "data",
+}
 
 
 @main.command()
 @URL
 @KEY
-@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@JSON_OPTION
 @click.argument("task_id")
 def logs(url: str, key: str, as_json: bool, task_id: str) -> None:
     """Show a task's own log: each transition, attempt, retry, job and webhook try."""
     with Client(url, key) as c:
-        found = answer(lambda: c.logs(task_id))
-    if as_json:
-        print_json(found)
-        return
-    for e in found["entries"]:
-        where = " ".join(
-            part
-            for part in (
-                f"attempt {e['attempt']}" if e.get("attempt") else "",
-                f"on {e['instance']}" if e.get("instance") else "",
-            )
-            if part
-        )
-        data = " ".join(f"{k}={v}" for k, v in (e.get("data") or {}).items())
-        line = "  ".join(p for p in (e["at"], e["event"], where, e.get("message") or "", data) if p)
-        click.echo(line)
+        found = c.logs(task_id)
+    output(found["entries"], LOG_COLUMNS, as_json, title=f"task {task_id}", raw=found)

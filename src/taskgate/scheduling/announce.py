@@ -23,7 +23,14 @@ class Announcer:
     async def announce(self, task: Task) -> None:
         """Tell waiters about a task's new state; put retried tasks back on the queue."""
         if task.status is Status.PENDING:
-            await self.publish(task, "retrying", run_after=task.run_after, route=task.route)
+            await self.publish(
+                task,
+                "retrying",
+                run_after=task.run_after,
+                route=task.route,
+                attempt=task.attempts,  # the attempt that ended, and how
+                error=task.error,
+            )
             await announce_queued(self.events, [task])
         else:  # in-process waiters take the ended task from the event: no read of the store
             await self.publish(task, "finished", ended=task)
