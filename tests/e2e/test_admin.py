@@ -3,6 +3,7 @@ running ended tasks again, cancelling and retrying by filter, and the worker pro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -148,3 +149,37 @@ def test_workers_are_listed_and_one_drains_from_the_api(
     task_id = submit(tenant, "mock")  # the API still takes tasks; no worker runs them
     assert status(tenant, task_id) == "PENDING"
     assert admin.post(f"/v1/workers/{worker['id']}/drain").status_code == 404
+
+
+def test_the_cli_pauses_lists_cancels_retries_and_drains(two_routes: Server) -> None:
+    env = {"TASKGATE_KEY": two_routes.create_key("ops", admin=True)}
+    assert "route alpha: paused, 0 waiting" in two_routes.cli("pause", "alpha", **env).stdout
+    task_id = two_routes.cli("submit", "--no-wait", "--model", "alpha", "hi", **env).stdout.strip()
+    table = two_routes.cli("routes", **env).stdout.splitlines()
+    assert table[0].split()[:3] == ["route", "state", "waiting"] or table[1].split()[:3] == [
+        "route",
+        "state",
+        "waiting",
+    ]
+    alpha = next(line for line in table if line.strip().startswith("alpha"))
+    assert alpha.split()[1:3] == ["paused", "1"], alpha
+    routes = json.loads(two_routes.cli("routes", "--json", **env).stdout)["data"]
+    assert [r["paused"] for r in routes] == [True, False]
+    refused = two_routes.cli("cancel", task_id, "--model", "alpha", check=False, **env)
+    assert refused.returncode != 0 and "not both" in refused.stderr
+    out = two_routes.cli("cancel", "--route", "alpha", **env).stdout
+    assert out.strip() == "cancelled 1 tasks"
+    two_routes.cli("resume", "alpha", **env)
+    again = json.loads(two_routes.cli("retry", task_id, **env).stdout)
+    assert again["id"] == task_id and again["status"] == "PENDING"
+    assert json.loads(two_routes.cli("retry", "--status", "CANCELLED", "--json", **env).stdout) == {
+        "retried": 0
+    }
+    workers = json.loads(two_routes.cli("workers", "--json", **env).stdout)["data"]
+    assert [w["state"] for w in workers] == ["running"]
+    assert "running" in two_routes.cli("workers", **env).stdout
+    drained = two_routes.cli("drain", workers[0]["id"], **env).stdout
+    assert drained.strip() == f"worker {workers[0]['id']}: draining"
+    missing = two_routes.cli("drain", "nobody", check=False, **env)
+    assert missing.returncode == 1 and "404" in missing.stderr
+    assert "Traceback" not in missing.stderr

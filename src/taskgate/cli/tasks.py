@@ -145,17 +145,6 @@ def wait(url: str, key: str, timeout: float | None, as_json: bool, task_id: str)
 @main.command()
 @URL
 @KEY
-@SAME_JSON
-@click.argument("task_id")
-def cancel(url: str, key: str, as_json: bool, task_id: str) -> None:
-    """Cancel a task and show it, as JSON (an ended task comes back unchanged)."""
-    with Client(url, key) as c:
-        print_json(c.cancel(task_id))
-
-
-@main.command()
-@URL
-@KEY
 @click.option(
     "--status",
     "statuses",
