@@ -74,6 +74,18 @@ class _Requests:
     def stats() -> tuple[str, str, dict[str, Any]]:
         return "GET", "/v1/stats", {}
 
+    @staticmethod
+    def purge(
+        older_than: str | float | None = None,
+        dry_run: bool = False,
+        tenant: str | None = None,
+        before: str | float | None = None,
+    ) -> tuple[str, str, dict[str, Any]]:
+        body = {"older_than": older_than, "before": before, "tenant": tenant}
+        body = {k: v for k, v in body.items() if v is not None}
+        # a purge of a long backlog takes as long as it takes
+        return "POST", "/v1/admin/purge", {"json": {**body, "dry_run": dry_run}, "timeout": None}
+
 
 def verify_webhook(
     secret: str,
@@ -167,6 +179,12 @@ class Client:
         JSON answer, or :class:`ApiError`."""
         return self._call((method, path, kw))
 
+    def purge(self, older_than: str | float | None = None, **kw: Any) -> dict[str, Any]:
+        """Purge what ended ``older_than`` ago (``7d``, ``12h``, seconds; None: as configured;
+        ``before=`` a time instead), of every tenant or ``tenant=``; ``dry_run=True`` only
+        counts. Answers the counts and the cutoffs (admin keys)."""
+        return self._call(_Requests.purge(older_than, **kw))
+
     def events(self, task_id: str) -> Iterator[tuple[str, Any]]:
         """Server-sent events of a task until it ends: (event, data) pairs."""
         with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:
@@ -227,6 +245,9 @@ class AsyncClient:
 
     async def call(self, method: str, path: str, **kw: Any) -> Any:
         return await self._call((method, path, kw))
+
+    async def purge(self, older_than: str | float | None = None, **kw: Any) -> dict[str, Any]:
+        return await self._call(_Requests.purge(older_than, **kw))
 
     async def events(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
         async with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:

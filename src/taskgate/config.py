@@ -209,6 +209,27 @@ class TracingSettings(_Model):
     service_name: str = "taskgate"
 
 
+class RetentionSettings(_Model):
+    """How long ended tasks are kept (AIFlow's ``TASK_TTL``): a task that ended ``days`` ago,
+    with its attempts, log, webhook deliveries and files, is purged in the background every
+    ``interval`` seconds, ``batch`` tasks per transaction. ``tenants`` sets other days for
+    some tenants; ``null`` (there or in ``days``) keeps them forever. A file that a kept
+    task, or a conversation, still names is kept (taskgate.ops.retention)."""
+
+    days: float | None = Field(30.0, gt=0)
+    tenants: dict[str, float | None] = Field(default_factory=dict)
+    interval: float = Field(3600.0, gt=0)
+    batch: int = Field(500, ge=1, le=10_000)
+
+    @field_validator("tenants")
+    @classmethod
+    def _positive_days(cls, v: dict[str, float | None]) -> dict[str, float | None]:
+        for name, days in v.items():
+            if days is not None and not days > 0:
+                raise ValueError(f"retention days for tenant {name!r} must be more than 0")
+        return v
+
+
 class Settings(_Model):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -236,6 +257,7 @@ class Settings(_Model):
     conversations: ConversationSettings = ConversationSettings()
     webhooks: WebhookSettings = WebhookSettings()
     aiflow: AiflowSettings = AiflowSettings()
+    retention: RetentionSettings = RetentionSettings()
     routes: list[Route] = Field(default_factory=list)
     kinds: list[str] = Field(default_factory=lambda: list(BUILTIN_KINDS))
     plugins: list[str] = Field(default_factory=list)  # modules imported at start-up

@@ -99,6 +99,17 @@ async def test_a_files_url_opens_the_bucket(moto: MotoS3) -> None:
     assert moto.keys("from/") == ["from/url/viaurl1"]
 
 
+async def test_delete_many_removes_those_keys_only(blobs: S3Blobs, monkeypatch: Any) -> None:
+    monkeypatch.setattr("taskgate.files.s3.DELETE_MANY", 2)  # several requests
+    for key in ("many1", "many2", "many3", "many4"):
+        await blobs.put(key, b"x")
+    await blobs.delete_many(["many1", "many3", "many4", "missing1"])
+    assert await blobs.get("many2") == b"x"
+    for key in ("many1", "many3", "many4"):
+        with pytest.raises(FileNotFoundError):
+            await blobs.get(key)
+
+
 async def test_the_client_reopens_after_close(blobs: S3Blobs) -> None:
     await blobs.put("reopen1", b"1")
     await blobs.close()

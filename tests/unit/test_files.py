@@ -23,6 +23,14 @@ async def test_local_blobs_round_trip(tmp_path: Path) -> None:
         await blobs.get("abc999")
 
 
+async def test_local_blobs_delete_many_and_missing_keys_are_no_error(tmp_path: Path) -> None:
+    blobs = LocalBlobs(tmp_path)
+    for key in ("abc1", "abc2", "abd3"):
+        await blobs.put(key, key.encode())
+    await blobs.delete_many(["abc1", "abd3", "abc404"])
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["abc2"]
+
+
 @pytest.mark.parametrize("key", ["../etc/passwd", "a/b", "", "x.y"])
 async def test_local_blobs_refuse_keys_that_are_not_plain_ids(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError, match="bad file key"):

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from taskgate import __version__, services, store
 from taskgate.api import admin as admin_api
-from taskgate.api import aiflow, native, openai_api, tasksystem, volcengine
+from taskgate.api import aiflow, native, openai_api, retention, tasksystem, volcengine
 from taskgate.api.auth import KeyRing, admin, caller, has_key
 from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
@@ -31,6 +31,7 @@ from taskgate.models import ApiKey
 from taskgate.ops import tracing
 from taskgate.ops.endpoints import Observed, OpsEndpoints, Traced
 from taskgate.ops.metrics import Metrics
+from taskgate.ops.retention import Purger
 from taskgate.scheduling import Scheduler
 
 log = logging.getLogger("taskgate")
@@ -53,6 +54,9 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
             await _bootstrap_admin_key(s.store)
             scheduler = Scheduler(settings, s.store, s.events, s.files) if run_scheduler else None
             app.state.scheduler = scheduler
+            app.state.purger = (  # purges by hand (the scheduler's also runs in the background)
+                scheduler.retention if scheduler else Purger(settings.retention, s.store, s.files)
+            )
             app.state.ops = OpsEndpoints(
                 settings,
                 s.store,
@@ -90,7 +94,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.route_class = StrictRoute  # the app's own routes (/health)
-    routers = [native.router, admin_api.router, openai_api.router]
+    routers = [native.router, admin_api.router, retention.router, openai_api.router]
     routers += [api.router for api in (aiflow, volcengine, tasksystem)]  # the compatible APIs
     for router in routers:
         app.include_router(router)

@@ -8,6 +8,7 @@ download is checked against the caller's tenant there.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
 
 class Blobs(abc.ABC):
@@ -23,6 +24,11 @@ class Blobs(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Remove the bytes; a key that is not there is no error."""
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove the bytes of several keys (a purge); backends may do it in fewer calls."""
+        for key in keys:
+            await self.delete(key)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -13,7 +13,7 @@ from typing import Any
 from taskgate.errors import NotFound
 from taskgate.files.base import Blobs
 from taskgate.models import StoredFile, new_id
-from taskgate.store import SqlStore
+from taskgate.store import Purged, Scope, SqlStore
 
 
 class Files:
@@ -49,6 +49,15 @@ class Files:
         await self.store.file_records.delete(file_ids)
         for file_id in file_ids:
             await self.blobs.delete(file_id)
+
+    async def purge(self, scope: Scope, limit: int) -> tuple[Purged, bool]:
+        """Delete up to ``limit`` loose files of the scope that nothing names (retention,
+        ``store/retention.py``): the rows first, so no row ever points at missing bytes, then
+        the bytes. Says whether more may be due."""
+        ids, purged, more = await self.store.retention.purge_files(scope, limit)
+        if ids:
+            await self.blobs.delete_many(ids)
+        return purged, more
 
     async def open(self, file_id: str, tenant: str | None) -> tuple[StoredFile, bytes]:
         """A file of the tenant (None: any tenant) with its bytes, or NotFound."""

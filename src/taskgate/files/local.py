@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from taskgate.files.base import Blobs
@@ -33,3 +34,11 @@ class LocalBlobs(Blobs):
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        await asyncio.to_thread(self._unlink_all, [self._path(key) for key in keys])
+
+    @staticmethod
+    def _unlink_all(paths: Sequence[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)

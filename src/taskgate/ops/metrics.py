@@ -115,6 +115,7 @@ class Metrics(Collector):
         self.tokens = Counts(
             "taskgate_tokens", "Tokens used, in and out", ("route", "model", "direction")
         )
+        self.purged = Counts("taskgate_purged", "Records deleted by retention, by kind", ("what",))
         self.queue_wait = Times("taskgate_queue_wait_seconds", "From due to claimed", ("route",))
         self.attempt_time = Times(
             "taskgate_attempt_seconds", "One attempt's run time", ("route", "instance")

@@ -1,8 +1,9 @@
 """One structured log line and the metrics for each transition of a task that this
 process writes: submitted, started (claimed on an instance), retry scheduled, backend job
-submitted and finished, lease lost, ended. The store tells :class:`Transitions` of its
-writes once they commit (it is the store's ``Observer``), so every path that changes a
-task, in any API or worker, is seen exactly once, by the process that made the change.
+submitted and finished, lease lost, ended; and for each purge run (retention). The store
+tells :class:`Transitions` of its writes once they commit (it is the store's ``Observer``),
+so every path that changes a task, in any API or worker, is seen exactly once, by the
+process that made the change.
 
 Levels: ``task submitted`` and ``task started`` are DEBUG, as every task has them and its
 INFO line ``task ended`` repeats what they said (its queue wait, instance and attempts);
@@ -23,7 +24,7 @@ from typing import Any
 from taskgate import policy
 from taskgate.models import Status, Task
 from taskgate.ops.metrics import Metrics
-from taskgate.store.base import Observer, Outcome
+from taskgate.store.base import Observer, Outcome, Purged
 
 log = logging.getLogger("taskgate.tasks")
 
@@ -159,3 +160,12 @@ class Transitions(Observer):
     def webhook_tried(self, outcome: str, status: int | None) -> None:
         if self.metrics:
             self.metrics.webhooks.inc(outcome.lower())
+
+    def purged(self, purged: Purged, seconds: float) -> None:
+        counts = purged.as_dict()
+        if self.metrics:
+            for what, n in counts.items():
+                if n and what != "bytes":
+                    self.metrics.purged.inc(what, amount=n)
+        fields = {**counts, "duration": round(seconds, 4)}
+        logging.getLogger("taskgate.retention").info("purge ran", extra={"fields": fields})

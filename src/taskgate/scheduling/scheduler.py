@@ -1,7 +1,7 @@
 """The scheduler of one worker process: it builds a lane per route and composes the parts,
 each in its own module: dispatch (claims), call (one attempt), outcome (its ending), jobs
-(backend jobs), leases (renewal, lost work, sweeping); and it starts and stops their loops
-and listens for new work and for cancellations."""
+(backend jobs), leases (renewal, lost work, sweeping), retention (purging what has expired);
+and it starts and stops their loops and listens for new work and for cancellations."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from taskgate.events import Events
 from taskgate.events.topics import WORKERS
 from taskgate.files import Files
 from taskgate.ops import tracing
+from taskgate.ops.retention import Purger
 from taskgate.scheduling.announce import Announcer
 from taskgate.scheduling.call import Attempts
 from taskgate.scheduling.dispatch import Dispatcher
@@ -78,6 +79,7 @@ class Scheduler:
         self.presence = Presence(
             store, self.worker_id, lambda: list(self.lanes), lambda: len(self.attempts.running)
         )
+        self.retention = Purger(settings.retention, store, files)
         self._loops: list[asyncio.Task[None]] = []
         self._keepers: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -96,6 +98,8 @@ class Scheduler:
             asyncio.create_task(self._listen("queue", self._on_queue), name="queue-listener"),
             # webhooks of ended tasks, sent from the worker process (stops with the loops)
             asyncio.create_task(self.webhooks.run(), name="webhooks"),
+            # ended tasks past their retention, purged in small batches
+            asyncio.create_task(self.retention.keep_purging(), name="retention"),
         ]
         # what keeps running tasks ours and cancellable: runs on through stop()'s grace
         self._keepers = [

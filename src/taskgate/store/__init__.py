@@ -1,6 +1,6 @@
 """The store, which is also the queue. ``from_url`` picks the backend from a URL."""
 
-from taskgate.store.base import NewTask, Outcome, TaskFilter
+from taskgate.store.base import NewTask, Outcome, Purged, Scope, TaskFilter
 from taskgate.store.sql import SqlStore
 
 
@@ -14,4 +14,4 @@ def from_url(url: str) -> SqlStore:
     return SqlStore(url)
 
 
-__all__ = ["NewTask", "Outcome", "SqlStore", "TaskFilter", "from_url"]
+__all__ = ["NewTask", "Outcome", "Purged", "Scope", "SqlStore", "TaskFilter", "from_url"]

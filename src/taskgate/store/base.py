@@ -4,6 +4,7 @@ conditional update that only the lease holder's current attempt can make."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,36 @@ class TaskFilter:
     limit: int = 50
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a purge may remove: of ``tenant`` (None: of every tenant but ``others``), the tasks
+    that ended before ``cutoff`` and the files no kept task owns or names made before it."""
+
+    cutoff: float
+    tenant: str | None = None
+    others: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Purged:
+    """What a purge removed (a dry run: would remove)."""
+
+    tasks: int = 0
+    attempts: int = 0
+    logs: int = 0
+    webhook_deliveries: int = 0
+    batches: int = 0
+    files: int = 0
+    bytes: int = 0
+
+    def add(self, other: Purged) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
 class Observer:
     """Told what this process's writes did to tasks, once they have committed: the hook
     for logs and metrics (``taskgate.ops.transitions``). Every method must be quick and
@@ -107,3 +138,6 @@ class Observer:
 
     def webhook_tried(self, outcome: str, status: int | None) -> None:
         """One try of a webhook delivery: DELIVERED, PENDING (to try again) or FAILED."""
+
+    def purged(self, purged: Purged, seconds: float) -> None:
+        """One purge run (not a dry one) removed ``purged``, taking ``seconds``."""

@@ -14,7 +14,7 @@ from taskgate.models import Batch, Conversation, Message, Task, new_id
 from taskgate.store import ops
 from taskgate.store.base import NewTask
 from taskgate.store.database import Conn, Database
-from taskgate.store.schema import batches, conversations, messages
+from taskgate.store.schema import batches, conversations, file_refs, messages
 from taskgate.store.tasks import insert_in, inserted_tasks
 
 
@@ -46,7 +46,8 @@ class Conversations:
         return [Conversation.from_row(r) for r in await self._db.read(ops.rows, q)]
 
     async def delete(self, conversation_id: str, tenant: str | None) -> bool:
-        """Delete a conversation and its messages (its tasks stay, as tasks)."""
+        """Delete a conversation and its messages (its tasks stay, as tasks). The files it
+        kept from purged turns are then purged like uploads (``retention.py``)."""
 
         def delete(conn: Conn) -> bool:
             q = conversations.delete().where(conversations.c.id == conversation_id)
@@ -55,6 +56,7 @@ class Conversations:
             if not conn.execute(q).rowcount:
                 return False
             conn.execute(messages.delete().where(messages.c.conversation_id == conversation_id))
+            conn.execute(file_refs.delete().where(file_refs.c.conversation_id == conversation_id))
             return True
 
         return await self._db.write(delete)

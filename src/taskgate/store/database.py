@@ -17,7 +17,7 @@ import functools
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,8 @@ Conn = sa.Connection
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _ADVISORY_LOCK = 7_364_021  # serialises concurrent migrations on PostgreSQL
+_TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(:lock)")
+_UNLOCK = sa.text("SELECT pg_advisory_unlock(:lock)")
 
 
 def _json_dumps(value: Any) -> str:
@@ -133,6 +135,28 @@ class Database:
             assert self._async is not None, "store is not open"
             async with self._async.connect() as aconn:
                 return await aconn.run_sync(fn, *args)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, lock: int) -> AsyncIterator[bool]:
+        """Whether this process got the advisory lock ``lock``, held until the block ends:
+        on PostgreSQL a session lock on a connection of its own, tried, not waited for; on
+        SQLite always (a single process runs the loops that ask)."""
+        if self._async is None:
+            yield True
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            with _unavailable_when_unreachable():
+                aconn = await stack.enter_async_context(self._async.connect())
+                conn = await aconn.execution_options(isolation_level="AUTOCOMMIT")
+                got = bool(await conn.scalar(_TRY_LOCK, {"lock": lock}))
+            try:
+                yield got
+            finally:
+                if got:
+                    try:
+                        await conn.execute(_UNLOCK, {"lock": lock})
+                    except Exception:  # the session goes, and its lock with it
+                        await aconn.invalidate()
 
     def tell_ended(self, ended: Sequence[Task]) -> None:
         """Tell the listeners of the tasks a write (now committed) ended."""

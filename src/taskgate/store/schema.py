@@ -29,6 +29,7 @@ NullableJson = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "p
 PENDING = text("status = 'PENDING'")
 PROCESSING = text("status = 'PROCESSING'")
 FINISHED = text("finished_at IS NOT NULL")
+LOOSE = text("task_id IS NULL")
 
 tasks = Table(
     "tasks",
@@ -215,6 +216,23 @@ files = Table(
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
+    # files no task owns (uploads, and outputs whose task was purged), oldest first: retention
+    Index("ix_files_loose", "created_at", sqlite_where=LOOSE, postgresql_where=LOOSE),
+)
+
+# The files a task's input names ({"file_id": ...}), written with the task when it names any,
+# and those a conversation shows after the tasks of its turns were purged: a file named here
+# is never purged (taskgate.store.retention).
+file_refs = Table(
+    "file_refs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("file_id", String(40), nullable=False),
+    Column("task_id", String(40)),
+    Column("conversation_id", String(40)),
+    Index("ix_file_refs_file", "file_id"),
+    Index("ix_file_refs_task", "task_id"),
+    Index("ix_file_refs_conversation", "conversation_id"),
 )
 
 api_keys = Table(

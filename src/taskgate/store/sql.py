@@ -14,6 +14,7 @@ from taskgate.store.database import Database
 from taskgate.store.file_records import FileRecords
 from taskgate.store.keys import Keys
 from taskgate.store.outbox import Outbox
+from taskgate.store.retention import Retention
 from taskgate.store.stats import QueueStats
 from taskgate.store.task_logs import TaskLogs
 from taskgate.store.tasks import Tasks
@@ -35,6 +36,7 @@ class SqlStore:
         self.stats = QueueStats(self.db)  # the queue in numbers: metrics, /v1/stats
         self.task_logs = TaskLogs(self.db)  # each task's timeline
         self.control = Control(self.db)  # admins' actions: retry, bulk cancel, pause; workers
+        self.retention = Retention(self.db)  # purging what is kept no longer
 
     async def open(self) -> None:
         """Connect, and migrate the database to the current schema."""

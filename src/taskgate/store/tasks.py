@@ -2,8 +2,9 @@
 reading them, and cancelling them.
 
 Inserts go through :class:`~taskgate.batching.Batcher`: under load many share one transaction.
-:func:`insert_in` is the insert itself, in a transaction of the caller's, so that a batch or a
-conversation's turn is accepted with its tasks, all or none.
+:func:`insert_in` is the insert itself (with the files the tasks name, ``file_refs.py``), in a
+transaction of the caller's, so that a batch or a conversation's turn is accepted with its
+tasks, all or none.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskgate.batching import Batcher
 from taskgate.models import Attempt, Status, Task, new_id
-from taskgate.store import ops
+from taskgate.store import file_refs, ops
 from taskgate.store.base import NewTask, TaskFilter
 from taskgate.store.database import Conn, Database, scalar
 from taskgate.store.schema import attempts, tasks
@@ -136,6 +137,7 @@ def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
     rows = [_new_row(n, seq, now) for (_, n), seq in zip(fresh, seqs, strict=True)]
     if rows:
         conn.execute(ops.ADD_TASKS, rows)
+        file_refs.record_in(conn, rows)
     for (i, _), row in zip(fresh, rows, strict=True):
         results[i] = (Task.from_row(row), True)
     for i, first in repeats:
