@@ -1,6 +1,6 @@
 """The messages taskgate publishes, in one place: ``task:{id}`` (a task's life, for waiters
 and event streams), ``queue`` (work became due on a lane), ``cancel`` (stop a call) and
-``key_revoked`` (forget a key)."""
+``key_revoked`` (forget a key: revoked, or its limits changed)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,8 @@ async def announce_cancelled(events: Events, tasks: list[Task]) -> None:
 async def announce_revoked(events: Events, key_id: str) -> None:
     """Every gateway drops the key from its cache of verified keys."""
     await events.publish(KEY_REVOKED, {"key_id": key_id})
+
+
+async def announce_key_changed(events: Events, key_id: str) -> None:
+    """Every gateway drops the key from its cache, to read it (its limits) again."""
+    await events.publish(KEY_REVOKED, {"key_id": key_id, "changed": True})

@@ -16,6 +16,7 @@ from taskgate.store.outbox import Outbox
 from taskgate.store.stats import QueueStats
 from taskgate.store.task_logs import TaskLogs
 from taskgate.store.tasks import Tasks
+from taskgate.store.usage import Usage
 
 
 class SqlStore:
@@ -33,6 +34,7 @@ class SqlStore:
         self.outbox = Outbox(self.db)  # webhook deliveries, tenants' secrets
         self.stats = QueueStats(self.db)  # the queue in numbers: metrics, /v1/stats
         self.task_logs = TaskLogs(self.db)  # each task's timeline
+        self.usage = Usage(self.db)  # tokens and cost by tenant, key, model or day
 
     async def open(self) -> None:
         """Connect, and migrate the database to the current schema."""
