@@ -86,6 +86,20 @@ class _Requests:
         # a purge of a long backlog takes as long as it takes
         return "POST", "/v1/admin/purge", {"json": {**body, "dry_run": dry_run}, "timeout": None}
 
+    @staticmethod
+    def usage(
+        group_by: str = "tenant",
+        from_: str | None = None,
+        to: str | None = None,
+        tenant: str | None = None,
+    ) -> tuple[str, str, dict[str, Any]]:
+        params = {"group_by": group_by, "from": from_, "to": to, "tenant": tenant}
+        return "GET", "/v1/usage", {"params": {k: v for k, v in params.items() if v is not None}}
+
+    @staticmethod
+    def set_key_limits(key_id: str, limits: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        return "PATCH", f"/v1/keys/{key_id}", {"json": {"limits": limits}}
+
 
 def verify_webhook(
     secret: str,
@@ -185,6 +199,16 @@ class Client:
         counts. Answers the counts and the cutoffs (admin keys)."""
         return self._call(_Requests.purge(older_than, **kw))
 
+    def usage(self, group_by: str = "tenant", **range_: Any) -> dict[str, Any]:
+        """Tokens and cost by tenant, key, model or day (``from_``, ``to``: ISO 8601 times;
+        ``tenant``: one tenant's, for admin keys)."""
+        return self._call(_Requests.usage(group_by, **range_))
+
+    def set_key_limits(self, key_id: str, **limits: Any) -> dict[str, Any]:
+        """Change a key's limits (admin keys): ``requests_per_minute``, ``tokens_per_day``,
+        ``cost_per_month``; None lifts one, one not named stays."""
+        return self._call(_Requests.set_key_limits(key_id, limits))
+
     def events(self, task_id: str) -> Iterator[tuple[str, Any]]:
         """Server-sent events of a task until it ends: (event, data) pairs."""
         with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:
@@ -248,6 +272,12 @@ class AsyncClient:
 
     async def purge(self, older_than: str | float | None = None, **kw: Any) -> dict[str, Any]:
         return await self._call(_Requests.purge(older_than, **kw))
+
+    async def usage(self, group_by: str = "tenant", **range_: Any) -> dict[str, Any]:
+        return await self._call(_Requests.usage(group_by, **range_))
+
+    async def set_key_limits(self, key_id: str, **limits: Any) -> dict[str, Any]:
+        return await self._call(_Requests.set_key_limits(key_id, limits))
 
     async def events(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
         async with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:

@@ -230,6 +230,33 @@ class RetentionSettings(_Model):
         return v
 
 
+class Limits(_Model):
+    """A key's or a tenant's limits (None: no limit): tasks accepted per minute, tokens
+    (input and output) per UTC day, cost (by ``prices``) per UTC calendar month."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_day: int | None = Field(None, ge=1)
+    cost_per_month: float | None = Field(None, gt=0)
+
+
+class LimitSettings(_Model):
+    """Tenants' limits; keys' are kept on the key (``POST``/``PATCH /v1/keys``)."""
+
+    tenants: dict[str, Limits] = Field(default_factory=dict)
+
+
+class Price(_Model):
+    """What a call to one of ``models`` (names or globs) costs; the first price that
+    matches a task's model is its price (see taskgate.pricing)."""
+
+    models: list[str] = Field(min_length=1)
+    input_per_million: float = Field(0.0, ge=0)  # tokens
+    output_per_million: float = Field(0.0, ge=0)
+    per_image: float = Field(0.0, ge=0)
+    per_second: float = Field(0.0, ge=0)  # of audio or video
+    per_request: float = Field(0.0, ge=0)  # each call that answered
+
+
 class Settings(_Model):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -258,6 +285,8 @@ class Settings(_Model):
     webhooks: WebhookSettings = WebhookSettings()
     aiflow: AiflowSettings = AiflowSettings()
     retention: RetentionSettings = RetentionSettings()
+    prices: list[Price] = Field(default_factory=list)
+    limits: LimitSettings = LimitSettings()
     routes: list[Route] = Field(default_factory=list)
     kinds: list[str] = Field(default_factory=lambda: list(BUILTIN_KINDS))
     plugins: list[str] = Field(default_factory=list)  # modules imported at start-up

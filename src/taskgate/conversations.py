@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from taskgate.budgets import Quota
 from taskgate.config import ConversationSettings
 from taskgate.errors import NotFound
 from taskgate.events import Events
@@ -52,7 +53,12 @@ class Conversations:
             raise NotFound(f"no conversation {conversation_id!r}")
 
     async def submit_turn(
-        self, key: ApiKey, sub: Submission, models: list[str], batch: Batch | None = None
+        self,
+        key: ApiKey,
+        sub: Submission,
+        models: list[str],
+        batch: Batch | None = None,
+        quotas: tuple[Quota, ...] = (),
     ) -> list[Task]:
         """A submission as a turn of its conversation (of the key's tenant): each model's
         chat task gets the earlier turns as context (a task of another kind, an image, just
@@ -69,7 +75,7 @@ class Conversations:
         async with self.request_files.extracted(key, sub.input) as (input_, _):
             sub = dataclasses.replace(sub, input=input_)
             news = [
-                new_task(self.routing, key, self._sent(sub, history, m), batch_id, model=m)
+                new_task(self.routing, key, self._sent(sub, history, m), batch_id, m, quotas)
                 for m in models
             ]
             tasks = await self.store.conversations.add_turn(

@@ -9,6 +9,8 @@
     │   ├── NotFound               404  no such object in the caller's tenant
     │   ├── Conflict               409  idempotency key reused with another body
     │   ├── PayloadTooLarge        413
+    │   ├── LimitExceeded          429  a key or tenant is over one of its limits: try again
+    │   │                               after ``Retry-After``
     │   ├── InternalError          500  a fault of ours (logged with its traceback; the
     │   │                               answer names nothing of it)
     │   └── Unavailable            503  the store cannot be reached now: try again after
@@ -86,6 +88,23 @@ class Conflict(ApiError):
 class PayloadTooLarge(ApiError):
     code = "payload_too_large"
     status_code = 413
+
+
+class LimitExceeded(ApiError):
+    """A key or tenant is over one of its limits (``limit``: requests_per_minute,
+    tokens_per_day or cost_per_month); ``retry_after``: whole seconds until it allows
+    another request."""
+
+    code = "rate_limited"
+    status_code = 429
+
+    def __init__(self, message: str, *, limit: str, retry_after: int) -> None:
+        super().__init__(message, limit=limit, retry_after=retry_after)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class InternalError(ApiError):

@@ -12,7 +12,8 @@ import dataclasses
 import time
 from typing import Any
 
-from taskgate import params
+from taskgate import budgets, params
+from taskgate.budgets import Quota
 from taskgate.config import Settings
 from taskgate.control import Control
 from taskgate.conversations import Conversations
@@ -63,15 +64,16 @@ class Gateway:
         replay of an earlier submission with the same key and body. Everything is checked
         before anything is stored: a refused request leaves no task and no file."""
         await self._check(sub)
+        quotas = self.quotas(key)
         if sub.conversation_id is not None:
             if sub.idempotency_key is not None:
                 raise BadRequest(
                     "an idempotency key cannot be used with a conversation turn",
                     field="idempotency_key",
                 )
-            [task] = await self.conversations.submit_turn(key, sub, [sub.model])
+            [task] = await self.conversations.submit_turn(key, sub, [sub.model], None, quotas)
             return task, True
-        new = new_task(self.routing, key, sub)
+        new = new_task(self.routing, key, sub, quotas=quotas)
         async with self.request_files.extracted(key, sub.input) as (input_, saved):
             if saved:
                 new = dataclasses.replace(new, input=input_)
@@ -100,14 +102,21 @@ class Gateway:
             conversation_id=sub.conversation_id,
             webhook_url=sub.webhook_url,
         )
+        quotas = self.quotas(key)
         if sub.conversation_id is not None:
-            return batch, await self.conversations.submit_turn(key, sub, models, batch)
-        news = [new_task(self.routing, key, sub, batch.id, model=m) for m in models]
+            turn = await self.conversations.submit_turn(key, sub, models, batch, quotas)
+            return batch, turn
+        news = [new_task(self.routing, key, sub, batch.id, m, quotas) for m in models]
         async with self.request_files.extracted(key, sub.input) as (input_, _):
             news = [dataclasses.replace(n, input=input_) for n in news]
             tasks = await self.store.batches.insert(batch, news)
         await announce_queued(self.events, tasks)
         return batch, tasks
+
+    def quotas(self, key: ApiKey) -> tuple[Quota, ...]:
+        """The limits a request with ``key`` is held to (its own and its tenant's, by the
+        settings in force now); the store counts them in the transaction that accepts it."""
+        return budgets.quotas(key, self.settings.limits.tenants.get(key.tenant))
 
     async def _check(self, sub: Submission) -> None:
         """What is checked of every submission before any model is resolved."""

@@ -149,6 +149,9 @@ class Task:
     claimed_at: float | None = None  # start of the current attempt
     started_at: float | None = None
     finished_at: float | None = None
+    input_tokens: int = 0  # what its attempts used and cost (taskgate.pricing)
+    output_tokens: int = 0
+    cost: float = 0.0
 
     @property
     def terminal(self) -> bool:
@@ -256,6 +259,10 @@ class ApiKey:
     created_at: float
     revoked_at: float | None = None
     prefix: str = ""
+    # its limits (None: none; taskgate.budgets)
+    requests_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    cost_per_month: float | None = None
 
     @property
     def active(self) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from taskgate import params
+from taskgate.budgets import Quota
 from taskgate.config import Route
 from taskgate.errors import BadRequest
 from taskgate.models import ApiKey, Priority
@@ -54,9 +55,10 @@ def new_task(
     sub: Submission,
     batch_id: str | None = None,
     model: str | None = None,
+    quotas: tuple[Quota, ...] = (),
 ) -> NewTask:
     """A checked submission (for ``model``, in a batch; by default the submission's
-    model), ready for the store; refused with a 400 if not routable."""
+    model), ready for the store, held to ``quotas``; refused with a 400 if not routable."""
     if model is not None:
         sub = dataclasses.replace(sub, model=model, idempotency_key=None)
     route = checked_route(routing, sub, sub.model)
@@ -82,6 +84,7 @@ def new_task(
         webhook_url=sub.webhook_url if batch_id is None else None,  # a batch's: one event
         label=sub.label,
         trace=current_trace(),  # the request's span, with tracing on: its attempts join it
+        quotas=quotas,
     )
 
 

@@ -44,6 +44,16 @@ def task_json(task: Task) -> dict[str, Any]:
         "started_at": iso(task.started_at),
         "finished_at": iso(task.finished_at),
         "deadline": iso(task.deadline),
+        "usage": usage_json(task),
+    }
+
+
+def usage_json(task: Task) -> dict[str, Any]:
+    """What the task's attempts used and cost (taskgate.pricing)."""
+    return {
+        "input_tokens": task.input_tokens,
+        "output_tokens": task.output_tokens,
+        "cost": round(task.cost, 10),
     }
 
 

@@ -190,7 +190,7 @@ async def test_a_video_is_a_job_polled_until_its_file_is_downloaded(
         5,
     )
     assert "?" not in video["source_url"]
-    assert done.usage == {"output_tokens": 108900}
+    assert done.usage == {"output_tokens": 108900, "seconds": 5}
     assert fake.requests[-1].method == "GET"
     assert fake.requests[-1].path == f"/api/v3/contents/generations/tasks/{job.id}"
 

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from taskgate import __version__, services, store
 from taskgate.api import admin as admin_api
-from taskgate.api import aiflow, native, openai_api, retention, tasksystem, volcengine
+from taskgate.api import aiflow, native, openai_api, retention, tasksystem, usage, volcengine
 from taskgate.api.auth import KeyRing, admin, caller, has_key
 from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
@@ -94,7 +94,8 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.route_class = StrictRoute  # the app's own routes (/health)
-    routers = [native.router, admin_api.router, retention.router, openai_api.router]
+    routers = [native.router, admin_api.router, retention.router, usage.router]
+    routers.append(openai_api.router)
     routers += [api.router for api in (aiflow, volcengine, tasksystem)]  # the compatible APIs
     for router in routers:
         app.include_router(router)

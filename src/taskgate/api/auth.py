@@ -2,18 +2,21 @@
 ``auth_cache_seconds`` so that a request costs no store read. A revoked key (through the API
 of any gateway, or ``taskgate keys revoke``) is announced on the events channel and every
 gateway drops it at once; if the announcement is lost (the channel is down), the key still
-stops working within ``auth_cache_seconds``."""
+stops working within ``auth_cache_seconds``. A key whose limits change (it carries them) is
+dropped the same way, and read again."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import Request
 
 from taskgate.errors import Forbidden, Unauthorized
 from taskgate.events import Events
-from taskgate.events.topics import KEY_REVOKED, announce_revoked
+from taskgate.events.topics import KEY_REVOKED, announce_key_changed, announce_revoked
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
 from taskgate.store import SqlStore
@@ -69,6 +72,15 @@ class KeyRing:
         self.forget(key_id)
         await announce_revoked(self.events, key_id)
         return True
+
+    async def set_limits(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        """Change a key's limits: in force here at once, and on the other gateways as soon
+        as they hear of it. None if there is no such active key."""
+        key = await self.store.keys.set_limits(key_id, changes)
+        if key is not None:
+            self.forget(key_id)
+            await announce_key_changed(self.events, key_id)
+        return key
 
     def forget(self, key_id: str) -> None:
         self._forgotten += 1

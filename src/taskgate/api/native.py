@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from taskgate.api.auth import KeyRing, admin, caller, gateway
 from taskgate.api.responses import JSON
 from taskgate.api.strict import StrictRoute, check_media_type, json_body
+from taskgate.config import Limits
 from taskgate.errors import NotFound
 from taskgate.files import clean_type, file_json
 from taskgate.gateway import Gateway
@@ -88,10 +89,32 @@ class BatchIn(WorkIn):
     first_wins: bool = Field(False, description="the first success cancels the other tasks")
 
 
+class LimitsIn(Body):
+    """A key's limits (null: none); a PATCH changes only the ones it names."""
+
+    requests_per_minute: int | None = Field(
+        None, ge=1, le=2_147_483_647, description="tasks accepted per minute"
+    )
+    tokens_per_day: int | None = Field(
+        None, ge=1, le=10**15, description="input and output tokens per UTC day"
+    )
+    cost_per_month: float | None = Field(
+        None, gt=0, le=1e15, description="cost (by the configured prices) per UTC month"
+    )
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
 class KeyIn(Body):
     tenant: str = Field(min_length=1, max_length=64)
     name: str = Field("", max_length=200)
     admin: bool = False
+    limits: LimitsIn | None = None
+
+
+class KeyPatch(Body):
+    limits: LimitsIn
 
 
 # POST /v1/tasks is served by the fast path (api/fastpath.py; FAST_ROUTES below): requests
@@ -436,17 +459,41 @@ async def keyring(request: Request) -> KeyRing:
     return ring
 
 
+LIMITS = tuple(Limits.model_fields)
+
+
 def key_json(k: ApiKey) -> dict[str, Any]:
-    return {**k.as_dict(), "created_at": iso(k.created_at), "revoked_at": iso(k.revoked_at)}
+    out = {n: v for n, v in k.as_dict().items() if n not in LIMITS}
+    limits = {n: getattr(k, n) for n in LIMITS}
+    return {
+        **out,
+        "created_at": iso(k.created_at),
+        "revoked_at": iso(k.revoked_at),
+        "limits": limits,
+    }
 
 
 @router.post("/v1/keys", status_code=201, tags=["keys"])
 async def create_key(
     body: KeyIn, _: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
-    """Create a key. Its secret is in this response only."""
-    key, secret = await gw.store.keys.create(body.tenant, body.name, body.admin)
+    """Create a key, with its limits if given. Its secret is in this response only."""
+    limits = Limits(**body.limits.changes()) if body.limits else None
+    key, secret = await gw.store.keys.create(body.tenant, body.name, body.admin, limits)
     return JSON({**key_json(key), "key": secret}, status_code=201)
+
+
+@router.patch("/v1/keys/{key_id}", tags=["keys"])
+async def change_key(
+    key_id: str, body: KeyPatch, _: ApiKey = Depends(admin), ring: KeyRing = Depends(keyring)
+) -> JSON:
+    """Change a key's limits: those named (null lifts one); the others stay. Every gateway
+    holds the key to them at once (within ``auth_cache_seconds`` if the events channel
+    is down)."""
+    key = await ring.set_limits(key_id, body.limits.changes())
+    if key is None:
+        raise NotFound(f"no active key {key_id!r}")
+    return JSON(key_json(key))
 
 
 @router.get("/v1/keys", tags=["keys"])

@@ -43,7 +43,11 @@ TASK_ERRORS: Mapping[str, tuple[int, str]] = {
     "timeout": (504, "server_error"),
 }
 PERMANENT = frozenset({"invalid_input", "content_refused", "auth_failed", "permanent"})
-API_CODES = {"unauthorized": "invalid_api_key", "bad_request": None}
+API_CODES = {
+    "unauthorized": "invalid_api_key",
+    "bad_request": None,
+    "rate_limited": "rate_limit_exceeded",
+}
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -75,10 +79,17 @@ def refusal(exc: Exception) -> JSON:
         code = API_CODES.get(api.code, api.code)
         if isinstance(api, BadRequest) and param == "model" and "unknown model" in api.message:
             code = "model_not_found"
-        type_ = "server_error" if api.status_code >= 500 else "invalid_request_error"
+        type_ = error_type(api.status_code)
         response = error(api.status_code, api.message, type_, param, code)
     response.headers.update(error_headers(exc))
     return response
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error type for a refusal's HTTP status."""
+    if status >= 500:
+        return "server_error"
+    return "rate_limit_error" if status == 429 else "invalid_request_error"
 
 
 def schema_error(exc: RequestValidationError) -> JSON:

@@ -1,7 +1,7 @@
 """The ``taskgate`` command: run the server, manage keys, and use a server as a client.
 Each module adds its commands to :data:`taskgate.cli.base.main`."""
 
-from taskgate.cli import admin, keys, ops, retention, server, tasks, top
+from taskgate.cli import admin, keys, ops, retention, server, tasks, top, usage
 from taskgate.cli.base import main
 
-__all__ = ["admin", "keys", "main", "ops", "retention", "server", "tasks", "top"]
+__all__ = ["admin", "keys", "main", "ops", "retention", "server", "tasks", "top", "usage"]

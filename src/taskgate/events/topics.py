@@ -1,6 +1,7 @@
 """The messages taskgate publishes, in one place: ``task:{id}`` (a task's life, for waiters
 and event streams), ``queue`` (work became due on a lane), ``cancel`` (stop a call),
-``key_revoked`` (forget a key) and ``workers`` (an admin's drain request)."""
+``key_revoked`` (forget a key: revoked, or its limits changed) and ``workers`` (an admin's
+drain request)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,8 @@ async def announce_cancelled(events: Events, tasks: list[Task]) -> None:
 async def announce_revoked(events: Events, key_id: str) -> None:
     """Every gateway drops the key from its cache of verified keys."""
     await events.publish(KEY_REVOKED, {"key_id": key_id})
+
+
+async def announce_key_changed(events: Events, key_id: str) -> None:
+    """Every gateway drops the key from its cache, to read it (its limits) again."""
+    await events.publish(KEY_REVOKED, {"key_id": key_id, "changed": True})

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from taskgate import policy
 from taskgate.models import Status, Task
 from taskgate.ops.metrics import Metrics
+from taskgate.pricing import tokens_in_out
 from taskgate.store.base import Observer, Outcome, Purged
 
 log = logging.getLogger("taskgate.tasks")
@@ -39,19 +40,6 @@ def task_fields(task: Task, **extra: Any) -> dict[str, Any]:
         "model": task.model,
         **extra,
     }
-
-
-def tokens_in_out(usage: Mapping[str, Any]) -> tuple[int, int]:
-    """Tokens in (prompt) and out (completion), by OpenAI's names or the input/output ones."""
-
-    def first(*names: str) -> int:
-        for name in names:
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        return 0
-
-    return first("prompt_tokens", "input_tokens"), first("completion_tokens", "output_tokens")
 
 
 class Transitions(Observer):

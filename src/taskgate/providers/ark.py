@@ -149,7 +149,7 @@ class ArkProvider(OpenAIProvider):
         video = await om.fetch(self, call, url, "video")
         meta = {k: data[k] for k in VIDEO_FIELDS if data.get(k) is not None}
         meta["source_url"] = om.without_query(url)
-        return Result({"video": meta}, usage_of(data.get("usage")), (video,))
+        return Result({"video": meta}, video_usage(data), (video,))
 
     async def cancel_job(self, call: Call, job: Job) -> None:
         """Delete the task. Ark cancels only queued tasks: a running one answers an error,
@@ -224,3 +224,12 @@ async def image_item(call: Call, ref: Any, role: str | None) -> dict[str, Any]:
         "image_url": {"url": await media.input_url(call, ref, "image")},
     }
     return item | {"role": role} if role else item
+
+
+def video_usage(data: dict[str, Any]) -> dict[str, Any]:
+    """A video job's tokens, and its length in ``seconds`` (priced per second)."""
+    usage = usage_of(data.get("usage"))
+    duration = data.get("duration")
+    if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
+        usage["seconds"] = duration
+    return usage

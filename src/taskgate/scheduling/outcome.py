@@ -8,11 +8,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from taskgate import errors, policy
-from taskgate.config import RetryPolicy, SchedulerSettings
+from taskgate import errors, policy, pricing
+from taskgate.config import Price, RetryPolicy, SchedulerSettings
 from taskgate.files import Files
 from taskgate.models import Status, Task
 from taskgate.providers import Result
@@ -37,6 +37,7 @@ class Endings:
         worker_id: str,
         rng: random.Random,
         due: Callable[[dict[str, Any]], None],
+        prices: Callable[[], Sequence[Price]] = tuple,
     ) -> None:
         self.conf = conf
         self.store = store
@@ -45,6 +46,7 @@ class Endings:
         self.worker_id = worker_id
         self.rng = rng
         self.due = due  # told of a lane where a retried task falls due
+        self.prices = prices  # the prices in force (read at each ending: they may be reloaded)
 
     async def write(
         self, run: Running, result: Result | None, error: errors.ProviderError | None
@@ -101,6 +103,7 @@ class Endings:
             kept = await keep_outputs(self.files, task, result)
             limit = run.lane.limits.get(run.instance.name)
             tokens = policy.tokens_used(result.usage) if limit and limit[1] else 0
+            used = pricing.usage_of(result.usage)
             return run.outcome(
                 self.worker_id,
                 Status.SUCCESS,
@@ -108,6 +111,9 @@ class Endings:
                 result=kept,
                 tokens=tokens,
                 usage=result.usage or None,
+                input_tokens=used.input_tokens,
+                output_tokens=used.output_tokens,
+                cost=pricing.cost(self.prices(), task.model, used),
             )
         if run.provider_job is not None and run.timed_out:
             return self.jobs.timed_out(run, error)

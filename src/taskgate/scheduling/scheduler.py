@@ -60,7 +60,16 @@ class Scheduler:
         self.dispatcher = Dispatcher(
             conf, store, self.lanes, self.worker_id, lambda lane, t: self.attempts.start(lane, t)
         )
-        endings = Endings(conf, store, files, self.jobs, self.worker_id, rng, self.dispatcher.due)
+        endings = Endings(
+            conf,
+            store,
+            files,
+            self.jobs,
+            self.worker_id,
+            rng,
+            self.dispatcher.due,
+            prices=lambda: self.settings.prices,  # those in force at each ending
+        )
         self.attempts = Attempts(
             store,
             files,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from taskgate.budgets import Quota
 from taskgate.models import Priority, Status, Task
 
 
@@ -33,6 +34,7 @@ class NewTask:
     webhook_url: str | None = None
     label: str | None = None
     trace: str | None = None  # the W3C traceparent of the submitting request (tracing on)
+    quotas: tuple[Quota, ...] = ()  # the limits it is held to (taskgate.budgets): not stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,11 @@ class Outcome:
     provider_job: dict[str, Any] | None = None
     tokens: int = 0  # taken from the instance's tokens-per-minute bucket
     usage: dict[str, Any] | None = None  # the backend's count of tokens (for metrics)
+    # what the call used and cost (taskgate.pricing): added to the task and to the
+    # counters of its key's and tenant's limits
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
+from taskgate.config import Limits
 from taskgate.models import ApiKey, new_id
 from taskgate.store import ops
 from taskgate.store.database import Database, scalar
@@ -20,8 +22,11 @@ class Keys:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, tenant: str, name: str, admin: bool = False) -> tuple[ApiKey, str]:
-        """Create a key; the secret is returned once and only its hash is stored."""
+    async def create(
+        self, tenant: str, name: str, admin: bool = False, limits: Limits | None = None
+    ) -> tuple[ApiKey, str]:
+        """Create a key (held to ``limits``); the secret is returned once and only its hash
+        is stored."""
         secret = "tg_" + secrets.token_urlsafe(30)
         key = ApiKey(
             id=new_id("key_"),
@@ -30,6 +35,7 @@ class Keys:
             admin=admin,
             created_at=time.time(),
             prefix=secret[:10],
+            **(limits or Limits()).model_dump(),
         )
         row = {**key.as_dict(), "hash": _hash_key(secret)}
         await self._db.write(ops.execute, api_keys.insert(), [row])
@@ -55,6 +61,18 @@ class Keys:
             .returning(api_keys.c.id)
         )
         return bool(await self._db.write(ops.rows, stmt))
+
+    async def set_limits(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        """Change some of an active key's limits (a None lifts one); the key as it now is,
+        or None if there is no such active key."""
+        values = {name: changes[name] for name in Limits.model_fields if name in changes}
+        active = (api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        if values:
+            stmt = api_keys.update().where(*active).values(**values).returning(*api_keys.c)
+            found = await self._db.write(ops.rows, stmt)
+        else:
+            found = await self._db.read(ops.rows, sa.select(api_keys).where(*active))
+        return _key_from_row(found[0]) if found else None
 
     async def has_admin(self) -> bool:
         """Whether an admin key that is not revoked exists."""

@@ -20,7 +20,7 @@ from taskgate.errors import Conflict
 from taskgate.history import answer_content
 from taskgate.models import Priority, Status, Task
 from taskgate.policy import fair_seq
-from taskgate.store import rate_buckets
+from taskgate.store import rate_buckets, usage
 from taskgate.store.base import NewTask, Outcome
 from taskgate.store.database import rows
 from taskgate.store.outbox import add_deliveries
@@ -194,7 +194,14 @@ _FENCED = tasks.update().where(
     tasks.c.worker == sa.bindparam("b_worker"),
     tasks.c.attempts == sa.bindparam("b_attempt"),
 )
+# what the attempt used and cost joins what the task's earlier attempts did
+_USAGE = {
+    "input_tokens": tasks.c.input_tokens + sa.bindparam("b_input_tokens"),
+    "output_tokens": tasks.c.output_tokens + sa.bindparam("b_output_tokens"),
+    "cost": tasks.c.cost + sa.bindparam("b_cost", type_=sa.Float),
+}
 _END = _FENCED.values(
+    **_USAGE,
     status=sa.bindparam("b_status"),
     instance=sa.bindparam("b_instance"),
     result=sa.bindparam("b_result", type_=tasks.c.result.type),
@@ -205,6 +212,7 @@ _END = _FENCED.values(
     lease_until=None,
 )
 _RETRY = _FENCED.values(
+    **_USAGE,
     status=PENDING,
     instance=sa.bindparam("b_instance"),
     error=sa.bindparam("b_error", type_=tasks.c.error.type),
@@ -241,6 +249,9 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             "b_error": o.error,
             "b_job": o.provider_job,
             "b_now": now,
+            "b_input_tokens": o.input_tokens,
+            "b_output_tokens": o.output_tokens,
+            "b_cost": o.cost,
         }
         if o.status is Status.PENDING:
             retries.append(
@@ -255,15 +266,19 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
     written = conn.execute(_WRITTEN, {"w_ids": [o.task_id for o in batch], "w_now": now})
     applied = {r["id"]: Task.from_row(r) for r in written.mappings()}
     out: list[Task | None] = []
-    history = []
+    history, charges = [], []
     for o in batch:
         task = applied.pop(o.task_id, None)  # pop: a duplicate in the batch gets None
         out.append(task)
         if task is not None:
             history.append(attempt_row(o, now))
+            if o.input_tokens or o.output_tokens or o.cost:
+                tokens = o.input_tokens + o.output_tokens
+                charges.append(usage.Charge(task.api_key_id, task.tenant, tokens, o.cost))
     if history:
         conn.execute(_ADD_ATTEMPTS, history)
     rate_buckets.spend_tokens(conn, batch)  # the calls happened whatever became of them
+    usage.charge(conn, charges, now)
     ended = [t for t in out if t is not None]
     add_answers(conn, ended, now)
     add_deliveries(conn, ended, now)

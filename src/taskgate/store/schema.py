@@ -72,6 +72,10 @@ tasks = Table(
     Column("updated_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
+    # what its attempts used and cost (taskgate.pricing), added as each one ends
+    Column("input_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("output_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("cost", Float, nullable=False, server_default=text("0")),
     UniqueConstraint("tenant", "idempotency_key", name="uq_tasks_idempotency"),
     Index(
         "ix_tasks_claim",
@@ -119,6 +123,20 @@ rate_buckets = Table(
     Column("tokens", Float, nullable=False),
     Column("tokens_spent", Float, nullable=False),  # by calls ended since the last claim
     Column("updated_at", Float, nullable=False),
+)
+
+# the counters of keys' and tenants' limits (taskgate.budgets), shared by every gateway and
+# worker: a row per key or tenant with a limit, made at its first request
+usage_counters = Table(
+    "usage_counters",
+    metadata,
+    Column("subject", String(80), primary_key=True),  # key:ID | tenant:NAME
+    Column("requests", Float, nullable=False),  # the request bucket as of requests_at
+    Column("requests_at", Float, nullable=False),
+    Column("day", Integer, nullable=False),  # the UTC day (since the epoch) of day_tokens
+    Column("day_tokens", BigInteger, nullable=False),
+    Column("month", Integer, nullable=False),  # the UTC month (year * 12 + month - 1)
+    Column("month_cost", Float, nullable=False),
 )
 
 batches = Table(
@@ -246,6 +264,10 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
+    # the key's limits (None: none; taskgate.budgets)
+    Column("requests_per_minute", Integer),
+    Column("tokens_per_day", BigInteger),
+    Column("cost_per_month", Float),
 )
 
 

@@ -18,6 +18,7 @@ from taskgate.store.retention import Retention
 from taskgate.store.stats import QueueStats
 from taskgate.store.task_logs import TaskLogs
 from taskgate.store.tasks import Tasks
+from taskgate.store.usage import Usage
 
 
 class SqlStore:
@@ -37,6 +38,7 @@ class SqlStore:
         self.task_logs = TaskLogs(self.db)  # each task's timeline
         self.control = Control(self.db)  # admins' actions: retry, bulk cancel, pause; workers
         self.retention = Retention(self.db)  # purging what is kept no longer
+        self.usage = Usage(self.db)  # tokens and cost by tenant, key, model or day
 
     async def open(self) -> None:
         """Connect, and migrate the database to the current schema."""

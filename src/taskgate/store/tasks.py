@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskgate.batching import Batcher
 from taskgate.models import Attempt, Status, Task, new_id
-from taskgate.store import file_refs, ops
+from taskgate.store import file_refs, ops, usage
 from taskgate.store.base import NewTask, TaskFilter
 from taskgate.store.database import Conn, Database, scalar
 from taskgate.store.schema import attempts, tasks
@@ -115,7 +115,9 @@ async def cancel_where(db: Database, conds: list[Any], reason: str) -> list[Task
 
 def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
     """Insert new tasks in the caller's transaction. A task whose idempotency key is already
-    stored (or repeated earlier in ``batch``) is the stored one replayed, or a Conflict."""
+    stored (or repeated earlier in ``batch``) is the stored one replayed, or a Conflict; a
+    new task held to limits (``quotas``) takes a request from their counters, or is refused
+    by them (``LimitExceeded``)."""
     now = time.time()
     results: list[Inserted | None] = [None] * len(batch)
     fresh: list[tuple[int, NewTask]] = []
@@ -133,6 +135,11 @@ def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
         else:
             first_with_key[ident] = i
             fresh.append((i, new))
+    if any(new.quotas for _, new in fresh):
+        refusals = usage.take_requests(conn, [new for _, new in fresh], now)
+        for (i, _), refusal in zip(fresh, refusals, strict=True):
+            results[i] = refusal
+        fresh = [f for f, refusal in zip(fresh, refusals, strict=True) if refusal is None]
     seqs = ops.fair_seqs(conn, [n for _, n in fresh])
     rows = [_new_row(n, seq, now) for (_, n), seq in zip(fresh, seqs, strict=True)]
     if rows:
@@ -142,13 +149,17 @@ def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
         results[i] = (Task.from_row(row), True)
     for i, first in repeats:
         stored = results[first]
-        assert isinstance(stored, tuple)
-        results[i] = ops.replay(stored[0], batch[i])
+        assert stored is not None
+        results[i] = ops.replay(stored[0], batch[i]) if isinstance(stored, tuple) else stored
     return [r for r in results if r is not None]
 
 
 def inserted_tasks(results: Sequence[Inserted]) -> list[Task]:
-    """The tasks :func:`insert_in` stored or found (a refusal has none)."""
+    """The tasks :func:`insert_in` stored or found; the first refusal is raised, so that
+    the caller's transaction (a batch, a conversation's turn) stores all or none."""
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
     return [r[0] for r in results if isinstance(r, tuple)]
 
 
