@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,6 +162,18 @@ class WebhookSettings(_Model):
         )
 
 
+class RegistrationSettings(_Model):
+    """Instances that join a route at run time (``POST /v1/routes/{name}/instances``; see
+    ops/live.py). Every process rereads them from the store every ``reread_seconds``, at once
+    when told of a change, and when one is due to expire. ``max_ttl``: the longest time to
+    live a registration may ask for. ``secret_envs``: environment variables a registered
+    instance may name as its secret, beyond those its route's configured instances name."""
+
+    reread_seconds: float = Field(5.0, gt=0)
+    max_ttl: float = Field(86400.0, gt=0)
+    secret_envs: list[str] = Field(default_factory=list)
+
+
 class SchedulerSettings(_Model):
     priority_weights: dict[str, int] = Field(
         default_factory=lambda: {"critical": 6, "default": 3, "low": 1}
@@ -235,6 +247,7 @@ class Settings(_Model):
     conversations: ConversationSettings = ConversationSettings()
     webhooks: WebhookSettings = WebhookSettings()
     aiflow: AiflowSettings = AiflowSettings()
+    registration: RegistrationSettings = RegistrationSettings()
     routes: list[Route] = Field(default_factory=list)
     kinds: list[str] = Field(default_factory=lambda: list(BUILTIN_KINDS))
     plugins: list[str] = Field(default_factory=list)  # modules imported at start-up
@@ -255,6 +268,17 @@ class Settings(_Model):
     def rate_limits(self) -> dict[tuple[str, str], tuple[int | None, int | None]]:
         """Every rate-limited instance's requests and tokens per minute, by route and name."""
         return {(r.name, name): limit for r in self.routes for name, limit in r.limits.items()}
+
+    def with_instances(self, extra: Mapping[str, Sequence[Instance]]) -> Settings:
+        """These settings with instances added to routes (registered at run time, by route
+        name). A configured instance keeps its name: an added one of the same name is left
+        out."""
+        routes = []
+        for r in self.routes:
+            names = {i.name for i in r.instances}
+            more = [i for i in extra.get(r.name, ()) if i.name not in names]
+            routes.append(r.model_copy(update={"instances": [*r.instances, *more]}) if more else r)
+        return self.model_copy(update={"routes": routes})
 
     def route(self, name: str) -> Route:
         for r in self.routes:
@@ -293,10 +317,16 @@ _ENV_OVERRIDES = {
 }
 
 
+def source(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The file :func:`load` reads: ``path``, else TASKGATE_CONFIG, else the packaged default."""
+    env = os.environ if env is None else env
+    return Path(path or env.get("TASKGATE_CONFIG") or DEFAULT_CONFIG)
+
+
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read the YAML file (TASKGATE_CONFIG or the packaged default), then env overrides."""
     env = os.environ if env is None else env
-    path = Path(path or env.get("TASKGATE_CONFIG") or DEFAULT_CONFIG)
+    path = source(path, env)
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: the top level must be a mapping")
@@ -307,8 +337,19 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
             for parent in parents:
                 section = section.setdefault(parent, {})
             section[name] = env[var]
-    for route in raw.get("routes") or []:
-        for inst in route.get("instances") or []:
-            if inst.get("secret_env"):
+    routes = raw.get("routes")
+    for route in routes if isinstance(routes, list) else ():  # else: validation says why
+        for inst in route.get("instances") or () if isinstance(route, dict) else ():
+            if isinstance(inst, dict) and inst.get("secret_env"):
                 inst["secret"] = env.get(inst["secret_env"])
     return Settings.model_validate(raw)
+
+
+def registered_instance(
+    fields: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> Instance:
+    """An instance registered at run time, its secret read from the environment variable
+    it names (this process's: a registration holds a reference, never a secret)."""
+    env = os.environ if env is None else env
+    name = fields.get("secret_env")
+    return Instance.model_validate({**fields, "secret": env.get(name) if name else None})

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -17,6 +18,7 @@ from starlette.responses import Response
 
 from taskgate import __version__, services, store
 from taskgate.api import aiflow, native, openai_api, tasksystem, volcengine
+from taskgate.api import live as live_api
 from taskgate.api.auth import KeyRing, admin, caller, has_key
 from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
@@ -28,15 +30,24 @@ from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
 from taskgate.ops import tracing
 from taskgate.ops.endpoints import Observed, OpsEndpoints, Traced
+from taskgate.ops.live import LiveConfig
 from taskgate.ops.metrics import Metrics
 from taskgate.scheduling import Scheduler
 
 log = logging.getLogger("taskgate")
 
 
-def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float = 10.0) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    run_scheduler: bool = True,
+    grace: float = 10.0,
+    config_path: Path | None = None,
+) -> FastAPI:
     """The HTTP app; with ``run_scheduler`` (``taskgate serve``) the scheduler and workers
-    run in the same process, without it (``taskgate api``) other processes run them."""
+    run in the same process, without it (``taskgate api``) other processes run them.
+    ``config_path``: the file ``settings`` came from, read again on a reload (SIGHUP or
+    ``POST /v1/admin/reload``); without it, reloads are refused."""
 
     metrics = Metrics() if settings.metrics.enabled else None
     traced = tracing.from_settings(settings.tracing)  # None: tracing is off
@@ -59,13 +70,22 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
                 instances=scheduler.instances if scheduler else None,
                 dispatching=scheduler.dispatching if scheduler else None,
             )
+            app.state.live = live = LiveConfig(
+                settings, config_path, s.store, s.events, signals=config_path is not None
+            )
+            live.on_change(app.state.gateway.use)
+            live.on_change(app.state.ops.use)
+            if scheduler:
+                live.on_change(scheduler.apply)
             await app.state.gateway.routing.start()  # model discovery: before the first request
+            await live.start()  # registered instances join their routes
             if scheduler:
                 await scheduler.start()
             await app.state.ops.start()
             try:
                 yield
             finally:
+                await live.stop()
                 await app.state.ops.stop()
                 if scheduler:
                     await scheduler.stop(grace)
@@ -84,7 +104,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.route_class = StrictRoute  # the app's own routes (/health)
-    routers = [native.router, openai_api.router]
+    routers = [native.router, openai_api.router, live_api.router]
     routers += [api.router for api in (aiflow, volcengine, tasksystem)]  # the compatible APIs
     for router in routers:
         app.include_router(router)

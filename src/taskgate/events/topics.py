@@ -1,6 +1,7 @@
 """The messages taskgate publishes, in one place: ``task:{id}`` (a task's life, for waiters
-and event streams), ``queue`` (work became due on a lane), ``cancel`` (stop a call) and
-``key_revoked`` (forget a key)."""
+and event streams), ``queue`` (work became due on a lane), ``cancel`` (stop a call),
+``key_revoked`` (forget a key), ``reload`` (read the config file again) and ``instances``
+(a backend instance was registered or removed: read them again; see ops/live.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from taskgate.events.base import Events
 from taskgate.models import Task
 
 KEY_REVOKED = "key_revoked"
+RELOAD = "reload"
+INSTANCES = "instances"
 
 
 def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:

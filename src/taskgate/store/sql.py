@@ -11,6 +11,7 @@ from taskgate.store.claims import Claims
 from taskgate.store.conversations import Conversations
 from taskgate.store.database import Database
 from taskgate.store.file_records import FileRecords
+from taskgate.store.instances import Instances
 from taskgate.store.keys import Keys
 from taskgate.store.outbox import Outbox
 from taskgate.store.stats import QueueStats
@@ -33,6 +34,7 @@ class SqlStore:
         self.outbox = Outbox(self.db)  # webhook deliveries, tenants' secrets
         self.stats = QueueStats(self.db)  # the queue in numbers: metrics, /v1/stats
         self.task_logs = TaskLogs(self.db)  # each task's timeline
+        self.instances = Instances(self.db)  # backend instances registered at run time
 
     async def open(self) -> None:
         """Connect, and migrate the database to the current schema."""
