@@ -8,6 +8,7 @@ import hmac
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -99,6 +100,28 @@ class _Requests:
     @staticmethod
     def set_key_limits(key_id: str, limits: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         return "PATCH", f"/v1/keys/{key_id}", {"json": {"limits": limits}}
+
+    @staticmethod
+    def reload() -> tuple[str, str, dict[str, Any]]:
+        return "POST", "/v1/admin/reload", {}
+
+    @staticmethod
+    def instances(route: str) -> tuple[str, str, dict[str, Any]]:
+        return "GET", f"/v1/routes/{quote(route, safe='')}/instances", {}
+
+    @staticmethod
+    def register_instance(route: str, name: str, **fields: Any) -> tuple[str, str, dict[str, Any]]:
+        body = {"name": name, **{k: v for k, v in fields.items() if v is not None}}
+        return "POST", f"/v1/routes/{quote(route, safe='')}/instances", {"json": body}
+
+    @staticmethod
+    def heartbeat(route: str, name: str) -> tuple[str, str, dict[str, Any]]:
+        path = f"/v1/routes/{quote(route, safe='')}/instances/{quote(name, safe='')}/heartbeat"
+        return "POST", path, {}
+
+    @staticmethod
+    def remove_instance(route: str, name: str) -> tuple[str, str, dict[str, Any]]:
+        return "DELETE", f"/v1/routes/{quote(route, safe='')}/instances/{quote(name, safe='')}", {}
 
 
 def verify_webhook(
@@ -209,6 +232,26 @@ class Client:
         ``cost_per_month``; None lifts one, one not named stays."""
         return self._call(_Requests.set_key_limits(key_id, limits))
 
+    def reload(self) -> dict[str, Any]:
+        """Have every process read its config file again (admin keys): what changed."""
+        return self._call(_Requests.reload())
+
+    def instances(self, route: str) -> dict[str, Any]:
+        """A route's instances, configured and registered (admin keys)."""
+        return self._call(_Requests.instances(route))
+
+    def register_instance(self, route: str, name: str, **fields: Any) -> dict[str, Any]:
+        """Add (or refresh) a backend instance of a route: ``endpoint``,
+        ``max_concurrency``, ``weight``, ``secret_env``, ``options``, ``ttl``, ... (admin)."""
+        return self._call(_Requests.register_instance(route, name, **fields))
+
+    def heartbeat(self, route: str, name: str) -> dict[str, Any]:
+        """Keep a registered instance for another ``ttl``."""
+        return self._call(_Requests.heartbeat(route, name))
+
+    def remove_instance(self, route: str, name: str) -> dict[str, Any]:
+        return self._call(_Requests.remove_instance(route, name))
+
     def events(self, task_id: str) -> Iterator[tuple[str, Any]]:
         """Server-sent events of a task until it ends: (event, data) pairs."""
         with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:
@@ -278,6 +321,21 @@ class AsyncClient:
 
     async def set_key_limits(self, key_id: str, **limits: Any) -> dict[str, Any]:
         return await self._call(_Requests.set_key_limits(key_id, limits))
+
+    async def reload(self) -> dict[str, Any]:
+        return await self._call(_Requests.reload())
+
+    async def instances(self, route: str) -> dict[str, Any]:
+        return await self._call(_Requests.instances(route))
+
+    async def register_instance(self, route: str, name: str, **fields: Any) -> dict[str, Any]:
+        return await self._call(_Requests.register_instance(route, name, **fields))
+
+    async def heartbeat(self, route: str, name: str) -> dict[str, Any]:
+        return await self._call(_Requests.heartbeat(route, name))
+
+    async def remove_instance(self, route: str, name: str) -> dict[str, Any]:
+        return await self._call(_Requests.remove_instance(route, name))
 
     async def events(self, task_id: str) -> AsyncIterator[tuple[str, Any]]:
         async with self._http.stream("GET", f"/v1/tasks/{task_id}/events", timeout=None) as resp:

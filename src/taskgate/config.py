@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,6 +163,18 @@ class WebhookSettings(_Model):
         )
 
 
+class RegistrationSettings(_Model):
+    """Instances that join a route at run time (``POST /v1/routes/{name}/instances``; see
+    ops/live.py). Every process rereads them from the store every ``reread_seconds``, at once
+    when told of a change, and when one is due to expire. ``max_ttl``: the longest time to
+    live a registration may ask for. ``secret_envs``: environment variables a registered
+    instance may name as its secret, beyond those its route's configured instances name."""
+
+    reread_seconds: float = Field(5.0, gt=0)
+    max_ttl: float = Field(86400.0, gt=0)
+    secret_envs: list[str] = Field(default_factory=list)
+
+
 class SchedulerSettings(_Model):
     priority_weights: dict[str, int] = Field(
         default_factory=lambda: {"critical": 6, "default": 3, "low": 1}
@@ -287,6 +299,7 @@ class Settings(_Model):
     retention: RetentionSettings = RetentionSettings()
     prices: list[Price] = Field(default_factory=list)
     limits: LimitSettings = LimitSettings()
+    registration: RegistrationSettings = RegistrationSettings()
     routes: list[Route] = Field(default_factory=list)
     kinds: list[str] = Field(default_factory=lambda: list(BUILTIN_KINDS))
     plugins: list[str] = Field(default_factory=list)  # modules imported at start-up
@@ -307,6 +320,17 @@ class Settings(_Model):
     def rate_limits(self) -> dict[tuple[str, str], tuple[int | None, int | None]]:
         """Every rate-limited instance's requests and tokens per minute, by route and name."""
         return {(r.name, name): limit for r in self.routes for name, limit in r.limits.items()}
+
+    def with_instances(self, extra: Mapping[str, Sequence[Instance]]) -> Settings:
+        """These settings with instances added to routes (registered at run time, by route
+        name). A configured instance keeps its name: an added one of the same name is left
+        out."""
+        routes = []
+        for r in self.routes:
+            names = {i.name for i in r.instances}
+            more = [i for i in extra.get(r.name, ()) if i.name not in names]
+            routes.append(r.model_copy(update={"instances": [*r.instances, *more]}) if more else r)
+        return self.model_copy(update={"routes": routes})
 
     def route(self, name: str) -> Route:
         for r in self.routes:
@@ -345,29 +369,56 @@ _ENV_OVERRIDES = {
 }
 
 
+def source(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The file :func:`load` reads: ``path``, else TASKGATE_CONFIG, else the packaged default."""
+    env = os.environ if env is None else env
+    return Path(path or env.get("TASKGATE_CONFIG") or DEFAULT_CONFIG)
+
+
 class ConfigError(ValueError):
     """A config file taskgate cannot use, one line per problem, naming the file, the line
     and the key: ``taskgate.yaml:14: routes[0].instances[1].max_concurrency: Input should
-    be greater than or equal to 1`` (an environment override is named instead of a line)."""
+    be greater than or equal to 1`` (an environment override is named instead of a line).
+    ``file``, ``line`` and ``key`` are those of the first problem (for an API's answer)."""
+
+    def __init__(
+        self, message: str, file: Path | None = None, line: int | None = None, key: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.file, self.line, self.key = file, line, key
+
+    def details(self) -> dict[str, Any]:
+        return {"file": str(self.file) if self.file else None, "line": self.line, "key": self.key}
+
+    @classmethod
+    def at(cls, path: Path, loc: tuple[Any, ...], problem: str) -> ConfigError:
+        """A problem at the key ``loc`` of the file, with its line if the file parses."""
+        try:
+            root = yaml.compose(path.read_text())
+        except (OSError, yaml.YAMLError):
+            root = None
+        line, key = _line_of(root, loc), dotted(loc)
+        where = f"{path}:{line}" if line else str(path)
+        return cls(": ".join(p for p in (where, key, problem) if p), path, line, key)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read the YAML file (TASKGATE_CONFIG or the packaged default), then env overrides.
     Raises :class:`ConfigError` for a file that cannot be read, parsed or validated."""
     env = os.environ if env is None else env
-    path = Path(path or env.get("TASKGATE_CONFIG") or DEFAULT_CONFIG)
+    path = source(path, env)
     try:
         text = path.read_text()
         raw = yaml.safe_load(text) or {}
     except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{path}: {exc.strerror or exc}", path) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         what = " ".join(str(getattr(exc, a, None) or "") for a in ("problem", "context"))
-        raise ConfigError(f"{where}: {what.strip() or exc}") from exc
+        raise ConfigError(f"{where}: {what.strip() or exc}", path, _mark_line(mark)) from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}:1: the top level must be a mapping")
+        raise ConfigError(f"{path}:1: the top level must be a mapping", path, 1)
     overridden: dict[tuple[str, ...], str] = {}
     for var, key in _ENV_OVERRIDES.items():
         if var in env:
@@ -377,30 +428,55 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
                 section = section.setdefault(parent, {})
             section[name] = env[var]
             overridden[tuple(key.split("."))] = var
-    for route in raw.get("routes") or []:
-        for inst in route.get("instances") or []:
-            if inst.get("secret_env"):
+    routes = raw.get("routes")
+    for route in routes if isinstance(routes, list) else ():  # else: validation says why
+        for inst in route.get("instances") or () if isinstance(route, dict) else ():
+            if isinstance(inst, dict) and inst.get("secret_env"):
                 inst["secret"] = env.get(inst["secret_env"])
     try:
         return Settings.model_validate(raw)
     except pydantic.ValidationError as exc:
         root = yaml.compose(text)
-        lines = [_problem(path, root, e, overridden) for e in exc.errors()]
-        raise ConfigError("\n".join(lines)) from exc
+        problems = [_problem(path, root, e, overridden) for e in exc.errors()]
+        _, line, key = problems[0]
+        message = "\n".join(p for p, _, _ in problems)
+        raise ConfigError(message, path, line, key) from exc
+
+
+def registered_instance(
+    fields: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> Instance:
+    """An instance registered at run time, its secret read from the environment variable
+    it names (this process's: a registration holds a reference, never a secret)."""
+    env = os.environ if env is None else env
+    name = fields.get("secret_env")
+    return Instance.model_validate({**fields, "secret": env.get(name) if name else None})
 
 
 _MESSAGES = {"extra_forbidden": "unknown key", "missing": "missing (required)"}
 
 
-def _problem(path: Path, root: yaml.Node | None, error: Any, env: dict[Any, str]) -> str:
-    """One validation error as ``FILE:LINE: KEY: message`` (or ``VARIABLE: KEY: message``)."""
+def _problem(
+    path: Path, root: yaml.Node | None, error: Any, env: dict[Any, str]
+) -> tuple[str, int | None, str]:
+    """One validation error as ``FILE:LINE: KEY: message`` (or ``VARIABLE: KEY: message``),
+    with its line and key."""
     loc, msg = error["loc"], _MESSAGES.get(error["type"], error["msg"])
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    key, line = dotted(loc), None
     where = next((var for k, var in env.items() if loc[: len(k)] == k), None)
     if where is None:
         line = _line_of(root, loc)
         where = f"{path}:{line}" if line else str(path)
-    return ": ".join(p for p in (where, key, msg.removeprefix("Value error, ")) if p)
+    return ": ".join(p for p in (where, key, msg.removeprefix("Value error, ")) if p), line, key
+
+
+def dotted(loc: Sequence[Any]) -> str:
+    """A key's path as ``routes[0].instances[1].max_concurrency``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _mark_line(mark: Any) -> int | None:
+    return mark.line + 1 if mark is not None else None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

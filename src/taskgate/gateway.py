@@ -57,6 +57,13 @@ class Gateway:
         )
         self.control = Control(store, events, self.routing)  # admins' actions
 
+    async def use(self, settings: Settings, *_: object) -> None:
+        """Serve by new settings from now on (a reload; an instance joined or left a
+        route): routes, kinds and what is read from ``settings`` when used. Webhook and
+        conversation settings were given to their parts at start-up: they need a restart."""
+        await self.routing.update(settings)
+        self.settings = settings
+
     # --- accepting -----------------------------------------------------------------------
 
     async def submit(self, key: ApiKey, sub: Submission) -> tuple[Task, bool]:

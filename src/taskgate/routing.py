@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskgate.config import Route, Settings
-from taskgate.discovery import Discovery
+from taskgate.discovery import Discovery, discovers
 from taskgate.errors import BadRequest
 from taskgate.providers import lookup
 
@@ -15,20 +15,31 @@ from taskgate.providers import lookup
 class Routing:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # the configured kinds, and those each route (or else its provider) declares serving
-        declared = (
-            r.kinds if r.kinds is not None else lookup(r.provider).kinds or ()
-            for r in settings.routes
-        )
-        self.kinds = sorted(set(settings.kinds).union(*declared))
+        self.kinds = known_kinds(settings)
         self.discovery = Discovery(settings.routes)
+        self._started = False
 
     async def start(self) -> None:
         """Learn the models of routes that discover them, and keep them fresh."""
+        self._started = True
         await self.discovery.start()
 
     async def stop(self) -> None:
+        self._started = False
         await self.discovery.stop()
+
+    async def update(self, settings: Settings) -> None:
+        """Route by new settings (a reload) from now on. Discovery starts again only if the
+        routes that discover their models changed."""
+        discovery = self.discovery
+        if _discovering(settings) != _discovering(self.settings):
+            discovery = Discovery(settings.routes)
+            if self._started:
+                await discovery.start()
+        self.settings, self.kinds = settings, known_kinds(settings)
+        if discovery is not self.discovery:
+            old, self.discovery = self.discovery, discovery
+            await old.stop()
 
     def route_for(self, kind: str, model: str) -> Route:
         """The route serving ``model`` for ``kind``; else a 400 saying which is unknown."""
@@ -82,6 +93,18 @@ class Routing:
     def attempt_budget(self, route: Route) -> int:
         """Attempts over the route and every fallback it may reach."""
         return sum(r.retry.max_attempts for r in self.reachable(route))
+
+
+def known_kinds(settings: Settings) -> list[str]:
+    """The configured kinds, and those each route (or else its provider) declares serving."""
+    declared = (
+        r.kinds if r.kinds is not None else lookup(r.provider).kinds or () for r in settings.routes
+    )
+    return sorted(set(settings.kinds).union(*declared))
+
+
+def _discovering(settings: Settings) -> list[Route]:
+    return [r for r in settings.routes if discovers(r)]
 
 
 def declared_as(name: str) -> str:

@@ -2,7 +2,8 @@
 distributed mode. Any number of them run against one PostgreSQL store; each claims from the
 routes it serves (all, or those named), and SIGTERM (or Ctrl-C, or an admin's
 ``POST /v1/workers/{id}/drain``) drains it: it stops claiming, gives running calls ``grace``
-seconds to finish, hands back the rest and exits."""
+seconds to finish, hands back the rest and exits. SIGHUP (or a reload on any gateway) reads
+its config file again (ops/live.py)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,21 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from taskgate import services
 from taskgate.config import Settings
 from taskgate.ops.endpoints import OpsEndpoints
+from taskgate.ops.live import LiveConfig
 from taskgate.ops.metrics import Metrics
 from taskgate.scheduling import Scheduler
 
 log = logging.getLogger("taskgate.worker")
 
 
-async def run(settings: Settings, routes: list[str] | None, grace: float) -> None:
+async def run(
+    settings: Settings, routes: list[str] | None, grace: float, config_path: Path | None = None
+) -> None:
     unknown = sorted(set(routes or ()) - {r.name for r in settings.routes})
     if unknown:
         raise ValueError(
@@ -42,6 +47,10 @@ async def run(settings: Settings, routes: list[str] | None, grace: float) -> Non
             instances=scheduler.instances,
             dispatching=scheduler.dispatching,
         )
+        live = LiveConfig(settings, config_path, s.store, s.events, signals=True)
+        live.on_change(scheduler.apply)
+        live.on_change(ops.use)
+        await live.start()  # registered instances join their routes; reloads are followed
         await scheduler.start()
         await ops.start()
         print(  # whatever the log level: the line that says the worker is up
@@ -55,6 +64,7 @@ async def run(settings: Settings, routes: list[str] | None, grace: float) -> Non
         asked.cancel()
         stopping.cancel()
         log.info("worker %s draining (grace %gs)", scheduler.worker_id, grace)
+        await live.stop()
         await ops.stop()
         await scheduler.stop(grace)
     log.info("worker %s stopped", scheduler.worker_id)

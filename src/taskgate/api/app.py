@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from taskgate import __version__, services, store
 from taskgate.api import admin as admin_api
 from taskgate.api import aiflow, native, openai_api, retention, tasksystem, usage, volcengine
+from taskgate.api import live as live_api
 from taskgate.api.auth import KeyRing, admin, caller, has_key
 from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
@@ -30,6 +32,7 @@ from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
 from taskgate.ops import tracing
 from taskgate.ops.endpoints import Observed, OpsEndpoints, Traced
+from taskgate.ops.live import LiveConfig
 from taskgate.ops.metrics import Metrics
 from taskgate.ops.retention import Purger
 from taskgate.scheduling import Scheduler
@@ -37,9 +40,17 @@ from taskgate.scheduling import Scheduler
 log = logging.getLogger("taskgate")
 
 
-def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float = 10.0) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    run_scheduler: bool = True,
+    grace: float = 10.0,
+    config_path: Path | None = None,
+) -> FastAPI:
     """The HTTP app; with ``run_scheduler`` (``taskgate serve``) the scheduler and workers
-    run in the same process, without it (``taskgate api``) other processes run them."""
+    run in the same process, without it (``taskgate api``) other processes run them.
+    ``config_path``: the file ``settings`` came from, read again on a reload (SIGHUP or
+    ``POST /v1/admin/reload``); without it, reloads are refused."""
 
     metrics = Metrics() if settings.metrics.enabled else None
     traced = tracing.from_settings(settings.tracing)  # None: tracing is off
@@ -65,8 +76,18 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
                 instances=scheduler.instances if scheduler else None,
                 dispatching=scheduler.dispatching if scheduler else None,
             )
+            app.state.live = live = LiveConfig(
+                settings, config_path, s.store, s.events, signals=config_path is not None
+            )
+            live.on_change(app.state.gateway.use)
+            live.on_change(app.state.ops.use)
+            if scheduler:
+                live.on_change(scheduler.apply)  # its purger's too
+            else:
+                live.on_change(app.state.purger.use)
             await app.state.gateway.routing.start()  # model discovery: before the first request
             drains = None
+            await live.start()  # registered instances join their routes
             if scheduler:
                 await scheduler.start()
                 drains = asyncio.create_task(_drain_when_asked(scheduler, grace), name="drain")
@@ -74,6 +95,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
             try:
                 yield
             finally:
+                await live.stop()
                 await app.state.ops.stop()
                 if scheduler and drains:
                     drains.cancel()
@@ -95,7 +117,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True, grace: float =
     )
     app.router.route_class = StrictRoute  # the app's own routes (/health)
     routers = [native.router, admin_api.router, retention.router, usage.router]
-    routers.append(openai_api.router)
+    routers += [live_api.router, openai_api.router]
     routers += [api.router for api in (aiflow, volcengine, tasksystem)]  # the compatible APIs
     for router in routers:
         app.include_router(router)

@@ -5,3 +5,6 @@ from taskgate.cli import admin, keys, ops, retention, server, tasks, top, usage
 from taskgate.cli.base import main
 
 __all__ = ["admin", "keys", "main", "ops", "retention", "server", "tasks", "top", "usage"]
+from taskgate.cli import live
+
+__all__ = ["keys", "live", "main", "ops", "server", "tasks"]

@@ -54,8 +54,9 @@ def worker(config_path: str | None, grace: float, routes: tuple[str, ...]) -> No
     from taskgate import worker as worker_mod
 
     settings = _configured(config_path)
+    source = config.source(config_path)
     try:
-        asyncio.run(worker_mod.run(settings, list(routes) or None, grace))
+        asyncio.run(worker_mod.run(settings, list(routes) or None, grace, source))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -84,7 +85,8 @@ def _run_http(
     from taskgate.api import create_app
 
     settings = _configured(config_path)
-    app = create_app(settings, run_scheduler=run_scheduler, grace=grace)
+    source = config.source(config_path)  # read again on a reload
+    app = create_app(settings, run_scheduler=run_scheduler, grace=grace, config_path=source)
     uvicorn.run(
         app,
         host=host or settings.host,

@@ -1,7 +1,8 @@
 """The messages taskgate publishes, in one place: ``task:{id}`` (a task's life, for waiters
 and event streams), ``queue`` (work became due on a lane), ``cancel`` (stop a call),
-``key_revoked`` (forget a key: revoked, or its limits changed) and ``workers`` (an admin's
-drain request)."""
+``key_revoked`` (forget a key: revoked, or its limits changed), ``workers`` (an admin's
+drain request), ``reload`` (read the config file again) and ``instances`` (a backend
+instance was registered or removed: read them again; see ops/live.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from taskgate.models import Task
 
 KEY_REVOKED = "key_revoked"
 WORKERS = "workers"  # {"drain": worker id}: an admin asked that worker to drain
+RELOAD = "reload"
+INSTANCES = "instances"
 
 
 def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:

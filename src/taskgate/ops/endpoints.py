@@ -49,9 +49,10 @@ class OpsEndpoints:
         self.readiness = Readiness(store, events, dispatching)
         self.gauges: QueueGauges | None = None
         if metrics is not None:
-            limits = settings.rate_limits
             self.gauges = QueueGauges(
-                settings, lambda now: store.stats.snapshot(now, limits), instances
+                settings,
+                lambda now: store.stats.snapshot(now, self.settings.rate_limits),
+                instances,
             )
             metrics.registry.register(self.gauges)
         self._refreshing: asyncio.Task[None] | None = None
@@ -85,6 +86,12 @@ class OpsEndpoints:
             self._server.should_exit = True  # it closes its connections, then returns
         running = [t for t in (self._refreshing, self._serving) if t is not None]
         await asyncio.gather(*running, return_exceptions=True)
+
+    async def use(self, settings: Settings, *_: object) -> None:
+        """Show the routes and instances of new settings (a reload) from now on."""
+        self.settings = settings
+        if self.gauges is not None:
+            self.gauges.settings = settings
 
     async def stats(self) -> dict[str, Any]:
         return await cluster_stats(self.settings, self.store, self.instances)

@@ -19,8 +19,9 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from taskgate.config import RetentionSettings
+from taskgate.config import RetentionSettings, Settings
 from taskgate.errors import Unavailable
 from taskgate.files import Files
 from taskgate.store import Purged, Scope, SqlStore
@@ -68,6 +69,10 @@ class Purger:
         self.conf = conf
         self.store = store
         self.files = files
+
+    async def use(self, settings: Settings, _: Any = None) -> None:
+        """Purge as a reloaded config says, from its next run."""
+        self.conf = settings.retention
 
     async def purge(self, found: Sequence[Scope], dry_run: bool = False) -> Purged:
         """Purge the scopes until nothing in them is left (a dry run: count what would go):

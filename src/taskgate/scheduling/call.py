@@ -81,12 +81,12 @@ class Attempts:
     async def _attempt(self, run: Running) -> None:
         task = run.task
         run.calling = True
-        await self.announcer.publish(
-            task, "started", attempt=task.attempts, instance=run.instance.name
-        )
         result: Result | None = None
         error: errors.ProviderError | None = None
-        try:
+        try:  # (a cancel while "started" is published is a cancel of the call, too)
+            await self.announcer.publish(
+                task, "started", attempt=task.attempts, instance=run.instance.name
+            )
             result = await self._call(run)
         except errors.ProviderError as exc:
             error = exc
@@ -119,7 +119,7 @@ class Attempts:
         try:
             if run.provider_job is None:
                 async with asyncio.timeout(timeout):
-                    out = await lane.provider.run(call)
+                    out = await run.provider.run(call)
                 if isinstance(out, Result):
                     return await ended(call, out)
                 await self._submitted(run, redact.scrub_job(out, call))
@@ -158,8 +158,7 @@ class Attempts:
             await self.store.task_logs.add(noted)
 
     def _make_call(self, run: Running) -> Call:
-        task = run.task
-        instance = run.lane.instance_config(run.instance.name)
+        task, instance = run.task, run.config
         return Call(
             task_id=task.id,
             kind=task.kind,
@@ -168,7 +167,7 @@ class Attempts:
             params=task.params,
             attempt=task.attempts,
             instance=instance,
-            route=run.lane.route,
+            route=run.route,
             # progress without the secret, however a stream splits it
             emit=redact.Progress(
                 instance, lambda data: self.announcer.publish(task, "progress", data=data)
@@ -219,14 +218,17 @@ class Attempts:
 
     async def _interrupted(self, run: Running) -> None:
         """The call was cancelled: by the client (the task is already CANCELLED in the store),
-        because the lease was lost, or because this worker is stopping (hand the task back,
-        keeping a backend job to resume). The run stays in ``running`` until this is
-        written, so that a stopping worker waits for it before the store closes."""
+        because the lease was lost, because its instance left (``stopped``: hand the task
+        back to run elsewhere, without the backend job that instance held) or because this
+        worker is stopping (hand the task back, keeping a backend job to resume). The run
+        stays in ``running`` until this is written, so that a stopping worker waits for it
+        before the store closes."""
         try:
             if run.cancelled and run.provider_job is not None:
                 await self.jobs.cancel(run, run.provider_job)
             label = "cancelled" if run.cancelled else "interrupted"
-            base = run.outcome(self.worker_id, Status.PENDING, label, run_after=time.time())
+            left = {"error": run.stopped, "provider_job": None} if run.stopped else {}
+            base = run.outcome(self.worker_id, Status.PENDING, label, run_after=time.time(), **left)
             with contextlib.suppress(Exception):
                 if run.cancelled:
                     await self.store.claims.record_attempt(base)
@@ -243,6 +245,18 @@ class Attempts:
             run.handle.cancel()
         elif run is None and message.get("provider_job") and not message.get("worker"):
             await self.jobs.cancel_waiting(message)
+
+    def instance_left(self, route: str, instance: str, why: dict[str, Any]) -> int:
+        """Stop the calls on an instance that left (its heartbeats stopped): each task goes
+        back to the queue, its attempt ending with ``why``. Returns the calls stopped."""
+        stopped = 0
+        for run in self.running.values():
+            here = run.lane.route.name == route and run.instance.name == instance
+            if here and run.calling and run.handle is not None and not run.cancelled:
+                run.stopped = why
+                run.handle.cancel()
+                stopped += 1
+        return stopped
 
     def stop_calling(self, task_id: str) -> None:
         """Stop the call of a task this worker no longer holds (its lease was taken over)."""

@@ -37,6 +37,8 @@ class Dispatcher:
         self.worker_id = worker_id
         self.start = start  # starts a claimed task
         self.stopping = False
+        # held while claiming and starting: a reload changes the lanes between claims
+        self.claiming = asyncio.Lock()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -73,13 +75,14 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Claim and start what free capacity allows, on every route. Returns tasks started."""
         started = 0
-        for lane in self.lanes.values():
-            free = lane.free(time.time())
-            if free <= 0:
-                continue
-            for task in await self._claim(lane):
-                self.start(lane, task)
-                started += 1
+        async with self.claiming:
+            for lane in self.lanes.values():
+                free = lane.free(time.time())
+                if free <= 0:
+                    continue
+                for task in await self._claim(lane):
+                    self.start(lane, task)
+                    started += 1
         return started
 
     async def _claim(self, lane: Lane) -> list[Task]:

@@ -68,7 +68,7 @@ class BackendJobs:
         try:
             async with asyncio.timeout(max(0.0, left)):
                 result = await polling.poll_until_done(
-                    lane.provider,
+                    run.provider,
                     call,
                     polling.job_of(run.provider_job),
                     lane.route.poll,
@@ -108,7 +108,7 @@ class BackendJobs:
     async def cancel(self, run: Running, job: dict[str, Any]) -> None:
         """Cancel the run's job at the backend (quietly: it may have ended already)."""
         if run.call is not None:
-            await polling.cancel_quietly(run.lane.provider, run.call, polling.job_of(job))
+            await polling.cancel_quietly(run.provider, run.call, polling.job_of(job))
 
     def timed_out(self, run: Running, error: errors.ProviderError) -> Outcome:
         """The backend's job outlived the run timeout: the task ends as TIMEOUT (a new job
@@ -119,13 +119,14 @@ class BackendJobs:
         err = {**error.as_dict(), "provider_job": job.id}
         if conf.late_results_for > 0:
             err["message"] += f"; a result that comes within {conf.late_results_for:g}s is kept"
-            self._in_background(self._collect_late(run.task, run.lane, run.call, job))
+            self._in_background(self._collect_late(run.task, run, run.call, job))
         else:  # nobody will collect it: stop paying for it
             self._in_background(self.cancel(run, run.provider_job))
         return run.outcome(self.worker_id, Status.TIMEOUT, "timeout", error=err)
 
-    async def _collect_late(self, task: Task, lane: Lane, call: Call, job: Job) -> None:
-        result = await polling.collect_late(lane.provider, call, job, lane.route.poll, self.rng)
+    async def _collect_late(self, task: Task, run: Running, call: Call, job: Job) -> None:
+        conf = run.lane.route.poll
+        result = await polling.collect_late(run.provider, call, job, conf, self.rng)
         if result is None:
             return
         try:
@@ -156,6 +157,10 @@ class BackendJobs:
             route=lane.route,
         )
         await polling.cancel_quietly(lane.provider, call, polling.job_of(record))
+
+    def background(self) -> list[asyncio.Task[None]]:
+        """What runs past its attempt now (late results collected, jobs cancelled)."""
+        return list(self._late)
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine past this attempt; :meth:`stop` cancels what is left of it."""

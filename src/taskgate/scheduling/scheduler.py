@@ -1,7 +1,8 @@
 """The scheduler of one worker process: it builds a lane per route and composes the parts,
 each in its own module: dispatch (claims), call (one attempt), outcome (its ending), jobs
-(backend jobs), leases (renewal, lost work, sweeping), retention (purging what has expired);
-and it starts and stops their loops and listens for new work and for cancellations."""
+(backend jobs), leases (renewal, lost work, sweeping), presence (its heartbeat in the
+workers' registry), retention (purging what has expired), reconfigure (new settings at run
+time); and it starts and stops their loops and listens for new work and for cancellations."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from taskgate.events import Events
 from taskgate.events.topics import WORKERS
 from taskgate.files import Files
 from taskgate.ops import tracing
+from taskgate.ops.reload import Changes
 from taskgate.ops.retention import Purger
 from taskgate.scheduling.announce import Announcer
 from taskgate.scheduling.call import Attempts
@@ -27,6 +29,7 @@ from taskgate.scheduling.jobs import BackendJobs
 from taskgate.scheduling.leases import Leases
 from taskgate.scheduling.outcome import Endings
 from taskgate.scheduling.presence import Presence
+from taskgate.scheduling.reconfigure import Reconfigurer
 from taskgate.scheduling.state import Lane, build_lanes
 from taskgate.store import SqlStore
 from taskgate.webhooks import Deliverer
@@ -89,6 +92,9 @@ class Scheduler:
             store, self.worker_id, lambda: list(self.lanes), lambda: len(self.attempts.running)
         )
         self.retention = Purger(settings.retention, store, files)
+        self.reconfigurer = Reconfigurer(
+            self.lanes, self.dispatcher, self.attempts, self.jobs, routes
+        )
         self._loops: list[asyncio.Task[None]] = []
         self._keepers: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -132,9 +138,18 @@ class Scheduler:
         for keeper in self._keepers:
             keeper.cancel()
         await asyncio.gather(*self._keepers, return_exceptions=True)
+        await self.reconfigurer.stop()
         for lane in self.lanes.values():
             await lane.provider.aclose()
         await self.presence.stopped()
+
+    async def apply(self, settings: Settings, changes: Changes) -> None:
+        """Run on with new settings (a reload; an instance joined or left a route): see
+        :mod:`~taskgate.scheduling.reconfigure`. What the parts were given at start-up (the
+        ``scheduler`` section, webhooks) stays as it was: those need a restart."""
+        self.settings = settings
+        await self.retention.use(settings)
+        await self.reconfigurer.apply(settings, changes)
 
     def dispatching(self) -> bool:
         """Whether the dispatch loop runs (for readiness)."""

@@ -40,21 +40,44 @@ class Lane:
     def instance_config(self, name: str) -> Instance:
         return next(i for i in self.route.instances if i.name == name)
 
+    def use(self, route: Route, provider: Provider) -> None:
+        """Serve ``route`` as a reload changed it, with ``provider`` for new calls. The
+        instances that stay keep their state (calls in flight, health), with their new
+        capacity and weight; new ones join; those gone leave the list, and their calls in
+        flight release the state they hold."""
+        states = {i.name: i for i in self.instances}
+        self.instances = [_updated(states.get(i.name), i) for i in route.instances]
+        self.route, self.provider = route, provider
+        self.__dict__.pop("limits", None)  # the cached rate limits, made again on next use
+
+
+def _updated(state: policy.InstanceState | None, i: Instance) -> policy.InstanceState:
+    if state is None:
+        return instance_state(i)
+    state.capacity, state.weight = i.max_concurrency, i.weight
+    return state
+
 
 def build_lanes(settings: Settings, routes: Iterable[str] | None = None) -> dict[str, Lane]:
     """A lane for each configured route (or for those named in ``routes``)."""
-    weights = {p: settings.scheduler.weight(p) for p in Priority}
     wanted = None if routes is None else set(routes)
     return {
-        r.name: Lane(
-            r,
-            build(r),
-            [policy.InstanceState(i.name, i.max_concurrency, i.weight) for i in r.instances],
-            policy.SmoothWeightedRoundRobin(weights),
-        )
-        for r in settings.routes
-        if wanted is None or r.name in wanted
+        r.name: new_lane(settings, r) for r in settings.routes if wanted is None or r.name in wanted
     }
+
+
+def new_lane(settings: Settings, route: Route) -> Lane:
+    weights = {p: settings.scheduler.weight(p) for p in Priority}
+    return Lane(
+        route,
+        build(route),
+        [instance_state(i) for i in route.instances],
+        policy.SmoothWeightedRoundRobin(weights),
+    )
+
+
+def instance_state(i: Instance) -> policy.InstanceState:
+    return policy.InstanceState(i.name, i.max_concurrency, i.weight)
 
 
 @dataclass
@@ -75,9 +98,18 @@ class Running:
     polls: int = 0  # of the backend job, by this attempt
     held_until: float = field(init=False)  # the lease, as claimed or last renewed
     ended: Outcome | None = None  # the outcome last built for this attempt (for its span)
+    # the lane's route, instance and provider as the attempt started: a reload that changes
+    # the lane lets this attempt finish on them
+    route: Route = field(init=False)
+    config: Instance = field(init=False)
+    provider: Provider = field(init=False)
+    # why the call was stopped, when its instance left (the error its attempt records)
+    stopped: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.held_until = self.task.lease_until or 0.0
+        self.route, self.provider = self.lane.route, self.lane.provider
+        self.config = self.lane.instance_config(self.instance.name)
 
     def count_poll(self) -> None:
         self.polls += 1

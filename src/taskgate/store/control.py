@@ -153,23 +153,24 @@ class Control:
         conds = filtered(sel, RUNNABLE)
         reason = f"cancelled by an admin (key {by})"
         done: list[Task] = []
-        while True:
-            found = await self._db.write(self._cancel_chunk, conds, reason)
+        more = True
+        while more:
+            found, more = await self._db.write(self._cancel_chunk, conds, reason)
             self._db.tell_ended(found)
             done += found
-            if len(found) < CHUNK:
-                return done
+        return done
 
-    def _cancel_chunk(self, conn: Conn, conds: list[Any], reason: str) -> list[Task]:
+    def _cancel_chunk(self, conn: Conn, conds: list[Any], reason: str) -> tuple[list[Task], bool]:
+        """Cancel up to ``CHUNK`` of the tasks; whether more may match."""
         pick = sa.select(tasks.c.id).where(*conds).order_by(tasks.c.id).limit(CHUNK)
         ids = [r["id"] for r in rows(conn, pick)]
         if not ids:
-            return []
+            return [], False
         ended = ops.end_where(conn, ops.cancel_statement([tasks.c.id.in_(ids)], reason))
         entries = [task_logs.entry(t.id, "admin_cancel", message=reason) for t in ended]
         if entries:
             task_logs.add_in(conn, entries)
-        return ended
+        return ended, len(ids) == CHUNK
 
     # --- routes ----------------------------------------------------------------------------
 

@@ -139,6 +139,26 @@ usage_counters = Table(
     Column("month_cost", Float, nullable=False),
 )
 
+# backend instances that joined a route at run time (POST /v1/routes/{name}/instances), kept
+# while their heartbeats come: added to the route's configured ones by every process
+instances = Table(
+    "instances",
+    metadata,
+    Column("route", String(100), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("endpoint", String(2000)),
+    Column("max_concurrency", Integer, nullable=False),
+    Column("weight", Float, nullable=False),
+    Column("secret_env", String(200)),  # the name of an environment variable, never a secret
+    Column("requests_per_minute", Integer),
+    Column("tokens_per_minute", Integer),
+    Column("options", Json, nullable=False),
+    Column("ttl", Float),  # seconds a heartbeat keeps it; NULL: kept until removed
+    Column("registered_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("expires_at", Float),
+)
+
 batches = Table(
     "batches",
     metadata,

@@ -12,6 +12,7 @@ from taskgate.store.control import Control
 from taskgate.store.conversations import Conversations
 from taskgate.store.database import Database
 from taskgate.store.file_records import FileRecords
+from taskgate.store.instances import Instances
 from taskgate.store.keys import Keys
 from taskgate.store.outbox import Outbox
 from taskgate.store.retention import Retention
@@ -39,6 +40,7 @@ class SqlStore:
         self.control = Control(self.db)  # admins' actions: retry, bulk cancel, pause; workers
         self.retention = Retention(self.db)  # purging what is kept no longer
         self.usage = Usage(self.db)  # tokens and cost by tenant, key, model or day
+        self.instances = Instances(self.db)  # backend instances registered at run time
 
     async def open(self) -> None:
         """Connect, and migrate the database to the current schema."""
