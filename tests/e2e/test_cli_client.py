@@ -62,7 +62,8 @@ def test_cli_keys_create_list_revoke(server: Server) -> None:
     assert secret not in server.cli("keys", "list").stdout
     server.cli("keys", "revoke", rows[0]["id"])
     table = server.cli("keys", "list", "--tenant", "zeta").stdout.splitlines()
-    assert table[0].split() == ["id", "tenant", "role", "state", "prefix", "name", "created"]
+    header = ["id", "tenant", "role", "state", "prefix", "name", "limits", "created"]
+    assert table[0].split() == header
     assert rows[0]["id"] in table[2] and "revoked" in table[2]
     assert server.cli("keys", "revoke", rows[0]["id"], check=False).returncode != 0
 

@@ -294,4 +294,4 @@ def test_cli_reload_and_instances(make_server: Any) -> None:
     server.configure(routes=[{"name": "broken"}])
     refused = server.cli("reload", check=False, TASKGATE_KEY=key)
     assert refused.returncode != 0
-    assert str(server.config) in refused.stderr and "routes.0" in refused.stderr
+    assert str(server.config) in refused.stderr and "routes[0]" in refused.stderr

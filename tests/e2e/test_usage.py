@@ -5,6 +5,7 @@ day, confined to a tenant key's own tenant; ``taskgate usage`` prints them."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -150,5 +151,5 @@ def test_the_cli_prints_usage_as_a_table_or_json(priced: Server) -> None:
 
 
 def cells(line: str) -> list[str]:
-    """The cells of a row of a Rich table."""
-    return [cell.strip() for cell in line.strip().strip("│┃").split("│")]
+    """The cells of a row of a table as the CLI prints it piped (two spaces or more apart)."""
+    return re.split(r"\s{2,}", line.strip())

@@ -157,7 +157,7 @@ ROUTES = {
             "waiting": 4,
             "running": 2,
             "capacity": 8,
-            "instances": [{"name": "gpu1"}],
+            "instances": [{"name": "gpu1", "in_flight": 1, "capacity": 8}],
         }
     ]
 }

@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from taskgate import config, policy
-from taskgate.config import Settings
-from taskgate.config import ConfigError
+from taskgate.config import ConfigError, Settings
 from taskgate.config import load as read
 from taskgate.configfile import read_checked
 from taskgate.ops.reload import diff, keep_running

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from taskgate.cli import top
 from taskgate.cli.base import JSON_OPTION, KEY, URL, main, output, print_json
 from taskgate.cli.tasks import SAME_JSON
 from taskgate.client import Client
@@ -87,33 +88,13 @@ def _no_filters(filters: dict[str, Any]) -> None:
         raise click.UsageError("give a task id or filters, not both")
 
 
-ROUTE_COLUMNS = {
-    "name": "route",
-    "state": "state",
-    "waiting": "waiting",
-    "running": "running",
-    "capacity": "capacity",
-    "instances": "instances",
-}
-
-
 @main.command()
 @URL
 @KEY
 @JSON_OPTION
 def routes(url: str, key: str, as_json: bool) -> None:
     """The routes: paused or active, tasks waiting and running, capacity, instances."""
-    with Client(url, key) as c:
-        found = c.call("GET", "/v1/routes")
-    rows = [
-        {
-            **r,
-            "state": "paused" if r["paused"] else "active",
-            "instances": [f"{i['name']} {i['in_flight']}/{i['capacity']}" for i in r["instances"]],
-        }
-        for r in found["data"]
-    ]
-    output(rows, ROUTE_COLUMNS, as_json, title="Routes", raw=found)
+    _panel(url, key, as_json, top.ROUTES)
 
 
 def _set_paused(url: str, key: str, route: str, action: str) -> None:
@@ -142,24 +123,20 @@ def resume(url: str, key: str, route: str) -> None:
     _set_paused(url, key, route, "resume")
 
 
-WORKER_COLUMNS = {
-    "id": "worker",
-    "state": "state",
-    "routes": "routes",
-    "in_flight": "in flight",
-    "last_seen": "last seen",
-}
-
-
 @main.command()
 @URL
 @KEY
 @JSON_OPTION
 def workers(url: str, key: str, as_json: bool) -> None:
     """The worker processes seen in the last hour."""
+    _panel(url, key, as_json, top.WORKERS)
+
+
+def _panel(url: str, key: str, as_json: bool, panel: top.Panel) -> None:
+    """What one of ``taskgate top``'s panels shows, once, as a table (or JSON)."""
     with Client(url, key) as c:
-        found = c.call("GET", "/v1/workers")
-    output(found["data"], WORKER_COLUMNS, as_json, title="Workers", raw=found)
+        found = c.call("GET", panel.path)
+    output(panel.rows(found), panel.columns, as_json, title=panel.title, raw=found)
 
 
 @main.command()

@@ -37,7 +37,7 @@ def _routes(found: Any) -> Rows:
         {
             **r,
             "state": "paused" if r.get("paused") else "active",
-            "instances": [i.get("name") if isinstance(i, dict) else i for i in r["instances"]],
+            "instances": [f"{i['name']} {i['in_flight']}/{i['capacity']}" for i in r["instances"]],
         }
         for r in found["data"]
     ]
@@ -60,63 +60,62 @@ def _workers(found: Any) -> Rows:
     return list(found["data"])
 
 
-PANELS = [
-    Panel(
-        "Routes",
-        "/v1/routes",
-        _routes,
-        {
-            "name": "route",
-            "state": "state",
-            "waiting": "waiting",
-            "running": "running",
-            "capacity": "capacity",
-            "instances": "instances",
-        },
-    ),
-    Panel(
-        "Queues (route, priority; idle ones hidden)",
-        "/v1/stats",
-        _lanes,
-        {
-            "route": "route",
-            "priority": "priority",
-            "waiting": "waiting",
-            "running": "running",
-            "oldest_wait_seconds": "oldest wait s",
-            "ended_last_minute": "ended/min",
-            "failed_last_minute": "failed/min",
-            "run_seconds_p50": "p50 s",
-            "run_seconds_p95": "p95 s",
-        },
-    ),
-    Panel(
-        "Instances",
-        "/v1/stats",
-        _instances,
-        {
-            "route": "route",
-            "instance": "instance",
-            "state": "state",
-            "load": "in flight/capacity",
-            "rate_allowance": "rate allowance",
-            "cooldown_left_seconds": "cool-down left s",
-        },
-    ),
-    Panel(
-        "Workers",
-        "/v1/workers",
-        _workers,
-        {
-            "id": "worker",
-            "host": "host",
-            "state": "state",
-            "routes": "routes",
-            "in_flight": "in flight",
-            "last_seen": "last seen",
-        },
-    ),
-]
+ROUTES = Panel(
+    "Routes",
+    "/v1/routes",
+    _routes,
+    {
+        "name": "route",
+        "state": "state",
+        "waiting": "waiting",
+        "running": "running",
+        "capacity": "capacity",
+        "instances": "instances",
+    },
+)
+QUEUES = Panel(
+    "Queues (route, priority; idle ones hidden)",
+    "/v1/stats",
+    _lanes,
+    {
+        "route": "route",
+        "priority": "priority",
+        "waiting": "waiting",
+        "running": "running",
+        "oldest_wait_seconds": "oldest wait s",
+        "ended_last_minute": "ended/min",
+        "failed_last_minute": "failed/min",
+        "run_seconds_p50": "p50 s",
+        "run_seconds_p95": "p95 s",
+    },
+)
+INSTANCES = Panel(
+    "Instances",
+    "/v1/stats",
+    _instances,
+    {
+        "route": "route",
+        "instance": "instance",
+        "state": "state",
+        "load": "in flight/capacity",
+        "rate_allowance": "rate allowance",
+        "cooldown_left_seconds": "cool-down left s",
+    },
+)
+WORKERS = Panel(
+    "Workers",
+    "/v1/workers",
+    _workers,
+    {
+        "id": "worker",
+        "host": "host",
+        "state": "state",
+        "routes": "routes",
+        "in_flight": "in flight",
+        "last_seen": "last seen",
+    },
+)
+PANELS = [ROUTES, QUEUES, INSTANCES, WORKERS]
 
 Snapshot = dict[str, Any]  # path → its answer, or None where the server answered 404
 
