@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from taskgate import __version__, services, store
+from taskgate import __version__, services, store, web
 from taskgate.api import admin as admin_api
 from taskgate.api import aiflow, native, openai_api, retention, tasksystem, usage, volcengine
 from taskgate.api import live as live_api
@@ -36,6 +36,8 @@ from taskgate.ops.live import LiveConfig
 from taskgate.ops.metrics import Metrics
 from taskgate.ops.retention import Purger
 from taskgate.scheduling import Scheduler
+from taskgate.web.render import error_page
+from taskgate.web.session import LoginNeeded, login_redirect
 
 log = logging.getLogger("taskgate")
 
@@ -119,9 +121,12 @@ def create_app(
     routers = [native.router, admin_api.router, retention.router, usage.router]
     routers += [live_api.router, openai_api.router]
     routers += [api.router for api in (aiflow, volcengine, tasksystem)]  # the compatible APIs
+    routers += web.routers()  # the dashboard, /ui
     for router in routers:
         app.include_router(router)
+    app.mount("/ui/static", web.static_files(), name="ui-static")
     errors: dict[type[Exception], ErrorHandler] = {
+        LoginNeeded: _login_needed,
         ApiError: _api_error,
         RequestValidationError: _validation_error,
         HTTPException: _http_error,
@@ -199,6 +204,7 @@ API_BY_TAG = {
     "Volcengine AI Server API": "volcengine",
     "AI Task System API": "tasksystem",
     "ops": "ops",
+    "ui": "ui",
 }
 
 
@@ -228,12 +234,25 @@ async def _bootstrap_admin_key(db: store.SqlStore) -> None:
     )
 
 
-async def _api_error(_: Request, exc: Exception) -> JSON:
+async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    if _dashboard_page(request):
+        return await error_page(request, exc)
     return JSON({"error": exc.as_dict()}, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSON:
+def _dashboard_page(request: Request) -> bool:
+    """A page of the dashboard, whose errors are pages too (the APIs' stay JSON)."""
+    path = request.url.path
+    return (path == "/ui" or path.startswith("/ui/")) and not path.startswith("/ui/static/")
+
+
+async def _login_needed(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginNeeded)
+    return login_redirect(exc)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
     return await _api_error(request, as_api_error(exc))
 
 
@@ -252,9 +271,13 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where}: {error.get('msg', 'invalid')}"
 
 
-async def _http_error(_: Request, exc: Exception) -> JSON:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     type_ = STATUS_TYPES.get(exc.status_code, "error")
+    if _dashboard_page(request):
+        error = ApiError(str(exc.detail))
+        error.status_code, error.code = exc.status_code, type_
+        return await error_page(request, error)
     return JSON(
         error_body(type_, str(exc.detail)),
         status_code=exc.status_code,

@@ -3,6 +3,7 @@ listed and revoked."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import time
@@ -44,14 +45,14 @@ class Keys:
     async def for_secret(self, secret: str) -> ApiKey | None:
         q = sa.select(api_keys).where(api_keys.c.hash == _hash_key(secret))
         rows = await self._db.read(ops.rows, q)
-        return _key_from_row(rows[0]) if rows else None
+        return key_from_row(rows[0]) if rows else None
 
     async def find(self, tenant: str | None = None) -> list[ApiKey]:
         """Every key, oldest first (of one tenant, if given); revoked ones too."""
         q = sa.select(api_keys).order_by(api_keys.c.created_at)
         if tenant is not None:
             q = q.where(api_keys.c.tenant == tenant)
-        return [_key_from_row(r) for r in await self._db.read(ops.rows, q)]
+        return [key_from_row(r) for r in await self._db.read(ops.rows, q)]
 
     async def revoke(self, key_id: str) -> bool:
         stmt = (
@@ -72,7 +73,7 @@ class Keys:
             found = await self._db.write(ops.rows, stmt)
         else:
             found = await self._db.read(ops.rows, sa.select(api_keys).where(*active))
-        return _key_from_row(found[0]) if found else None
+        return key_from_row(found[0]) if found else None
 
     async def has_admin(self) -> bool:
         """Whether an admin key that is not revoked exists."""
@@ -88,5 +89,6 @@ def _hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _key_from_row(row: Any) -> ApiKey:
-    return ApiKey(**{k: v for k, v in row.items() if k != "hash"})
+def key_from_row(row: Any) -> ApiKey:
+    """The key of a row that holds (at least) the ``api_keys`` columns."""
+    return ApiKey(**{f.name: row[f.name] for f in dataclasses.fields(ApiKey)})

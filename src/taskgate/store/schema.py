@@ -332,3 +332,16 @@ workers = Table(
     Column("drain", Boolean, nullable=False),  # an admin asked it to drain
     Column("stopped_at", Float),
 )
+
+# Dashboard sessions (taskgate.web): a cookie's token, by its hash, standing for the API key
+# that logged in; its CSRF token; until when it holds
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("key_id", String(40), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_ui_sessions_expires", "expires_at"),
+)

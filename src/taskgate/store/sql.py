@@ -16,6 +16,7 @@ from taskgate.store.instances import Instances
 from taskgate.store.keys import Keys
 from taskgate.store.outbox import Outbox
 from taskgate.store.retention import Retention
+from taskgate.store.sessions import Sessions
 from taskgate.store.stats import QueueStats
 from taskgate.store.task_logs import TaskLogs
 from taskgate.store.tasks import Tasks
@@ -37,6 +38,7 @@ class SqlStore:
         self.outbox = Outbox(self.db)  # webhook deliveries, tenants' secrets
         self.stats = QueueStats(self.db)  # the queue in numbers: metrics, /v1/stats
         self.task_logs = TaskLogs(self.db)  # each task's timeline
+        self.sessions = Sessions(self.db)  # the dashboard's logins
         self.control = Control(self.db)  # admins' actions: retry, bulk cancel, pause; workers
         self.retention = Retention(self.db)  # purging what is kept no longer
         self.usage = Usage(self.db)  # tokens and cost by tenant, key, model or day

@@ -93,6 +93,13 @@ class QueueStats:
     async def recent(self, now: float) -> Recent:
         return await self._db.read(_recent, now)
 
+    async def per_minute(
+        self, now: float, minutes: int = 60
+    ) -> dict[str, list[tuple[int, int, int]]]:
+        """Per route, what ended and what failed (or timed out) in each minute of the last
+        ``minutes`` that had any: ``(minute's start, ended, failed)``, oldest first."""
+        return await self._db.read(_per_minute, now, minutes)
+
 
 def _snapshot(conn: Conn, now: float, limits: Limits) -> QueueSnapshot:
     snap = QueueSnapshot(now)
@@ -128,4 +135,21 @@ def _recent(conn: Conn, now: float) -> Recent:
         out.ended.setdefault((route, priority), {})[status] = (int(hour), int(minute or 0))
     for route, priority, seconds in ops.tuples_with(conn, _RUN_TIMES, {"since": now - RECENT}):
         out.run_times.setdefault((route, priority), []).append(seconds)
+    return out
+
+
+def _per_minute(conn: Conn, now: float, minutes: int) -> dict[str, list[tuple[int, int, int]]]:
+    since = now - minutes * 60
+    minute = sa.cast(sa.func.floor(tasks.c.finished_at / 60), sa.Integer)
+    failed = sa.case((tasks.c.status.in_(["FAILED", "TIMEOUT"]), 1), else_=0)
+    q = (
+        sa.select(tasks.c.route, minute, sa.func.count(), sa.func.sum(failed))
+        .where(tasks.c.finished_at > since)
+        .group_by(tasks.c.route, minute)
+    )
+    out: dict[str, list[tuple[int, int, int]]] = {}
+    for route, m, n, f in ops.tuples(conn, q):
+        out.setdefault(route, []).append((int(m) * 60, int(n), int(f or 0)))
+    for series in out.values():
+        series.sort()
     return out

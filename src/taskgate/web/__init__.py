@@ -1,0 +1,29 @@
+"""The dashboard at ``/ui``: pages rendered on the server from the same calls the API makes
+(``Gateway``, ``control``, ``ops``), with htmx (shipped in ``static/``, never from a CDN) for
+the parts that refresh themselves and the buttons. Log-in is with an API key; the session
+lives in an HttpOnly, SameSite=Strict cookie, and every action carries the session's CSRF
+token (``session.py``). A tenant key sees its tenant's tasks and none of the admin pages.
+
+Pages are grouped by what they show: ``overview.py`` (routes, instances, workers, the
+per-minute chart), ``routes.py`` (pause, resume, reload), ``tasks.py`` (the list, a task, a
+batch, a conversation), ``keys.py`` (keys, usage and limits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from starlette.staticfiles import StaticFiles
+
+STATIC = Path(__file__).with_name("static")
+
+
+def routers() -> list[APIRouter]:
+    """Every page's router."""
+    from taskgate.web import overview, routes, session
+
+    return [session.router, overview.router, routes.router]
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=STATIC)
