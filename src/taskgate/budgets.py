@@ -15,7 +15,7 @@ from __future__ import annotations
 import calendar
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from taskgate.config import Limits
 from taskgate.errors import LimitExceeded
@@ -141,6 +141,16 @@ class Counter:
             limit=limit,
             retry_after=retry,
         )
+
+    def used(self, rpm: int | None, now: float) -> tuple[int | None, int, float]:
+        """What is used as of ``now`` (the counter unchanged): requests of the last minute's
+        bucket (None without ``rpm``), tokens today and cost this month."""
+        bucket = replace(self)
+        bucket.refill(rpm, now)
+        requests = None if rpm is None else max(0, math.ceil(rpm - bucket.requests - 1e-9))
+        tokens = self.day_tokens if self.day == day_of(now) else 0
+        cost = self.month_cost if self.month == month_of(now) else 0.0
+        return requests, tokens, cost
 
     def take(self, q: Quota) -> None:
         """One request accepted."""

@@ -118,6 +118,19 @@ async def test_a_new_counter_starts_from_what_was_used_today_and_this_month(
     )
 
 
+async def test_counters_are_read_as_they_stand_without_taking(store: SqlStore) -> None:
+    assert await store.usage.counters([]) == {}
+    task = await submit(store, KEY_RPM, TENANT_TOKENS)
+    assert isinstance(task, Task)
+    await run(store, task, input_tokens=20, output_tokens=5, cost=0.25)
+    found = await store.usage.counters(["key:key_a", "tenant:t1", "tenant:t2", "key:key_a"])
+    assert sorted(found) == ["key:key_a", "tenant:t1"]  # t2 has none
+    now = time.time()
+    assert found["key:key_a"].used(3, now) == (1, 25, 0.25)
+    assert found["tenant:t1"].used(None, now) == (None, 25, 0.25)
+    assert (await store.usage.counters(["key:key_a"]))["key:key_a"].requests == 2  # untaken
+
+
 async def test_cost_of_ended_attempts_counts_towards_the_month(store: SqlStore) -> None:
     quota = Quota("key:key_a", "t1", "key_a", cost_per_month=1.0)
     first = await submit(store, quota)

@@ -237,3 +237,16 @@ def test_a_charge_in_a_new_day_or_month_starts_its_count_again() -> None:
     assert (c.day_tokens, c.month_cost) == (1, 1.0)
     c.charge(4, 1.0, NOW)  # a late ending of an earlier day joins the current count
     assert (c.day_tokens, c.month_cost) == (5, 2.0)
+
+
+def test_what_a_counter_has_used_is_read_as_of_now_without_changing_it() -> None:
+    q = Quota("key:k", "acme", "k", requests_per_minute=6)  # one back each 10 s
+    c = Counter.fresh(NOW, day_tokens=40, month_cost=1.5)
+    take_all(c, q, NOW, 4)
+    assert c.used(6, NOW) == (4, 40, 1.5)
+    assert c.used(6, NOW + 15) == (3, 40, 1.5)  # 1.5 requests back: 2.5 of 4 still drawn
+    assert c.requests == 2 and c.requests_at == NOW  # as stored
+    assert c.used(None, NOW) == (None, 40, 1.5)
+    assert c.used(6, NOW + 60) == (0, 40, 1.5)
+    assert c.used(6, NOW + DAY) == (0, 0, 1.5)  # another day: none of today's tokens yet
+    assert c.used(6, calendar.timegm((2026, 4, 1, 0, 0, 0))) == (0, 0, 0.0)

@@ -173,7 +173,7 @@ def charge(conn: Conn, charges: Sequence[Charge], now: float) -> None:
 
 
 class Usage:
-    """The usage report."""
+    """The usage report, and the limits' counters as they stand."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -204,6 +204,15 @@ class Usage:
             _sums(r, _date(int(r["group"]) * DAY) if group_by == "day" else r["group"])
             for r in rows
         ]
+
+    async def counters(self, subjects: Sequence[str]) -> dict[str, Counter]:
+        """The counters of these keys and tenants (``key:ID``, ``tenant:NAME``) that exist,
+        read without a lock (a look, not a take)."""
+        if not subjects:
+            return {}
+        q = sa.select(table).where(table.c.subject.in_(sorted(set(subjects))))
+        rows = await self._db.read(_rows, q)
+        return {r.pop("subject"): Counter(**r) for r in rows}
 
     def _group(self, group_by: GroupBy) -> sa.ColumnElement[Any]:
         if group_by == "day":  # floor: a cast rounds on PostgreSQL and truncates on SQLite

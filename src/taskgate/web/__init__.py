@@ -6,7 +6,8 @@ token (``session.py``). A tenant key sees its tenant's tasks and none of the adm
 
 Pages are grouped by what they show: ``overview.py`` (routes, instances, workers, the
 per-minute chart), ``routes.py`` (pause, resume, reload), ``tasks.py`` (the list, a task, a
-batch, a conversation), ``keys.py`` (keys, usage and limits)."""
+batch, a conversation), ``keys.py`` (create, revoke, limits), ``usage.py`` (usage and cost
+with a chart, the limits in force and what is used of them)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ STATIC = Path(__file__).with_name("static")
 
 def routers() -> list[APIRouter]:
     """Every page's router."""
-    from taskgate.web import overview, routes, session
+    from taskgate.web import keys, overview, routes, session, usage
 
-    return [session.router, overview.router, routes.router]
+    return [session.router, overview.router, routes.router, keys.router, usage.router]
 
 
 def static_files() -> StaticFiles:

@@ -41,6 +41,24 @@ def _pretty(value: Any) -> str:
 templates.env.filters.update(when=_when, seconds=_seconds, pretty=_pretty)
 
 
+def _money(value: Any) -> str:
+    """A cost as people read one: ``1,234.5``, ``0.000012``; ``-`` for none."""
+    if value is None:
+        return "-"
+    text = f"{float(value):,.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def _number(value: Any) -> str:
+    """A count with thousands apart (``12,345``), a fractional number as a cost."""
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else _money(value)
+
+
+templates.env.filters.update(money=_money, number=_number)
+
+
 def page(
     request: Request,
     template: str,
