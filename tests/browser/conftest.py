@@ -31,8 +31,10 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium per test module: Playwright's sync API keeps an event loop running in
+    this thread while it is open, which the async tests of the next modules cannot share."""
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium_path(), headless=True)
         yield b
