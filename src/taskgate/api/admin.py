@@ -11,9 +11,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
+from taskgate.api import schemas as out
 from taskgate.api.auth import admin, gateway
 from taskgate.api.native import Body
 from taskgate.api.responses import JSON
+from taskgate.api.schemas import declare
 from taskgate.api.strict import StrictRoute
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Status
@@ -21,7 +23,7 @@ from taskgate.ops.endpoints import OpsEndpoints
 from taskgate.store import TaskFilter
 from taskgate.store.control import Selection
 
-router = APIRouter(route_class=StrictRoute)
+router = APIRouter(route_class=StrictRoute, responses=out.ERRORS)
 
 
 class SelectionIn(Body):
@@ -47,7 +49,7 @@ class SelectionIn(Body):
         return Selection(f, route=self.route)
 
 
-@router.post("/v1/tasks/retry", tags=["admin"])
+@router.post("/v1/tasks/retry", tags=["admin"], responses=declare(200, out.Retried, "How many"))
 async def retry_tasks(
     body: SelectionIn, key: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -57,7 +59,7 @@ async def retry_tasks(
     return JSON({"retried": len(done)})
 
 
-@router.post("/v1/tasks/cancel", tags=["admin"])
+@router.post("/v1/tasks/cancel", tags=["admin"], responses=declare(200, out.Cancelled, "How many"))
 async def cancel_tasks(
     body: SelectionIn, key: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -67,7 +69,9 @@ async def cancel_tasks(
     return JSON({"cancelled": len(done)})
 
 
-@router.post("/v1/tasks/{task_id}/retry", tags=["admin"])
+@router.post(
+    "/v1/tasks/{task_id}/retry", tags=["admin"], responses=declare(200, out.TaskView, "The task")
+)
 async def retry_task(
     task_id: str, key: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -77,7 +81,7 @@ async def retry_task(
     return JSON(await gw.view(task))
 
 
-@router.get("/v1/routes", tags=["admin"])
+@router.get("/v1/routes", tags=["admin"], responses=declare(200, out.RouteList, "The routes"))
 async def list_routes(request: Request, _: ApiKey = Depends(admin)) -> JSON:
     """Each route: paused or not, tasks waiting and running, capacity, and its instances
     (calls in flight, capacity, rate allowance, health as this process sees it)."""
@@ -90,7 +94,9 @@ async def _route(request: Request, name: str) -> dict[str, Any]:
     return next(r for r in await ops.route_states() if r["name"] == name)
 
 
-@router.post("/v1/routes/{name}/pause", tags=["admin"])
+@router.post(
+    "/v1/routes/{name}/pause", tags=["admin"], responses=declare(200, out.RouteState, "The route")
+)
 async def pause_route(
     name: str, request: Request, key: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -100,7 +106,9 @@ async def pause_route(
     return JSON(await _route(request, name))
 
 
-@router.post("/v1/routes/{name}/resume", tags=["admin"])
+@router.post(
+    "/v1/routes/{name}/resume", tags=["admin"], responses=declare(200, out.RouteState, "The route")
+)
 async def resume_route(
     name: str, request: Request, key: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -109,14 +117,18 @@ async def resume_route(
     return JSON(await _route(request, name))
 
 
-@router.get("/v1/workers", tags=["admin"])
+@router.get(
+    "/v1/workers", tags=["admin"], responses=declare(200, out.WorkerList, "The worker processes")
+)
 async def list_workers(_: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)) -> JSON:
     """The worker processes seen in the last hour (``serve`` and ``worker``): id, host, pid,
     routes, calls in flight, state (running, draining, stopped, lost), last heartbeat."""
     return JSON({"data": await gw.control.workers()})
 
 
-@router.post("/v1/workers/{worker_id}/drain", tags=["admin"])
+@router.post(
+    "/v1/workers/{worker_id}/drain", tags=["admin"], responses=declare(200, out.Drained, "Asked")
+)
 async def drain_worker(
     worker_id: str, _: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:

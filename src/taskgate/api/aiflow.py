@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from taskgate.api.auth import caller, gateway
 from taskgate.api.compat import detail_error, json_field, route_class, with_absolute_urls
 from taskgate.api.responses import JSON
+from taskgate.api.schemas import DetailError, errors
 from taskgate.config import AiflowTaskType, Route
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway
@@ -53,7 +54,12 @@ IMAGE_INPUT_KINDS = frozenset({"image", "image_edit", "video"})
 HEADERS_NOTE = "; callback headers are not sent: deliveries carry X-Taskgate-Signature"
 
 
-router = APIRouter(prefix="/api/v1", tags=["AIFlow API"], route_class=route_class(detail_error))
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["AIFlow API"],
+    route_class=route_class(detail_error),
+    responses=errors(DetailError),
+)
 
 
 class ModelSpec(BaseModel):

@@ -19,12 +19,13 @@ from starlette.responses import Response
 
 from taskgate import __version__, services, store, web
 from taskgate.api import admin as admin_api
-from taskgate.api import aiflow, native, openai_api, retention, tasksystem, usage, volcengine
+from taskgate.api import aiflow, docs, native, openai_api, retention, tasksystem, usage, volcengine
 from taskgate.api import live as live_api
-from taskgate.api.auth import KeyRing, admin, caller, has_key
+from taskgate.api.auth import KEY_NEEDED, KEY_OPTIONAL, KeyRing, admin, caller, has_key
 from taskgate.api.fastpath import ErrorHandler, FastPath
 from taskgate.api.limits import BodyLimit
 from taskgate.api.responses import JSON, STATUS_TYPES, as_api_error, error_body
+from taskgate.api.schemas import ERRORS
 from taskgate.api.strict import StrictRoute, malformed_message
 from taskgate.config import Settings
 from taskgate.errors import ApiError
@@ -40,6 +41,10 @@ from taskgate.web.render import error_page
 from taskgate.web.session import LoginNeeded, login_redirect
 
 log = logging.getLogger("taskgate")
+
+DESCRIPTION = """The calls shown with a lock need an API key, sent as
+`Authorization: Bearer <key>`: press **Authorize** and paste one. The native API's errors are
+`{"error": {"type", "message", ...}}`; each compatible API answers in its own shape."""
 
 
 def create_app(
@@ -112,7 +117,10 @@ def create_app(
         title="taskgate",
         version=__version__,
         summary="Gateway and scheduler for AI model tasks",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # api/docs.py serves /docs from files installed with taskgate
+        redoc_url=None,
         # FastAPI's OpenTelemetry hooks read the environment on every request (6% of a
         # submit here); they stay off: taskgate's own spans (ops/tracing.py) come from Observed.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -139,6 +147,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _ops_routes(app, settings)
     routers.append(app.router)  # the app's own routes, above
+    docs.install(app, routers)
     labels = route_labels(routers)
     app.add_middleware(  # outermost: it times and logs every answer, refusals included
         Observed, metrics=metrics, access_log=settings.access_log, labels=labels
@@ -155,7 +164,7 @@ async def _drain_when_asked(scheduler: Scheduler, grace: float) -> None:
 
 
 def _ops_routes(app: FastAPI, settings: Settings) -> None:
-    @app.get("/health", tags=["ops"])
+    @app.get("/health", tags=["ops"], openapi_extra=KEY_OPTIONAL)
     async def health(request: Request) -> JSON:
         """Whether the server is up. With an admin key, also its version and the tasks of
         every tenant counted by status (no store read without one)."""
@@ -178,7 +187,7 @@ def _ops_routes(app: FastAPI, settings: Settings) -> None:
         ops: OpsEndpoints = request.app.state.ops
         return await ops.ready()
 
-    @app.get("/v1/stats", tags=["ops"])
+    @app.get("/v1/stats", tags=["ops"], responses=ERRORS)
     async def stats(request: Request, _: ApiKey = Depends(admin)) -> JSON:
         """The queue in numbers (admin keys): per route and priority, what waits and runs,
         the oldest wait, what ended and failed in the last minute and hour, run time p50
@@ -188,7 +197,12 @@ def _ops_routes(app: FastAPI, settings: Settings) -> None:
 
     if settings.metrics.enabled and settings.metrics.port is None:
 
-        @app.get("/metrics", tags=["ops"], response_class=Response)
+        @app.get(
+            "/metrics",
+            tags=["ops"],
+            response_class=Response,
+            openapi_extra=KEY_NEEDED if settings.metrics.require_key else None,
+        )
         async def metrics(request: Request) -> Response:
             """Prometheus metrics: this process's counters and histograms, and the whole
             queue's gauges. Needs an admin key when ``metrics.require_key`` is set."""

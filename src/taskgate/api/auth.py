@@ -118,6 +118,15 @@ async def admin(request: Request) -> ApiKey:
     return key
 
 
+# How the OpenAPI document (api/docs.py) says a key is sent. A route that depends on
+# ``caller`` or ``admin`` is marked as needing one; a route that checks the key in its own
+# body (the fast path's, ``/health``) says so with one of these as its ``openapi_extra``.
+KEY_CHECKS = (caller, admin)
+SCHEME = "bearer"
+KEY_NEEDED: dict[str, Any] = {"security": [{SCHEME: []}]}
+KEY_OPTIONAL: dict[str, Any] = {"security": [{}, {SCHEME: []}]}
+
+
 def gateway_of(request: Request) -> Gateway:
     gw: Gateway = request.app.state.gateway
     return gw

@@ -14,6 +14,7 @@ from taskgate import registration
 from taskgate.api.auth import admin
 from taskgate.api.native import Body
 from taskgate.api.responses import JSON
+from taskgate.api.schemas import ERRORS
 from taskgate.api.strict import StrictRoute
 from taskgate.config import ConfigError
 from taskgate.errors import BadRequest, NotFound
@@ -21,7 +22,7 @@ from taskgate.models import ApiKey
 from taskgate.ops.live import LiveConfig
 from taskgate.store.instances import Registered
 
-router = APIRouter(route_class=StrictRoute)
+router = APIRouter(route_class=StrictRoute, responses=ERRORS)
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"

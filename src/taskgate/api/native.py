@@ -13,8 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from taskgate.api import schemas as out
 from taskgate.api.auth import KeyRing, admin, caller, gateway
 from taskgate.api.responses import JSON
+from taskgate.api.schemas import declare
 from taskgate.api.strict import StrictRoute, check_media_type, json_body
 from taskgate.config import Limits
 from taskgate.errors import NotFound
@@ -25,7 +27,7 @@ from taskgate.store import TaskFilter
 from taskgate.submission import MAX_QUEUE_TIMEOUT, MAX_RUN_TIMEOUT, Submission
 from taskgate.views import batch_json, iso, task_json
 
-router = APIRouter(route_class=StrictRoute)
+router = APIRouter(route_class=StrictRoute, responses=out.ERRORS)
 
 SSE_TICK = 1.0  # seconds between position updates of a waiting task
 
@@ -119,7 +121,15 @@ class KeyPatch(Body):
 
 # POST /v1/tasks is served by the fast path (api/fastpath.py; FAST_ROUTES below): requests
 # reach submit_task_fast, which calls submit_task itself. The router's entry documents it.
-@router.post("/v1/tasks", status_code=202, tags=["tasks"])
+@router.post(
+    "/v1/tasks",
+    status_code=202,
+    tags=["tasks"],
+    responses={
+        **declare(202, out.TaskOut, "Queued"),
+        **declare(200, out.TaskOut, "The earlier task of this idempotency key"),
+    },
+)
 async def submit_task(
     body: TaskIn,
     key: ApiKey = Depends(caller),
@@ -148,7 +158,7 @@ async def submit_task_fast(request: Request) -> JSON:
 FAST_ROUTES = {("POST", "/v1/tasks"): submit_task_fast}
 
 
-@router.get("/v1/tasks/{task_id}", tags=["tasks"])
+@router.get("/v1/tasks/{task_id}", tags=["tasks"], responses=declare(200, out.TaskView, "The task"))
 async def get_task(
     task_id: str,
     wait: float = Query(0, ge=0, le=300, description="long-poll up to this many seconds"),
@@ -160,7 +170,9 @@ async def get_task(
     return JSON(await gw.view(task))
 
 
-@router.get("/v1/tasks/{task_id}/logs", tags=["tasks"])
+@router.get(
+    "/v1/tasks/{task_id}/logs", tags=["tasks"], responses=declare(200, out.TaskLogOut, "Its log")
+)
 async def task_logs(
     task_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -171,7 +183,7 @@ async def task_logs(
     return JSON({"task_id": task.id, "entries": await gw.timeline(task)})
 
 
-@router.get("/v1/tasks", tags=["tasks"])
+@router.get("/v1/tasks", tags=["tasks"], responses=declare(200, out.TaskPage, "A page of tasks"))
 async def list_tasks(
     status: list[Status] = Query(default_factory=list),
     kind: str | None = None,
@@ -202,7 +214,11 @@ async def list_tasks(
     )
 
 
-@router.delete("/v1/tasks/{task_id}", tags=["tasks"])
+@router.delete(
+    "/v1/tasks/{task_id}",
+    tags=["tasks"],
+    responses=declare(200, out.TaskView, "The task, as it is now"),
+)
 async def cancel_task(
     task_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -219,7 +235,12 @@ class ConversationIn(Body):
     title: str = Field("", max_length=200)
 
 
-@router.post("/v1/conversations", status_code=201, tags=["conversations"])
+@router.post(
+    "/v1/conversations",
+    status_code=201,
+    tags=["conversations"],
+    responses=declare(201, out.ConversationOut, "Started"),
+)
 async def create_conversation(
     body: ConversationIn | None = None,
     key: ApiKey = Depends(caller),
@@ -230,7 +251,11 @@ async def create_conversation(
     return JSON(conversation_json(c, []), status_code=201)
 
 
-@router.get("/v1/conversations", tags=["conversations"])
+@router.get(
+    "/v1/conversations",
+    tags=["conversations"],
+    responses=declare(200, out.ConversationPage, "A page of conversations"),
+)
 async def list_conversations(
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
     limit: int = Query(50, ge=1, le=500),
@@ -248,7 +273,11 @@ async def list_conversations(
     )
 
 
-@router.get("/v1/conversations/{conversation_id}", tags=["conversations"])
+@router.get(
+    "/v1/conversations/{conversation_id}",
+    tags=["conversations"],
+    responses=declare(200, out.ConversationOut, "The conversation"),
+)
 async def get_conversation(
     conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -256,7 +285,11 @@ async def get_conversation(
     return JSON(conversation_json(*await gw.conversations.get(key, conversation_id)))
 
 
-@router.get("/v1/conversations/{conversation_id}/history", tags=["conversations"])
+@router.get(
+    "/v1/conversations/{conversation_id}/history",
+    tags=["conversations"],
+    responses=declare(200, out.HistoryOut, "Its turns"),
+)
 async def conversation_history(
     conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -265,7 +298,11 @@ async def conversation_history(
     return JSON({"conversation_id": c.id, "history": [message_json(m) for m in turns]})
 
 
-@router.delete("/v1/conversations/{conversation_id}", tags=["conversations"])
+@router.delete(
+    "/v1/conversations/{conversation_id}",
+    tags=["conversations"],
+    responses=declare(200, out.Deleted, "Deleted"),
+)
 async def delete_conversation(
     conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -299,7 +336,9 @@ def message_json(m: Message) -> dict[str, Any]:
 # --- batches ---------------------------------------------------------------------------------
 
 
-@router.post("/v1/batches", status_code=202, tags=["batches"])
+@router.post(
+    "/v1/batches", status_code=202, tags=["batches"], responses=declare(202, out.BatchOut, "Queued")
+)
 async def submit_batch(
     body: BatchIn, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -310,7 +349,9 @@ async def submit_batch(
     return JSON(batch_json(batch, tasks), status_code=202)
 
 
-@router.get("/v1/batches/{batch_id}", tags=["batches"])
+@router.get(
+    "/v1/batches/{batch_id}", tags=["batches"], responses=declare(200, out.BatchOut, "The batch")
+)
 async def get_batch(
     batch_id: str,
     wait: float = Query(0, ge=0, le=300, description="long-poll until every task has ended"),
@@ -322,7 +363,11 @@ async def get_batch(
     return JSON(await gw.batch_view(*found))
 
 
-@router.delete("/v1/batches/{batch_id}", tags=["batches"])
+@router.delete(
+    "/v1/batches/{batch_id}",
+    tags=["batches"],
+    responses=declare(200, out.BatchOut, "The batch, as it is now"),
+)
 async def cancel_batch(
     batch_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -330,7 +375,12 @@ async def cancel_batch(
     return JSON(batch_json(*await gw.cancel_batch(key, batch_id)))
 
 
-@router.get("/v1/tasks/{task_id}/events", tags=["tasks"])
+@router.get(
+    "/v1/tasks/{task_id}/events",
+    tags=["tasks"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Its events"}},
+)
 async def task_events(
     task_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> StreamingResponse:
@@ -371,14 +421,20 @@ async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator
 # --- webhooks --------------------------------------------------------------------------------
 
 
-@router.get("/v1/webhooks/secret", tags=["webhooks"])
+@router.get(
+    "/v1/webhooks/secret", tags=["webhooks"], responses=declare(200, out.SecretOut, "The secret")
+)
 async def webhook_secret(key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)) -> JSON:
     """The secret that signs the tenant's webhooks: ``X-Taskgate-Signature`` is
     ``v1=`` + hex HMAC-SHA256 of ``"{X-Taskgate-Timestamp}.{body}"`` under it."""
     return JSON({"secret": await gw.webhooks.secret(key)})
 
 
-@router.post("/v1/webhooks/secret/rotate", tags=["webhooks"])
+@router.post(
+    "/v1/webhooks/secret/rotate",
+    tags=["webhooks"],
+    responses=declare(200, out.SecretOut, "The new secret"),
+)
 async def rotate_webhook_secret(
     key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -389,7 +445,7 @@ async def rotate_webhook_secret(
 # --- models ----------------------------------------------------------------------------------
 
 
-@router.get("/v1/models", tags=["models"])
+@router.get("/v1/models", tags=["models"], responses=declare(200, out.ModelList, "The models"))
 async def list_models(_: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)) -> JSON:
     """The model names taskgate routes, OpenAI-style: each route's declared names and globs
     (``source``: ``declared``, ``glob``) and the names its backends list (``discovered``);
@@ -400,7 +456,9 @@ async def list_models(_: ApiKey = Depends(caller), gw: Gateway = Depends(gateway
 # --- files -----------------------------------------------------------------------------------
 
 
-@router.post("/v1/files", status_code=201, tags=["files"])
+@router.post(
+    "/v1/files", status_code=201, tags=["files"], responses=declare(201, out.FileOut, "Stored")
+)
 async def upload_file(
     request: Request,
     file: UploadFile = File(description="the file's bytes"),
@@ -427,7 +485,12 @@ async def upload_file(
     )
 
 
-@router.get("/v1/files/{file_id}", tags=["files"], response_class=Response)
+@router.get(
+    "/v1/files/{file_id}",
+    tags=["files"],
+    response_class=Response,
+    responses={200: {"content": {"*/*": {}}, "description": "The file's bytes"}},
+)
 async def download_file(file_id: str, request: Request, key: ApiKey = Depends(caller)) -> Response:
     """A stored file (a task's output or an upload) of the caller's tenant."""
     f, data = await request.app.state.files.open(file_id, key.scope)
@@ -473,7 +536,9 @@ def key_json(k: ApiKey) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/keys", status_code=201, tags=["keys"])
+@router.post(
+    "/v1/keys", status_code=201, tags=["keys"], responses=declare(201, out.KeyCreated, "Created")
+)
 async def create_key(
     body: KeyIn, _: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
@@ -483,7 +548,9 @@ async def create_key(
     return JSON({**key_json(key), "key": secret}, status_code=201)
 
 
-@router.patch("/v1/keys/{key_id}", tags=["keys"])
+@router.patch(
+    "/v1/keys/{key_id}", tags=["keys"], responses=declare(200, out.KeyOut, "The key, changed")
+)
 async def change_key(
     key_id: str, body: KeyPatch, _: ApiKey = Depends(admin), ring: KeyRing = Depends(keyring)
 ) -> JSON:
@@ -496,14 +563,14 @@ async def change_key(
     return JSON(key_json(key))
 
 
-@router.get("/v1/keys", tags=["keys"])
+@router.get("/v1/keys", tags=["keys"], responses=declare(200, out.KeyList, "The keys"))
 async def list_keys(
     tenant: str | None = None, _: ApiKey = Depends(admin), gw: Gateway = Depends(gateway)
 ) -> JSON:
     return JSON({"data": [key_json(k) for k in await gw.store.keys.find(tenant)]})
 
 
-@router.delete("/v1/keys/{key_id}", tags=["keys"])
+@router.delete("/v1/keys/{key_id}", tags=["keys"], responses=declare(200, out.Revoked, "Revoked"))
 async def revoke_key(
     key_id: str,
     _: ApiKey = Depends(admin),

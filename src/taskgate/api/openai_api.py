@@ -29,9 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from taskgate.api import openai_wire as wire
-from taskgate.api.auth import caller, gateway_of
+from taskgate.api.auth import KEY_NEEDED, caller, gateway_of
 from taskgate.api.openai_watch import ChatStream, WaitEnded, Watch
 from taskgate.api.responses import JSON
+from taskgate.api.schemas import OpenAIError, errors
 from taskgate.api.strict import StrictRoute, check_media_type
 from taskgate.errors import ApiError
 from taskgate.models import ApiKey, Status, Task
@@ -60,7 +61,7 @@ class OpenAIRoute(StrictRoute):
         return answer
 
 
-router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI API"])
+router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI API"], responses=errors(OpenAIError))
 
 
 # --- chat completions --------------------------------------------------------------------
@@ -199,14 +200,20 @@ def serve_other_chat(
     _other_refusal[:] = [refusal]
 
 
-@router.post(f"{PREFIX}/chat/completions", summary="Chat completion (OpenAI)")
+@router.post(
+    f"{PREFIX}/chat/completions", summary="Chat completion (OpenAI)", openapi_extra=KEY_NEEDED
+)
 async def documented_chat(request: Request, body: ChatCompletionIn) -> Response:
     """OpenAI's chat completion, plain or ``stream: true`` (SSE ``chat.completion.chunk`` s
     token by token, then ``data: [DONE]``). Served by the fast path; this documents it."""
     return await chat_completions(request)
 
 
-@router.post("/v1/chat/completions", summary="Chat completion (OpenAI shape, or AI Task System's)")
+@router.post(
+    "/v1/chat/completions",
+    summary="Chat completion (OpenAI shape, or AI Task System's)",
+    openapi_extra=KEY_NEEDED,
+)
 async def documented_shared_chat(request: Request) -> Response:
     """A body with ``messages`` is OpenAI's chat completion; others go to the AI Task System API."""
     return await shared_chat_completions(request)

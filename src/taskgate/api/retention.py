@@ -14,6 +14,7 @@ from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator, 
 from taskgate.api.auth import admin
 from taskgate.api.native import Body
 from taskgate.api.responses import JSON
+from taskgate.api.schemas import ERRORS
 from taskgate.api.strict import StrictRoute
 from taskgate.config import Settings
 from taskgate.models import ApiKey
@@ -21,7 +22,7 @@ from taskgate.ops import retention
 from taskgate.store import Scope
 from taskgate.views import iso
 
-router = APIRouter(route_class=StrictRoute)
+router = APIRouter(route_class=StrictRoute, responses=ERRORS)
 
 
 class PurgeIn(Body):

@@ -34,6 +34,7 @@ from taskgate.api import openai_api
 from taskgate.api.auth import caller, gateway, gateway_of
 from taskgate.api.compat import detail_error, refused, route_class
 from taskgate.api.responses import JSON
+from taskgate.api.schemas import DetailError, errors
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
@@ -42,7 +43,11 @@ from taskgate.submission import Submission
 MAX_MODELS = 32  # as the native API's batches
 
 
-router = APIRouter(tags=["AI Task System API"], route_class=route_class(detail_error))
+router = APIRouter(
+    tags=["AI Task System API"],
+    route_class=route_class(detail_error),
+    responses=errors(DetailError),
+)
 
 
 class PromptIn(BaseModel):

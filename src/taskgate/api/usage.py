@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 
 from taskgate.api.auth import caller, gateway
 from taskgate.api.responses import JSON
+from taskgate.api.schemas import ERRORS
 from taskgate.api.strict import StrictRoute
 from taskgate.budgets import month_of, month_start
 from taskgate.errors import BadRequest, Forbidden
@@ -19,7 +20,7 @@ from taskgate.models import ApiKey
 from taskgate.store.usage import GroupBy
 from taskgate.views import iso
 
-router = APIRouter(route_class=StrictRoute)
+router = APIRouter(route_class=StrictRoute, responses=ERRORS)
 
 SUMS = ("tasks", "input_tokens", "output_tokens", "cost")
 

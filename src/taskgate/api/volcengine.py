@@ -31,6 +31,7 @@ from starlette.responses import Response
 from taskgate.api.auth import caller, gateway
 from taskgate.api.compat import file_urls, route_class
 from taskgate.api.responses import JSON
+from taskgate.api.schemas import Envelope, errors
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Priority, Status, Task
@@ -67,7 +68,10 @@ def _render(status: int, message: str, error: dict[str, Any]) -> Response:
 
 
 router = APIRouter(
-    prefix="/api/v1/ai", tags=["Volcengine AI Server API"], route_class=route_class(_render)
+    prefix="/api/v1/ai",
+    tags=["Volcengine AI Server API"],
+    route_class=route_class(_render),
+    responses=errors(Envelope),
 )
 
 
