@@ -31,8 +31,10 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for a module's tests. Not for the whole session: Playwright's sync API keeps
+    an event loop running while it is open, and the asyncio tests after it could not run."""
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium_path(), headless=True)
         yield b

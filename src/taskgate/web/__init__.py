@@ -5,8 +5,10 @@ lives in an HttpOnly, SameSite=Strict cookie, and every action carries the sessi
 token (``session.py``). A tenant key sees its tenant's tasks and none of the admin pages.
 
 Pages are grouped by what they show: ``overview.py`` (routes, instances, workers, the
-per-minute chart), ``routes.py`` (pause, resume, reload), ``tasks.py`` (the list, a task, a
-batch, a conversation), ``keys.py`` (keys, usage and limits)."""
+per-minute chart), ``routes.py`` (pause, resume, reload), ``tasks.py`` (the list and its bulk
+actions, a task and its buttons, the files of results; how a filter and a task show are in
+``listing.py`` and ``shown.py``), ``batches.py`` (a batch, the conversations), ``keys.py``
+(keys, usage and limits)."""
 
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ STATIC = Path(__file__).with_name("static")
 
 def routers() -> list[APIRouter]:
     """Every page's router."""
-    from taskgate.web import overview, routes, session
+    from taskgate.web import batches, overview, routes, session, tasks
 
-    return [session.router, overview.router, routes.router]
+    return [session.router, overview.router, routes.router, tasks.router, batches.router]
 
 
 def static_files() -> StaticFiles:
