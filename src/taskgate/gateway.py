@@ -216,7 +216,10 @@ class Gateway:
         return await self.get_batch(key, batch_id)
 
     async def list_tasks(self, key: ApiKey, f: TaskFilter) -> list[Task]:
-        return await self.store.tasks.find(dataclasses.replace(f, tenant=key.scope))
+        """The tasks the filter takes: a tenant key's always within its tenant; an admin
+        key's within the filter's tenant if it names one, else of every tenant."""
+        tenant = f.tenant if key.scope is None else key.scope
+        return await self.store.tasks.find(dataclasses.replace(f, tenant=tenant))
 
 
 def ended_task(message: dict[str, Any] | None, task_id: str) -> Task | None:

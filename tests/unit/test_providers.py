@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import threading
+import wave
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,6 +162,35 @@ async def test_mock_stream_emits_words_as_progress() -> None:
     result = await run(call)
     assert "".join(e["delta"] for e in events).strip() == result.output["text"]
     assert len(events) == 5  # "mock reply to: hi there"
+
+
+async def test_mock_reasoning_comes_apart_from_the_answer_and_streams_first() -> None:
+    events: list[dict[str, Any]] = []
+
+    async def emit(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    route = make_route()
+    params = {"stream": True, "mock_reasoning": True}
+    call = Call("t", "chat", "m-1", "hi there", params, 1, route.instances[0], route, emit)
+    result = await run(call)
+    assert result.output["reasoning"] == "mock thinking about: hi there"
+    assert result.output["text"] == "mock reply to: hi there"
+    fields = [next(iter(e)) for e in events]
+    assert fields == ["reasoning_delta"] * 5 + ["delta"] * 5
+    thought = "".join(e["reasoning_delta"] for e in events if "reasoning_delta" in e)
+    assert thought.strip() == result.output["reasoning"]
+    plain = await run(make_call(input="hi there"))
+    assert "reasoning" not in plain.output
+
+
+async def test_mock_speech_is_a_wav_file_of_silence() -> None:
+    result = await run(make_call(kind="speech", input="say it"))
+    [audio] = result.files
+    assert (audio.content_type, audio.name) == ("audio/wav", "speech.wav")
+    with wave.open(io.BytesIO(audio.data)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 1, 8000)
+        assert w.getnframes() == 2000 and set(w.readframes(2000)) == {128}
 
 
 @pytest.mark.parametrize(

@@ -386,14 +386,14 @@ async def task_events(
 ) -> StreamingResponse:
     """Server-sent events: queued, position, started, progress, retrying, finished."""
     await gw.get(key, task_id)  # 404 before the stream starts
-    return StreamingResponse(_event_stream(gw, key, task_id), media_type="text/event-stream")
+    return StreamingResponse(event_stream(gw, key, task_id), media_type="text/event-stream")
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-async def _event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator[bytes]:
+async def event_stream(gw: Gateway, key: ApiKey, task_id: str) -> AsyncIterator[bytes]:
     async with gw.events.subscribe(f"task:{task_id}") as sub:
         task = await gw.get(key, task_id)
         view = await gw.view(task, history=False)

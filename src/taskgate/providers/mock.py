@@ -5,8 +5,11 @@ Options (route or instance ``options``): ``latency_ms`` and ``failure_rate`` (0.
 by a hash of task id and attempt, so a run repeats exactly). A task's params may steer one
 call: ``mock_latency_ms``, ``mock_fail_attempts`` (fail the first N attempts),
 ``mock_error`` (an error type such as ``rate_limited`` or ``invalid_input``),
-``mock_retry_after`` and ``stream`` (chat words sent as progress). Embeddings are one
-vector per input string (``{"embeddings": [...]}``, as the ``openai`` provider answers).
+``mock_retry_after``, ``mock_reasoning`` (a chat answer with ``reasoning`` beside its
+``text``, as a thinking model's) and ``stream`` (chat words sent as progress: reasoning as
+``reasoning_delta``, then the answer as ``delta``). Embeddings are one vector per input
+string (``{"embeddings": [...]}``, as the ``openai`` provider answers); images are PNG files
+and speech a WAV file of silence.
 An input with an ``image`` (a file reference or data URI) is read, and its sha256 is in
 the output; a ``transcription`` reads its audio (``{"file": REF}``) and answers ``text``.
 
@@ -128,10 +131,12 @@ class MockProvider(Provider):
         self._maybe_fail(call)
         text = prompt_of(call.input)
         if call.kind == "chat" and p.get("stream"):
-            words = f"mock reply to: {text}".split()
-            for word in words:
-                await asyncio.sleep(latency / len(words))
-                await call.emit({"delta": word + " "})
+            pieces = [("delta", w) for w in f"mock reply to: {text}".split()]
+            if p.get("mock_reasoning"):
+                pieces[:0] = [("reasoning_delta", w) for w in mock_reasoning(text).split()]
+            for field, word in pieces:
+                await asyncio.sleep(latency / len(pieces))
+                await call.emit({field: word + " "})
         elif latency > 0:
             await asyncio.sleep(latency)
         output = self._output(call, text)
@@ -164,6 +169,8 @@ class MockProvider(Provider):
 
     @staticmethod
     def _files(call: Call, text: str) -> tuple[OutputFile, ...]:
+        if call.kind == "speech":
+            return (OutputFile(silent_wav(0.25), "audio/wav", "speech.wav"),)
         if call.kind not in ("image", "image_edit"):
             return ()
         size = int(_number(call, "mock_size", 16))
@@ -176,7 +183,10 @@ class MockProvider(Provider):
             texts = call.input if isinstance(call.input, list) else [text]
             return {"embeddings": [mock_vector(str(t), dims) for t in texts]}
         if call.kind == "chat":
-            return {"text": f"mock reply to: {text}", "finish_reason": "stop", "model": call.model}
+            out = {"text": f"mock reply to: {text}", "finish_reason": "stop", "model": call.model}
+            if call.params.get("mock_reasoning"):
+                out["reasoning"] = mock_reasoning(text)
+            return out
         digest = hashlib.sha256(f"{call.kind}|{call.model}|{text}".encode()).hexdigest()[:16]
         return {"kind": call.kind, "model": call.model, "digest": digest, "prompt": text}
 
@@ -184,6 +194,11 @@ class MockProvider(Provider):
 def mock_transcript(audio: bytes) -> str:
     """What the mock hears in an audio file: fixed by its bytes."""
     return f"mock transcript of {len(audio)} bytes ({hashlib.sha256(audio).hexdigest()[:8]})"
+
+
+def mock_reasoning(text: str) -> str:
+    """What the mock thinks before it answers (with ``mock_reasoning``)."""
+    return f"mock thinking about: {text}"
 
 
 def mock_vector(text: str, dims: int) -> list[float]:
@@ -211,3 +226,12 @@ def solid_png(size: int, rgb: tuple[int, int, int]) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def silent_wav(seconds: float, rate: int = 8000) -> bytes:
+    """A WAV file of ``seconds`` of silence (8-bit mono): real audio a browser plays."""
+    frames = int(seconds * rate) // 2 * 2  # a RIFF chunk is of even length
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate, 1, 8)  # PCM, mono, 1 byte a frame
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", frames) + b"\x80" * frames  # 8-bit silence is 128
+    return b"RIFF" + struct.pack("<I", len(body)) + body

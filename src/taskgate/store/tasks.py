@@ -72,6 +72,8 @@ class Tasks:
             conds.append(tasks.c.kind == f.kind)
         if f.model:
             conds.append(tasks.c.model == f.model)
+        if f.route:
+            conds.append(tasks.c.route == f.route)
         if f.label is not None:
             conds.append(tasks.c.label == f.label)
         if f.created_after is not None:

@@ -5,9 +5,11 @@ lives in an HttpOnly, SameSite=Strict cookie, and every action carries the sessi
 token (``session.py``). A tenant key sees its tenant's tasks and none of the admin pages.
 
 Pages are grouped by what they show: ``overview.py`` (routes, instances, workers, the
-per-minute chart), ``routes.py`` (pause, resume, reload), ``tasks.py`` (the list, a task, a
-batch, a conversation), ``keys.py`` (create, revoke, limits), ``usage.py`` (usage and cost
-with a chart, the limits in force and what is used of them)."""
+per-minute chart), ``routes.py`` (pause, resume, reload), ``tasks.py`` (the list and its bulk
+actions, a task and its buttons, the files of results; how a filter and a task show are in
+``listing.py`` and ``shown.py``), ``batches.py`` (a batch, the conversations), ``keys.py``
+(create, revoke, limits), ``usage.py`` (usage and cost with a chart, the limits in force and
+what is used of them)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,17 @@ STATIC = Path(__file__).with_name("static")
 
 def routers() -> list[APIRouter]:
     """Every page's router."""
-    from taskgate.web import keys, overview, routes, session, usage
+    from taskgate.web import batches, keys, overview, routes, session, tasks, usage
 
-    return [session.router, overview.router, routes.router, keys.router, usage.router]
+    return [
+        session.router,
+        overview.router,
+        routes.router,
+        tasks.router,
+        batches.router,
+        keys.router,
+        usage.router,
+    ]
 
 
 def static_files() -> StaticFiles:

@@ -10,16 +10,19 @@ CSRF token, from a form field or the ``X-CSRF-Token`` header htmx sends, and a s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from taskgate.api.auth import KeyRing
 from taskgate.errors import ApiError, Forbidden, Unauthorized
 from taskgate.store import SqlStore
 from taskgate.store.sessions import Session
 from taskgate.web.render import page
+
+if TYPE_CHECKING:  # not at run time: the API's package imports this module
+    from taskgate.api.auth import KeyRing
 
 router = APIRouter(include_in_schema=False, tags=["ui"])
 
