@@ -76,6 +76,7 @@ class TaskFilter:
     statuses: tuple[Status, ...] = ()
     kind: str | None = None
     model: str | None = None
+    route: str | None = None
     label: str | None = None  # the client's own tag (e.g. the Volcengine AI Server's user_id)
     created_after: float | None = None
     created_before: float | None = None
