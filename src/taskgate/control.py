@@ -78,14 +78,15 @@ class Control:
         """A bulk selection, refused if it names no filter at all or an unknown route, and
         kept within the key's tenant."""
         f = sel.filter
-        given = (f.statuses, f.kind, f.model, f.tenant, f.created_after, f.created_before)
+        given = (f.statuses, f.kind, f.model, f.route, f.tenant, f.created_after, f.created_before)
         if sel.route is None and not any(v for v in given if v is not None):
             raise BadRequest(
                 "name the tasks: give at least one filter (status, kind, model, route, "
                 "tenant, created_after, created_before)"
             )
-        if sel.route is not None:
-            self.route(sel.route)
+        for route in (sel.route, f.route):
+            if route is not None:
+                self.route(route)
         if key.scope is not None:
             sel = replace(sel, filter=replace(f, tenant=key.scope))
         return sel

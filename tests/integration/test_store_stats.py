@@ -1,5 +1,6 @@
 """The queue in numbers, on SQLite and PostgreSQL: what waits and runs now, what ended in
-the last minute and hour with its run times, and the rate buckets' allowance."""
+the last minute and hour with its run times and in each of the last minutes, and the rate
+buckets' allowance."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 
 from taskgate.models import Priority, Status
 from taskgate.store import SqlStore
+from taskgate.store.schema import tasks
+from tests.integration.db import on_db
 from tests.integration.test_store import ROUTE, add, claim, outcome
 
 
@@ -54,3 +57,39 @@ async def test_the_allowance_is_what_the_rate_buckets_hold_now(store: SqlStore) 
     assert 58 <= requests <= 59  # two taken from a full minute's 60, refilling since
     assert snap.allowance[(ROUTE, "gpu1", "tokens")] == 1000
     assert (await store.stats.snapshot(time.time(), {})).allowance == {}  # none configured
+
+
+async def test_per_minute_counts_what_ended_by_route_minute_and_status(store: SqlStore) -> None:
+    await add(store, 3)
+    a, b, c = await claim(store, 3)
+    await store.claims.finish(outcome(a))
+    await store.claims.finish(outcome(b, Status.FAILED, error={"type": "x", "message": "no"}))
+    now = time.time()
+    found = await store.stats.per_minute(now, 60)
+    assert list(found) == [ROUTE]
+    totals: dict[str, int] = {}
+    for minute, counts in found[ROUTE].items():  # one minute, or two if one ended just after
+        assert minute % 60 == 0 and now - 120 < minute <= now
+        for status, n in counts.items():
+            totals[status] = totals.get(status, 0) + n
+    assert totals == {"SUCCESS": 1, "FAILED": 1}
+    assert await store.stats.per_minute(now + 3600, 60) == {}  # an hour on: none
+    assert await store.stats.per_minute(now + 120, 1) == {}  # only the minute under way
+    assert c.status is Status.PROCESSING
+
+
+async def test_a_minute_holds_what_ended_from_its_first_second_to_its_last(
+    store: SqlStore,
+) -> None:
+    task = (await add(store, 1))[0]
+    template = {col.name: getattr(task, col.name) for col in tasks.columns}
+    template.update(priority=int(task.priority), status="SUCCESS")
+    minute = 60.0 * 30_000_000  # 2027-01-15 08:00 UTC
+    ended = [(minute - 0.1, "SUCCESS"), (minute, "TIMEOUT"), (minute + 59.9, "SUCCESS")]
+    rows = [
+        {**template, "id": f"{i:032x}", "finished_at": at, "status": status}
+        for i, (at, status) in enumerate(ended, 1)
+    ]
+    await on_db(store.url, lambda conn: conn.execute(tasks.insert(), rows))
+    found = await store.stats.per_minute(minute + 30, 2)
+    assert found == {ROUTE: {minute - 60: {"SUCCESS": 1}, minute: {"TIMEOUT": 1, "SUCCESS": 1}}}

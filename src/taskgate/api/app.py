@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException
@@ -194,6 +194,17 @@ def _ops_routes(app: FastAPI, settings: Settings) -> None:
         and p95; per instance, calls in flight, capacity, rate allowance and health."""
         ops: OpsEndpoints = request.app.state.ops
         return JSON(await ops.stats())
+
+    @app.get("/v1/stats/timeline", tags=["ops"])
+    async def stats_timeline(
+        request: Request,
+        minutes: int = Query(60, ge=1, le=1440, description="how many minutes, up to now"),
+        _: ApiKey = Depends(admin),
+    ) -> JSON:
+        """What ended and failed (FAILED or TIMEOUT) per route in each of the last minutes
+        (admin keys), oldest first, the minute under way last: the overview's chart."""
+        ops: OpsEndpoints = request.app.state.ops
+        return JSON(await ops.timeline(minutes))
 
     if settings.metrics.enabled and settings.metrics.port is None:
 

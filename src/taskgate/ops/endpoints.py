@@ -24,7 +24,7 @@ from taskgate.config import Settings
 from taskgate.events import Events
 from taskgate.ops.health import Readiness
 from taskgate.ops.metrics import CONTENT_TYPE, Metrics, QueueGauges
-from taskgate.ops.stats import Instances, cluster_routes, cluster_stats
+from taskgate.ops.stats import Instances, cluster_routes, cluster_stats, cluster_timeline
 from taskgate.ops.tracing import Tracing
 from taskgate.store import SqlStore
 
@@ -95,6 +95,9 @@ class OpsEndpoints:
 
     async def stats(self) -> dict[str, Any]:
         return await cluster_stats(self.settings, self.store, self.instances)
+
+    async def timeline(self, minutes: int) -> dict[str, Any]:
+        return await cluster_timeline(self.settings, self.store, minutes)
 
     async def route_states(self) -> list[dict[str, Any]]:
         return await cluster_routes(self.settings, self.store, self.instances)

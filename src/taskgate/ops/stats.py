@@ -2,10 +2,14 @@
 runs now, how long the oldest due task has waited, what ended and failed in the last minute
 and hour, and the run time's p50 and p95; per instance its calls in flight, capacity, rate
 allowance and, where this process runs a scheduler, its health as that scheduler sees it.
-Queue figures are the whole cluster's (the store's); health is this process's view."""
+Queue figures are the whole cluster's (the store's); health is this process's view.
+
+``GET /v1/stats/timeline``: per route, what ended and failed in each of the last minutes
+(the overview's chart)."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -63,6 +67,32 @@ async def cluster_routes(
                 "instances": [_named(i) for i in insts],
             }
         )
+    return out
+
+
+async def cluster_timeline(settings: Settings, store: SqlStore, minutes: int) -> dict[str, Any]:
+    """Per route (the configured ones, then any other that ended tasks lately), a point
+    for each of the last ``minutes`` minutes, oldest first, the one under way last: the
+    tasks that ended in it and those of them that failed (FAILED or TIMEOUT)."""
+    now = time.time()
+    found = await store.stats.per_minute(now, minutes)
+    first = (math.floor(now / 60) - minutes + 1) * 60.0
+    starts = [first + 60.0 * i for i in range(minutes)]
+    names = [r.name for r in settings.routes]
+    names += sorted(set(found) - set(names))
+    return {
+        "at": iso(now),
+        "minutes": minutes,
+        "routes": [{"route": r, "points": _points(found.get(r, {}), starts)} for r in names],
+    }
+
+
+def _points(by_minute: dict[float, dict[str, int]], starts: list[float]) -> list[dict[str, Any]]:
+    out = []
+    for start in starts:
+        ended = by_minute.get(start, {})
+        failed = sum(ended.get(s, 0) for s in FAILED)
+        out.append({"minute": iso(start), "ended": sum(ended.values()), "failed": failed})
     return out
 
 

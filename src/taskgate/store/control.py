@@ -78,8 +78,7 @@ def filtered(sel: Selection, statuses: Sequence[Status]) -> list[Any]:
         conds.append(tasks.c.kind == f.kind)
     if f.model:
         conds.append(tasks.c.model == f.model)
-    if sel.route:
-        conds.append(tasks.c.route == sel.route)
+    conds += [tasks.c.route == r for r in (sel.route, f.route) if r]
     if f.created_after is not None:
         conds.append(tasks.c.created_at >= f.created_after)
     if f.created_before is not None:

@@ -30,6 +30,8 @@ PENDING = text("status = 'PENDING'")
 PROCESSING = text("status = 'PROCESSING'")
 FINISHED = text("finished_at IS NOT NULL")
 LOOSE = text("task_id IS NULL")
+IN_BATCH = text("batch_id IS NOT NULL")
+LABELLED = text("label IS NOT NULL")
 
 tasks = Table(
     "tasks",
@@ -102,8 +104,22 @@ tasks = Table(
     ),
     Index("ix_tasks_deadline", "deadline", sqlite_where=PENDING, postgresql_where=PENDING),
     Index("ix_tasks_tenant_id", "tenant", "id"),
-    Index("ix_tasks_batch", "batch_id"),
-    Index("ix_tasks_tenant_label", "tenant", "label", "id"),
+    # most tasks are in no batch and have no label: they have no entry to write
+    Index("ix_tasks_batch", "batch_id", sqlite_where=IN_BATCH, postgresql_where=IN_BATCH),
+    Index(
+        "ix_tasks_tenant_label",
+        "tenant",
+        "label",
+        "id",
+        sqlite_where=LABELLED,
+        postgresql_where=LABELLED,
+    ),
+    # the task list's filters, each walked newest first from a cursor (store/listing.py);
+    # kind, model and route of ended tasks only: an entry once, not at each change of status
+    Index("ix_tasks_status_id", "status", "id"),
+    Index("ix_tasks_kind_id", "kind", "id", sqlite_where=FINISHED, postgresql_where=FINISHED),
+    Index("ix_tasks_model_id", "model", "id", sqlite_where=FINISHED, postgresql_where=FINISHED),
+    Index("ix_tasks_route_id", "route", "id", sqlite_where=FINISHED, postgresql_where=FINISHED),
     # what ended lately, for statistics (a task gets an entry when it ends, not before)
     Index(
         "ix_tasks_finished",

@@ -1,12 +1,14 @@
 """The queue in numbers, for metrics and ``/v1/stats``: what waits and runs now (read
-through the partial indexes on waiting and running tasks), what ended lately (through the
-index of ended tasks) and the rate buckets' allowance. Whole-cluster figures: every
-worker's tasks are in the one store."""
+through the partial indexes on waiting and running tasks), what ended lately and in each of
+the last minutes (through the index of ended tasks) and the rate buckets' allowance.
+Whole-cluster figures: every worker's tasks are in the one store."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -18,6 +20,7 @@ from taskgate.store.schema import rate_buckets, route_states, tasks
 
 PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
 Limits = Mapping[tuple[str, str], tuple[int | None, int | None]]  # (route, instance): rpm, tpm
+PerMinute = dict[str, dict[float, dict[str, int]]]  # route: minute's start: status: tasks
 
 RECENT = 3600.0  # "lately": the last hour
 RUN_TIMES = 10_000  # the most recent ended tasks whose run times give the percentiles
@@ -54,6 +57,22 @@ _RUN_TIMES = (
     .limit(RUN_TIMES)
 )
 
+
+def _per_minute(dialect: str) -> sa.Select[Any]:
+    """Tasks ended since ``since`` by route, minute (since the epoch) and status. A float's
+    minute: ``floor`` on PostgreSQL (its cast rounds), the cast on SQLite (which truncates,
+    as floor does for times after 1970). The 60 is written out, not bound, so that the
+    grouped expression and the selected one are the same."""
+    by = tasks.c.finished_at / sa.literal_column("60.0", sa.Float)
+    minute = sa.func.floor(by) if dialect == "postgresql" else sa.cast(by, sa.Integer)
+    return (
+        sa.select(tasks.c.route, minute, tasks.c.status, sa.func.count())
+        .where(tasks.c.finished_at >= sa.bindparam("since"))
+        .group_by(tasks.c.route, minute, tasks.c.status)
+    )
+
+
+_PER_MINUTE = {d: _per_minute(d) for d in ("sqlite", "postgresql")}
 
 _PAUSED = sa.select(route_states.c.route, route_states.c.updated_at).where(
     route_states.c.paused.is_(True)
@@ -93,12 +112,11 @@ class QueueStats:
     async def recent(self, now: float) -> Recent:
         return await self._db.read(_recent, now)
 
-    async def per_minute(
-        self, now: float, minutes: int = 60
-    ) -> dict[str, list[tuple[int, int, int]]]:
-        """Per route, what ended and what failed (or timed out) in each minute of the last
-        ``minutes`` that had any: ``(minute's start, ended, failed)``, oldest first."""
-        return await self._db.read(_per_minute, now, minutes)
+    async def per_minute(self, now: float, minutes: int = 60) -> PerMinute:
+        """What ended in each of the last ``minutes`` minutes (the one under way the last),
+        by route: {route: {minute's start: {status: tasks}}}; minutes with none left out."""
+        since = (math.floor(now / 60) - minutes + 1) * 60.0
+        return await self._db.read(_ended_per_minute, since)
 
 
 def _snapshot(conn: Conn, now: float, limits: Limits) -> QueueSnapshot:
@@ -128,6 +146,14 @@ def _snapshot(conn: Conn, now: float, limits: Limits) -> QueueSnapshot:
     return snap
 
 
+def _ended_per_minute(conn: Conn, since: float) -> PerMinute:
+    out: PerMinute = {}
+    found = ops.tuples_with(conn, _PER_MINUTE[conn.dialect.name], {"since": since})
+    for route, minute, status, n in found:
+        out.setdefault(route, {}).setdefault(int(minute) * 60.0, {})[status] = int(n)
+    return out
+
+
 def _recent(conn: Conn, now: float) -> Recent:
     out = Recent({}, {})
     since = {"since": now - RECENT, "minute": now - 60}
@@ -135,21 +161,4 @@ def _recent(conn: Conn, now: float) -> Recent:
         out.ended.setdefault((route, priority), {})[status] = (int(hour), int(minute or 0))
     for route, priority, seconds in ops.tuples_with(conn, _RUN_TIMES, {"since": now - RECENT}):
         out.run_times.setdefault((route, priority), []).append(seconds)
-    return out
-
-
-def _per_minute(conn: Conn, now: float, minutes: int) -> dict[str, list[tuple[int, int, int]]]:
-    since = now - minutes * 60
-    minute = sa.cast(sa.func.floor(tasks.c.finished_at / 60), sa.Integer)
-    failed = sa.case((tasks.c.status.in_(["FAILED", "TIMEOUT"]), 1), else_=0)
-    q = (
-        sa.select(tasks.c.route, minute, sa.func.count(), sa.func.sum(failed))
-        .where(tasks.c.finished_at > since)
-        .group_by(tasks.c.route, minute)
-    )
-    out: dict[str, list[tuple[int, int, int]]] = {}
-    for route, m, n, f in ops.tuples(conn, q):
-        out.setdefault(route, []).append((int(m) * 60, int(n), int(f or 0)))
-    for series in out.values():
-        series.sort()
     return out

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskgate.batching import Batcher
 from taskgate.models import Attempt, Status, Task, new_id
-from taskgate.store import file_refs, ops, usage
+from taskgate.store import file_refs, listing, ops, usage
 from taskgate.store.base import NewTask, TaskFilter
 from taskgate.store.database import Conn, Database, scalar
 from taskgate.store.schema import attempts, tasks
@@ -63,27 +63,8 @@ class Tasks:
         return [Attempt(**{k: v for k, v in r.items() if k != "id"}) for r in rows]
 
     async def find(self, f: TaskFilter) -> list[Task]:
-        conds = []
-        if f.tenant is not None:
-            conds.append(tasks.c.tenant == f.tenant)
-        if f.statuses:
-            conds.append(tasks.c.status.in_([s.value for s in f.statuses]))
-        if f.kind:
-            conds.append(tasks.c.kind == f.kind)
-        if f.model:
-            conds.append(tasks.c.model == f.model)
-        if f.route:
-            conds.append(tasks.c.route == f.route)
-        if f.label is not None:
-            conds.append(tasks.c.label == f.label)
-        if f.created_after is not None:
-            conds.append(tasks.c.created_at >= f.created_after)
-        if f.created_before is not None:
-            conds.append(tasks.c.created_at < f.created_before)
-        if f.before_id:
-            conds.append(tasks.c.id < f.before_id)
-        q = sa.select(tasks).where(*conds).order_by(tasks.c.id.desc()).limit(f.limit)
-        return [Task.from_row(r) for r in await self._db.read(ops.rows, q)]
+        """A page of the tasks ``f`` takes, newest first (``listing.py``: which index)."""
+        return await self._db.read(listing.find_in, f)
 
     async def position(self, task: Task) -> int:
         """1-based place of a pending task in its lane (route and priority), in claim order."""

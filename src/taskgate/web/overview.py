@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from taskgate.ops.endpoints import OpsEndpoints
+from taskgate.ops.stats import cluster_timeline
 from taskgate.store.sessions import Session
 from taskgate.web.render import page
 from taskgate.web.session import admin_viewer, viewer
@@ -42,44 +43,41 @@ async def overview_live(request: Request, session: Session = Depends(admin_viewe
 
 async def cluster(request: Request) -> dict[str, Any]:
     ops: OpsEndpoints = request.app.state.ops
-    now = time.time()
     routes = await ops.route_states()
     stats = await ops.stats()
-    series = await request.app.state.gateway.store.stats.per_minute(now, CHART_MINUTES)
+    timeline = await cluster_timeline(ops.settings, ops.store, CHART_MINUTES)
+    points = {t["route"]: t["points"] for t in timeline["routes"]}
     for r in routes:
         lanes = [lane for lane in stats["lanes"] if lane["route"] == r["name"]]
         r["oldest_wait_seconds"] = max((lane["oldest_wait_seconds"] for lane in lanes), default=0)
-        r["chart"] = chart(series.get(r["name"], []), now)
+        r["chart"] = chart(points.get(r["name"], []))
     return {
         "routes": routes,
         "instances": stats["instances"],
         "workers": await request.app.state.gateway.control.workers(),
-        "at": now,
+        "at": time.time(),
     }
 
 
-def chart(series: list[tuple[int, int, int]], now: float) -> dict[str, Any]:
-    """Two polylines (ended, failed per minute) over the last hour, as SVG points."""
-    first = int(now // 60) * 60 - (CHART_MINUTES - 1) * 60
-    ended, failed = [0] * CHART_MINUTES, [0] * CHART_MINUTES
-    for minute, n, f in series:
-        i = (minute - first) // 60
-        if 0 <= i < CHART_MINUTES:
-            ended[i], failed[i] = n, f
+def chart(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Two polylines (ended, failed per minute, oldest first) as SVG points, scaled to the
+    busiest minute."""
+    ended = [p["ended"] for p in points] or [0]
+    failed = [p["failed"] for p in points] or [0]
     top = max(max(ended), 1)
+    step = CHART_W / max(len(ended) - 1, 1)
 
-    def points(values: list[int]) -> str:
-        step = CHART_W / (CHART_MINUTES - 1)
+    def line(values: list[int]) -> str:
         return " ".join(
             f"{i * step:.1f},{CHART_H - v / top * (CHART_H - 2):.1f}" for i, v in enumerate(values)
         )
 
     return {
-        "ended": points(ended),
-        "failed": points(failed),
+        "ended": line(ended),
+        "failed": line(failed),
         "top": top,
-        "last_ended": ended[-1] + ended[-2],
-        "last_failed": failed[-1] + failed[-2],
+        "last_ended": sum(ended[-2:]),
+        "last_failed": sum(failed[-2:]),
         "width": CHART_W,
         "height": CHART_H,
     }

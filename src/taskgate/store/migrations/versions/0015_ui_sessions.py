@@ -1,14 +1,14 @@
 """The dashboard's sessions: a cookie's token (by its hash) standing for an API key.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 
 
 def upgrade() -> None:
