@@ -197,6 +197,31 @@ class SchedulerSettings(_Model):
         return self.priority_weights.get(priority.label, 1)
 
 
+class CorsSettings(_Model):
+    """Cross-origin requests from browsers (AI Task System's page served from another
+    origin, say). Off until ``allow_origins`` names some (``["*"]``: any); then preflights
+    are answered and answers carry the CORS headers. Keys travel in the Authorization
+    header, so ``allow_credentials`` (cookies) stays off unless a page needs it."""
+
+    allow_origins: list[str] = Field(default_factory=list)
+    allow_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    )
+    allow_headers: list[str] = Field(default_factory=lambda: ["*"])
+    expose_headers: list[str] = Field(default_factory=lambda: ["Retry-After"])
+    allow_credentials: bool = False
+    max_age: int = Field(600, ge=0)
+
+
+class AuthSettings(_Model):
+    """``anonymous_tenant``: a request that sends no key at all acts as a tenant key of
+    that tenant (never an admin), for a local single-user set-up whose clients send none
+    (AI Task System's page). Anyone who can reach the port then uses it as that tenant:
+    keep it off (the default) on any shared network. A wrong key is still refused."""
+
+    anonymous_tenant: str | None = Field(None, min_length=1, max_length=64)
+
+
 class MetricsSettings(_Model):
     """Prometheus metrics (``GET /metrics``). Scrapers usually send no key, so by default
     the API port serves them to anyone; ``require_key`` asks for an admin key there instead
@@ -291,6 +316,8 @@ class Settings(_Model):
     access_log: bool = False
     log_errors_to_store: bool = False  # an unexpected error's traceback joins the task's log
     metrics: MetricsSettings = MetricsSettings()
+    cors: CorsSettings = CorsSettings()
+    auth: AuthSettings = AuthSettings()
     tracing: TracingSettings = TracingSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     conversations: ConversationSettings = ConversationSettings()

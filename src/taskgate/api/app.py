@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -67,7 +68,9 @@ def create_app(
         async with services.opened(settings, metrics) as s:
             app.state.files = s.files
             app.state.gateway = Gateway(settings, s.store, s.events, s.files)
-            app.state.keys = KeyRing(s.store, s.events, settings.auth_cache_seconds)
+            app.state.keys = KeyRing(
+                s.store, s.events, settings.auth_cache_seconds, settings.auth.anonymous_tenant
+            )
             await app.state.keys.start()
             await _bootstrap_admin_key(s.store)
             scheduler = Scheduler(settings, s.store, s.events, s.files) if run_scheduler else None
@@ -154,6 +157,8 @@ def create_app(
     )
     if traced:  # around even that: the request's span holds all of its handling
         app.add_middleware(Traced, tracing=traced, labels=labels)
+    if settings.cors.allow_origins:  # outermost: a preflight is answered before anything
+        app.add_middleware(CORSMiddleware, **settings.cors.model_dump())
     return app
 
 

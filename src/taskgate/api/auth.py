@@ -23,10 +23,18 @@ from taskgate.store import SqlStore
 
 
 class KeyRing:
-    def __init__(self, store: SqlStore, events: Events, ttl: float) -> None:
+    def __init__(
+        self, store: SqlStore, events: Events, ttl: float, anonymous_tenant: str | None = None
+    ) -> None:
         self.store = store
         self.events = events
         self.ttl = ttl
+        # who a request that sends no key is (auth.anonymous_tenant; None: refused)
+        self.anonymous = (
+            ApiKey("anonymous", anonymous_tenant, "anonymous", False, 0.0)
+            if anonymous_tenant
+            else None
+        )
         self._cache: dict[str, tuple[ApiKey, float]] = {}
         self._forgotten = 0  # how many revocations this ring has heard of
         self._listener: asyncio.Task[None] | None = None
@@ -108,6 +116,8 @@ def secret_from(request: Request) -> str:
 async def caller(request: Request) -> ApiKey:
     """FastAPI dependency: the key that made this request."""
     keys: KeyRing = request.app.state.keys
+    if keys.anonymous is not None and not has_key(request):
+        return keys.anonymous
     return await keys.verify(secret_from(request))
 
 

@@ -22,6 +22,8 @@ RESTART_ONLY = (
     "files_secret",
     "events_url",
     "max_body_bytes",
+    "cors",
+    "auth",
     "auth_cache_seconds",
     "log_level",
     "log_format",
