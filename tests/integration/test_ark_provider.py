@@ -195,6 +195,13 @@ async def test_a_video_is_a_job_polled_until_its_file_is_downloaded(
     assert fake.requests[-1].path == f"/api/v3/contents/generations/tasks/{job.id}"
 
 
+async def test_aspect_ratio_is_sent_as_arks_ratio(gate: ProviderHarness, fake: FakeArk) -> None:
+    await submit(gate, "a dog", aspect_ratio="9:16")
+    assert sent(fake)["content"][0]["text"] == "a dog --ratio 9:16 --watermark false"
+    await submit(gate, "a dog", aspect_ratio="9:16", ratio="1:1")  # Ark's own name wins
+    assert sent(fake)["content"][0]["text"] == "a dog --ratio 1:1 --watermark false"
+
+
 async def test_a_job_waits_for_finish_when_polls_do_not_end_it(
     fake: FakeArk, gate: ProviderHarness
 ) -> None:

@@ -337,8 +337,9 @@ def _answer(task: Task, reply: Callable[[Task], Any]) -> Response:
 
 @router.get(f"{PREFIX}/models", summary="Models (OpenAI)")
 async def list_models(request: Request, _: ApiKey = Depends(caller)) -> JSON:
-    """Every model name routed: declared names and globs, and discovered names."""
-    models = gateway_of(request).routing.models()
+    """Every model name a client can send: declared and discovered names (a route's globs,
+    such as ``gpt-4o*``, are no model a client can ask for; ``/v1/models`` lists them)."""
+    models = [m for m in gateway_of(request).routing.models() if m["source"] != "glob"]
     return JSON({"object": "list", "data": [wire.model_entry(m) for m in models]})
 
 

@@ -190,7 +190,10 @@ async def video_body(call: Call) -> dict[str, Any]:
 
 
 def commands(params: dict[str, Any]) -> list[str]:
-    """Params as Ark's text commands; ``watermark`` is always said (``false`` by default)."""
+    """Params as Ark's text commands; ``watermark`` is always said (``false`` by default).
+    ``aspect_ratio`` (the Volcengine AI Server's name, and Jimeng's) is Ark's ``ratio``."""
+    if "aspect_ratio" in params and "ratio" not in params:
+        params = {**params, "ratio": params["aspect_ratio"]}
     values = passthrough(params, VIDEO_COMMANDS) | {"watermark": params.get("watermark", False)}
     return [f"--{name} {command_value(name, value)}" for name, value in values.items()]
 
