@@ -116,7 +116,7 @@ def secret_from(request: Request) -> str:
 async def caller(request: Request) -> ApiKey:
     """FastAPI dependency: the key that made this request."""
     keys: KeyRing = request.app.state.keys
-    if keys.anonymous is not None and not has_key(request):
+    if not has_key(request) and keys.anonymous is not None:
         return keys.anonymous
     return await keys.verify(secret_from(request))
 
