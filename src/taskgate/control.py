@@ -13,7 +13,7 @@ from typing import Any
 from taskgate.errors import BadRequest, Conflict, NotFound
 from taskgate.events import Events
 from taskgate.events.topics import WORKERS, announce_cancelled, announce_queued
-from taskgate.models import ApiKey, Task
+from taskgate.models import ApiKey, Priority, Task
 from taskgate.routing import Routing
 from taskgate.store import SqlStore, TaskFilter
 from taskgate.store.control import RETRYABLE, Rerun, Selection, WorkerRecord
@@ -105,8 +105,8 @@ class Control:
         it (its waiting tasks start at once)."""
         await self.store.control.set_paused(self.route(name), paused, key.id)
         if not paused:  # wake the dispatchers of every lane of the route
-            for priority in (0, 1, 2):
-                await self.events.publish("queue", {"route": name, "priority": priority})
+            for priority in Priority:
+                await self.events.publish("queue", {"route": name, "priority": int(priority)})
 
     # --- workers -----------------------------------------------------------------------------
 

@@ -5,9 +5,25 @@ transaction that ends a task (see store/outbox.py) without depending on the gate
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
 
 from taskgate.models import Batch, Status, Task
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Identified)
+
+
+def keyset_page(found: Sequence[R], limit: int) -> tuple[list[R], str | None]:
+    """A page of ``limit`` records out of ``limit + 1`` read (newest first, by id), and the
+    cursor of the next page: the id of its last record, if one more was found."""
+    page = list(found[:limit])
+    return page, page[-1].id if len(found) > limit else None
 
 
 def iso(ts: float | None) -> str | None:

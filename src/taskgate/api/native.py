@@ -25,7 +25,7 @@ from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Conversation, Message, Priority, Status, StoredFile
 from taskgate.store import TaskFilter
 from taskgate.submission import MAX_QUEUE_TIMEOUT, MAX_RUN_TIMEOUT, Submission
-from taskgate.views import batch_json, iso, task_json
+from taskgate.views import batch_json, iso, keyset_page, task_json
 
 router = APIRouter(route_class=StrictRoute, responses=out.ERRORS)
 
@@ -208,12 +208,8 @@ async def list_tasks(
         before_id=cursor,
         limit=limit + 1,
     )
-    tasks = await gw.list_tasks(key, f)
-    page = tasks[:limit]
-    more = len(tasks) > limit
-    return JSON(
-        {"data": [task_json(t) for t in page], "next_cursor": page[-1].id if more else None}
-    )
+    page, next_cursor = keyset_page(await gw.list_tasks(key, f), limit)
+    return JSON({"data": [task_json(t) for t in page], "next_cursor": next_cursor})
 
 
 @router.delete(
@@ -265,14 +261,8 @@ async def list_conversations(
     gw: Gateway = Depends(gateway),
 ) -> JSON:
     """The tenant's conversations, the newest first (without their messages)."""
-    found = await gw.conversations.page(key, cursor, limit + 1)
-    page = found[:limit]
-    return JSON(
-        {
-            "data": [conversation_json(c) for c in page],
-            "next_cursor": page[-1].id if len(found) > limit else None,
-        }
-    )
+    page, next_cursor = keyset_page(await gw.conversations.page(key, cursor, limit + 1), limit)
+    return JSON({"data": [conversation_json(c) for c in page], "next_cursor": next_cursor})
 
 
 @router.get(

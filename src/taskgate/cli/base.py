@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import click
@@ -130,15 +130,6 @@ STYLES = {
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def answer(fn: Callable[[], Any]) -> Any:
-    """``fn()``; an API error it raises becomes one line (as :class:`Taskgate` does for
-    every command: kept for callers that want the line in a command of their own)."""
-    try:
-        return fn()
-    except ApiError as exc:
-        raise click.ClickException(api_problem(exc)) from exc
 
 
 def output(

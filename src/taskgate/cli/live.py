@@ -8,22 +8,20 @@ from typing import Any
 import click
 import yaml
 
-from taskgate.cli.base import KEY, URL, answer, main, print_json
+from taskgate.cli.base import JSON_OPTION, KEY, URL, main, print_json
 from taskgate.client import Client
-
-JSON_OUT = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 
 
 @main.command()
 @URL
 @KEY
-@JSON_OUT
+@JSON_OPTION
 def reload(url: str, key: str, as_json: bool) -> None:
     """Have every server process read its config file again: routes, instances, prices,
     limits. A file that cannot be used is refused (the file, line and key that are wrong)
     and the running configuration stays."""
     with Client(url, key) as c:
-        changes = answer(c.reload)
+        changes = c.reload()
     if as_json:
         print_json(changes)
         return
@@ -55,7 +53,7 @@ def instances() -> None:
 @instances.command("list")
 @URL
 @KEY
-@JSON_OUT
+@JSON_OPTION
 @click.argument("route")
 def list_instances(url: str, key: str, as_json: bool, route: str) -> None:
     """Show ROUTE's instances, configured and registered."""
@@ -63,7 +61,7 @@ def list_instances(url: str, key: str, as_json: bool, route: str) -> None:
     from rich.table import Table
 
     with Client(url, key) as c:
-        found = answer(lambda: c.instances(route))
+        found = c.instances(route)
     if as_json:
         print_json(found)
         return
@@ -88,7 +86,7 @@ def list_instances(url: str, key: str, as_json: bool, route: str) -> None:
 @instances.command("add")
 @URL
 @KEY
-@JSON_OUT
+@JSON_OPTION
 @click.argument("route")
 @click.argument("name")
 @click.option("--endpoint", help="The backend's base URL.")
@@ -112,7 +110,7 @@ def add_instance(
     calls."""
     fields["options"] = parse_options(options) if options else None
     with Client(url, key) as c:
-        added = answer(lambda: c.register_instance(route, name, **fields))
+        added = c.register_instance(route, name, **fields)
     if as_json:
         print_json(added)
         return
@@ -140,7 +138,7 @@ def remove_instance(url: str, key: str, route: str, name: str) -> None:
     """Remove registered instance NAME from ROUTE: no new calls go to it; those in flight
     finish."""
     with Client(url, key) as c:
-        answer(lambda: c.remove_instance(route, name))
+        c.remove_instance(route, name)
     click.echo(f"instance {name} removed from route {route}")
 
 
@@ -152,5 +150,5 @@ def remove_instance(url: str, key: str, route: str, name: str) -> None:
 def heartbeat(url: str, key: str, route: str, name: str) -> None:
     """Keep registered instance NAME of ROUTE for another time to live."""
     with Client(url, key) as c:
-        kept = answer(lambda: c.heartbeat(route, name))
+        kept = c.heartbeat(route, name)
     click.echo(f"instance {name} on route {route}: {kept['state']}, expires {kept['expires_at']}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from taskgate.cli.base import KEY, URL, answer, main, print_json
+from taskgate.cli.base import JSON_OPTION, KEY, URL, main, print_json
 from taskgate.client import Client
 from taskgate.ops.retention import parse_age
 
@@ -41,14 +41,14 @@ def _age(_: click.Context, __: click.Parameter, value: str | None) -> str | None
 )
 @click.option("--tenant", help="Only this tenant's tasks and files.")
 @click.option("--dry-run", is_flag=True, help="Count what would be purged; delete nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@JSON_OPTION
 def purge(
     url: str, key: str, older_than: str | None, tenant: str | None, dry_run: bool, as_json: bool
 ) -> None:
     """Delete ended tasks with their attempts, logs, webhook deliveries and files (needs an
     admin key). A file that a kept task or a conversation names is kept."""
     with Client(url, key) as c:
-        found = answer(lambda: c.purge(older_than, dry_run=dry_run, tenant=tenant))
+        found = c.purge(older_than, dry_run=dry_run, tenant=tenant)
     if as_json:
         print_json(found)
         return

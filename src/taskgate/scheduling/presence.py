@@ -48,6 +48,11 @@ class Presence:
             drain=False,
         )
 
+    async def join(self) -> None:
+        """Into the registry, before claiming anything; workers gone for a day leave it."""
+        await self.beat()
+        await self.store.control.forget_workers(time.time() - FORGET_AFTER)
+
     async def beat(self) -> None:
         """One heartbeat; an admin's drain request comes back with it."""
         if await self.store.control.heartbeat(self.record()):
@@ -64,7 +69,6 @@ class Presence:
         while True:
             try:
                 await self.beat()
-                await self.store.control.forget_workers(time.time() - FORGET_AFTER)
             except Exception:  # the store is down: the next beat tries again
                 log.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
             await asyncio.sleep(HEARTBEAT)

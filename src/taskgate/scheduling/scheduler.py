@@ -106,7 +106,7 @@ class Scheduler:
 
     async def start(self) -> None:
         await self.leases.reclaim_from_dead_local_workers()
-        await self.presence.beat()  # in the registry before it claims anything
+        await self.presence.join()
         self._loops = [
             asyncio.create_task(self.dispatcher.run(), name="dispatch"),
             asyncio.create_task(self.leases.keep_sweeping(), name="sweep"),

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from taskgate.gateway import Gateway
 from taskgate.models import Message
 from taskgate.store.sessions import Session
+from taskgate.views import keyset_page
 from taskgate.web.render import page
 from taskgate.web.session import viewer
 from taskgate.web.shown import shown_input, shown_result
@@ -67,14 +68,13 @@ async def conversations(
     request: Request, cursor: str | None = None, session: Session = Depends(viewer)
 ) -> Response:
     found = await _gateway(request).conversations.page(session.key, cursor or None, PAGE + 1)
-    shown = found[:PAGE]
-    more = len(found) > PAGE
+    shown, next_cursor = keyset_page(found, PAGE)
     return page(
         request,
         "conversations.html",
         session,
         conversations=shown,
-        next_page=urlencode({"cursor": shown[-1].id}) if more else None,
+        next_page=urlencode({"cursor": next_cursor}) if next_cursor else None,
     )
 
 

@@ -21,6 +21,7 @@ from taskgate.gateway import Gateway
 from taskgate.models import Status, Task
 from taskgate.store.control import RETRYABLE
 from taskgate.store.sessions import Session
+from taskgate.views import keyset_page
 from taskgate.web.listing import PAGE, ListQuery, shown_time
 from taskgate.web.render import page
 from taskgate.web.session import acting, admin_acting, viewer
@@ -77,16 +78,14 @@ def _tasks(n: int) -> str:
 
 async def _list(request: Request, session: Session, query: ListQuery, **said: Any) -> Response:
     gw = _gateway(request)
-    found = await gw.list_tasks(session.key, query.task_filter())
-    shown = found[:PAGE]
-    more = len(found) > PAGE
+    shown, next_cursor = keyset_page(await gw.list_tasks(session.key, query.task_filter()), PAGE)
     return page(
         request,
         "tasks.html",
         session,
         query=query,
         tasks=[(t, summary(t.input)) for t in shown],
-        next_page=query.next_page(shown[-1].id) if more else None,
+        next_page=query.next_page(next_cursor) if next_cursor else None,
         first_page=query.first_page(),
         after=shown_time(query.created_after) if query.created_after else "",
         before=shown_time(query.created_before) if query.created_before else "",
