@@ -7,7 +7,7 @@ SERVING := $(VENV)/.installed-serve-$(HASH)
 DEVELOPING := $(VENV)/.installed-dev-$(HASH)
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-dev serve test check bench clean
+.PHONY: install install-dev serve test check bench bench-compare clean
 
 install: $(SERVING)
 
@@ -40,6 +40,11 @@ bench: install-dev
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/sleepers.py
 	$(BIN)/python bench/openai_api.py
+
+# taskgate beside LiteLLM's proxy and taskiq, in one run (the peers go into bench/.peers)
+bench-compare: install-dev
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	$(BIN)/python bench/compare.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -80,16 +80,17 @@ def create_key(env: dict[str, str]) -> str:
     return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def wait_up(url: str) -> None:
+def wait_up(url: str, path: str = "/health", seconds: float = 15) -> None:
     import urllib.request
 
-    for _ in range(300):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
+            urllib.request.urlopen(f"{url}{path}", timeout=1)
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError("server did not start")
+    raise RuntimeError(f"{url} did not start")
 
 
 async def submit_all(srv: Server, n: int, concurrency: int, body: dict[str, Any]) -> list[float]:
