@@ -124,14 +124,54 @@ class AiflowTaskType(_Model):
     model: str | None = None
 
 
+class AllowHosts(_Model):
+    """``aiflow.client_credentials: {allow_hosts: [...]}``: a request's ``model_spec.endpoint``
+    on one of these hosts runs on the model's configured instance at that host."""
+
+    allow_hosts: list[str] = Field(min_length=1)
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _lower(cls, hosts: list[str]) -> list[str]:
+        return [h.strip().lower() for h in hosts]
+
+
 class AiflowSettings(_Model):
     """The AIFlow dialect (api/aiflow.py). ``task_types`` add to (or replace) the built-in
     ``openai-gpt5``, ``text-generation``, ``image-generation`` and ``gpt-image-1``.
-    ``client_endpoint_hosts``: the hosts a request's ``model_spec.endpoint`` may name (then
-    ``api_key`` is accepted and dropped); empty: any client endpoint or key is refused."""
+
+    ``client_credentials`` says what a request's ``model_spec.endpoint`` and ``api_key`` do
+    (every example of AIFlow's sends them): ``ignore`` (the default) drops them, and the task
+    runs on its model's configured route; ``refuse`` answers 400; ``{allow_hosts: [...]}``
+    runs a task whose endpoint is on a listed host on the route's instance at that host
+    (pinned there for every attempt), refuses other hosts, and drops the key. A client's key
+    is never stored, logged or echoed. The key ``client_endpoint_hosts`` of earlier
+    versions is still read: a list of hosts is ``{allow_hosts: [...]}``, an empty one
+    ``refuse`` (what it meant)."""
 
     task_types: dict[str, AiflowTaskType] = Field(default_factory=dict)
-    client_endpoint_hosts: list[str] = Field(default_factory=list)
+    client_credentials: Literal["ignore", "refuse"] | AllowHosts = "ignore"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_key(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "client_endpoint_hosts" not in data:
+            return data
+        data = dict(data)
+        hosts = data.pop("client_endpoint_hosts")
+        if "client_credentials" in data:
+            raise ValueError(
+                "aiflow.client_endpoint_hosts is replaced by aiflow.client_credentials: "
+                "keep only client_credentials ({allow_hosts: [...]})"
+            )
+        data["client_credentials"] = {"allow_hosts": hosts} if hosts else "refuse"
+        return data
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        """The hosts a client endpoint may name (none unless ``allow_hosts``)."""
+        creds = self.client_credentials
+        return creds.allow_hosts if isinstance(creds, AllowHosts) else []
 
 
 class WebhookSettings(_Model):

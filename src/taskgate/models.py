@@ -145,6 +145,7 @@ class Task:
     trace: str | None = None  # the W3C traceparent of the request that submitted it (tracing on)
     worker: str | None = None
     instance: str | None = None
+    pinned_instance: str | None = None  # the only instance of its route it may run on
     lease_until: float | None = None
     claimed_at: float | None = None  # start of the current attempt
     started_at: float | None = None

@@ -225,19 +225,41 @@ def choose_instance(
 
 
 def assign_instances(
-    instances: Sequence[InstanceState], now: float, avoids: Sequence[Iterable[str] | None]
+    instances: Sequence[InstanceState],
+    now: float,
+    avoids: Sequence[Iterable[str] | None],
+    pins: Sequence[str | None] = (),
 ) -> list[str | None]:
     """An instance for each of a claim's tasks in turn (``choose_instance``, each choice
     taking its slot), on copies: the states change only once the claim is written. ``None``
-    in ``avoids`` marks a task that needs no slot (it resumes a backend job) and gets none."""
+    in ``avoids`` marks a task that needs no slot (it resumes a backend job) and gets none.
+    A name in ``pins`` is the only instance that task may run on: it gets that one, and
+    before the others choose, so that they leave it the slot its claim counted on."""
     trial = [dataclasses.replace(i) for i in instances]
-    out: list[str | None] = []
-    for avoid in avoids:
-        inst = None if avoid is None else choose_instance(trial, now, avoid)
+    by_name = {i.name: i for i in trial}
+    pins = list(pins) or [None] * len(avoids)
+    out: list[str | None] = [None] * len(avoids)
+    for n, (avoid, pin) in enumerate(zip(avoids, pins, strict=True)):
+        if avoid is not None and pin is not None:
+            if (inst := by_name.get(pin)) is not None:
+                start_call(inst, now)
+            out[n] = pin
+    for n, (avoid, pin) in enumerate(zip(avoids, pins, strict=True)):
+        if avoid is None or pin is not None:
+            continue
+        inst = choose_instance(trial, now, avoid)
         if inst is not None:
             start_call(inst, now)
-        out.append(inst.name if inst else None)
+            out[n] = inst.name
     return out
+
+
+def pinned_room(inst: InstanceState, now: float) -> int:
+    """The calls a claim may start now on one instance, for the tasks pinned to it (as
+    ``free_slots`` counts it)."""
+    if not inst.healthy(now):
+        return 0
+    return min(1, inst.free()) if inst.tripped else inst.free()
 
 
 def free_slots(instances: Sequence[InstanceState], now: float) -> int:

@@ -40,6 +40,9 @@ class Submission:
     conversation_id: str | None = None  # a chat turn of this conversation (of the tenant)
     webhook_url: str | None = None
     label: str | None = None  # the client's own tag, e.g. the Volcengine AI Server's user_id
+    # the only instance of its route the task may run on (an AIFlow client's endpoint on a
+    # host the administrator allows); None: any
+    pinned_instance: str | None = None
 
 
 def checked_route(routing: Routing, sub: Submission, model: str) -> Route:
@@ -84,6 +87,7 @@ def new_task(
         webhook_url=sub.webhook_url if batch_id is None else None,  # a batch's: one event
         label=sub.label,
         trace=current_trace(),  # the request's span, with tracing on: its attempts join it
+        pinned_instance=sub.pinned_instance,
         quotas=quotas,
     )
 

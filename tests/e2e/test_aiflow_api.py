@@ -1,6 +1,7 @@
-"""The AIFlow API against a real server: every request example of its README, the
-multipart form with a file, the refusal of client-supplied endpoints and keys (which never
-show up anywhere), cancelling, and tenant scoping."""
+"""The AIFlow API against a real server: every create request of AIFlow's README, Python
+example and tests, sent as they are (their client keys ignored, and never shown anywhere),
+refused, or pinning the task to the configured instance at an allowed host; the multipart
+form with a file; AIFlow's error codes and statuses; cancelling, and tenant scoping."""
 
 # ruff: noqa: RUF001  (the AIFlow README's own text, with its full-width punctuation)
 from __future__ import annotations
@@ -8,32 +9,48 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import Server, mock_route
 from tests.e2e.test_api import wait
+from tests.e2e.test_malformed_input import JSON_TYPE
+from tests.fakes import in_thread
+from tests.fakes.openai_server import FakeOpenAI
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 )
-CLIENT_KEY = "sk-your-openai-api-key"
 OPENAI = "https://api.openai.com/v1"
 
-# the README's first example, as it is written there
+# Every create request of AIFlow's README, its Python example and its tests/test_submit_task.py,
+# as they are written there (xycdaimi/AIFlow). They are requests, not code.
 README_JSON: dict[str, Any] = {
     "task_type": "openai-gpt5",
     "model_spec": {
         "name": "gpt-5",
-        "api_key": CLIENT_KEY,
+        "api_key": "sk-your-openai-api-key",
         "endpoint": "https://api.openai.com/v1/chat/completions",
     },
-    "payload": {"prompt": "你好，请介绍一下人工智能的发展历程"},
+    "payload": {"prompt": "你好，请介绍一下人工智能的发展历史"},
     "inference_params": {"temperature": 0.7, "max_tokens": 1000},
 }
-# the README's "add your own model" example
-README_CUSTOM: dict[str, Any] = {
+README_FORM: dict[str, str] = {  # curl -F fields, with files=@/path/to/reference_image.jpg
+    "task_type": "image-generation",
+    "model_spec": '{"name":"stable-diffusion","api_key":"your-key"}',
+    "payload": '{"prompt":"a beautiful sunset over mountains"}',
+    "inference_params": '{"width":1024,"height":768}',
+}
+README_PYTHON: dict[str, Any] = {  # the README's "Python SDK example"
+    "task_type": "openai-gpt5",
+    "model_spec": {"name": "gpt-5", "api_key": "sk-your-openai-api-key"},
+    "payload": {"prompt": "你好，请介绍一下人工智能"},
+    "inference_params": {"temperature": 0.7},
+}
+README_CUSTOM: dict[str, Any] = {  # the README's "add your own model" example
     "task_type": "my-custom-model",
     "model_spec": {
         "name": "my-model-v1",
@@ -43,6 +60,26 @@ README_CUSTOM: dict[str, Any] = {
     "payload": {"input_text": "Hello, world!"},
     "inference_params": {"param1": "value1"},
 }
+# tests/test_submit_task.py; its api_key there looks like a real credential, so a made-up
+# one of the same shape stands in for it (the only change)
+SUBMIT_TEST_KEY = "sk-" + "Fake0Key1Of2The3Same4Shape5As6AIFlows7Test8File9"
+SUBMIT_TEST: dict[str, Any] = {
+    "task_type": "openai-gpt5",
+    "model_spec": {
+        "name": "gpt-5",
+        "api_key": SUBMIT_TEST_KEY,
+        "endpoint": "https://api2.aigcbest.top/v1/chat/completions",
+    },
+    "payload": {"prompt": "你好"},
+    "inference_params": {"temperature": 0.7},
+}
+JSON_EXAMPLES = {
+    "readme-json": README_JSON,
+    "readme-python": README_PYTHON,
+    "readme-custom": README_CUSTOM,
+    "test-submit-task": SUBMIT_TEST,
+}
+CLIENT_KEYS = ("sk-your-openai-api-key", "your-key", "your-api-key", SUBMIT_TEST_KEY)
 
 
 def aiflow_server(
@@ -98,62 +135,152 @@ def created(r: httpx.Response) -> str:
     return str(body["task_id"])
 
 
-def test_the_readme_json_example_is_refused_for_its_key_then_runs_without_it(
+def refused(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """AIFlow's error answer (its code and the status AIFlow gives it), with FastAPI's
+    ``detail`` and taskgate's error object beside it."""
+    assert r.status_code == status, r.text
+    body: dict[str, Any] = r.json()
+    assert body["error_code"] == code, body
+    assert body["message"] and body["detail"] == body["message"] == body["error"]["message"]
+    assert isinstance(body["details"], dict)
+    return body
+
+
+def stored_bytes(server: Server) -> bytes:
+    """Everything the store holds (tasks, attempts, task logs, webhook events), as written."""
+    return b"".join(p.read_bytes() for p in server.root.glob("taskgate.db*"))
+
+
+def assert_nowhere(server: Server, c: httpx.Client, task_ids: list[str], *keys: str) -> None:
+    """No client key in any answer about the tasks, the store, or the server's log."""
+    seen = [
+        c.get(path).text
+        for task_id in task_ids
+        for path in (
+            f"/api/v1/tasks/{task_id}",
+            f"/api/v1/tasks/{task_id}/result",
+            f"/v1/tasks/{task_id}",
+            f"/v1/tasks/{task_id}/logs",
+        )
+    ]
+    stored, log = stored_bytes(server), server.log.read_text()
+    for key in keys:
+        assert all(key not in text for text in seen), key
+        assert key.encode() not in stored and key not in log, key
+
+
+def test_every_create_example_of_aiflow_is_accepted_and_its_key_goes_nowhere(
     make_server: Any,
 ) -> None:
     server = aiflow_server(make_server)
+    ids = []
     with server.client(server.create_key("acme")) as c:
-        r = c.post("/api/v1/tasks_json", json=README_JSON)
-        assert r.status_code == 400, r.text
-        assert "model_spec.endpoint and model_spec.api_key are not accepted" in r.json()["detail"]
-        sdk_body = {**README_JSON, "model_spec": {"name": "gpt-5", "api_key": CLIENT_KEY}}
-        assert c.post("/api/v1/tasks_json", json=sdk_body).status_code == 400
-        assert c.get("/v1/tasks").json()["data"] == []
-
-        task_id = created(c.post("/api/v1/tasks_json", json=without_client_endpoint(README_JSON)))
-        task = poll(c, task_id)
-        assert task["status"] == "SUCCESS" and task["task_type"] == "openai-gpt5"
-        assert (
-            task["result"]["output"]["text"] == "mock reply to: 你好，请介绍一下人工智能的发展历程"
+        for name, example in JSON_EXAMPLES.items():
+            r = c.post("/api/v1/tasks_json", json=example)
+            ids.append(created(r))
+            message = r.json()["message"]
+            assert "model_spec.api_key" in message and "ignored" in message, name
+            assert ("model_spec.endpoint" in message) == ("endpoint" in example["model_spec"])
+            assert all(key not in r.text for key in CLIENT_KEYS)
+        files = {"files": ("reference_image.jpg", PNG, "image/png")}
+        r = c.post("/api/v1/tasks_form", data=README_FORM, files=files)
+        ids.append(created(r))
+        assert "model_spec.api_key ignored" in r.json()["message"]
+        tasks = [poll(c, task_id) for task_id in ids]
+        assert [t["status"] for t in tasks] == ["SUCCESS"] * len(ids), tasks
+        readme, python, custom, submit_test, form = tasks
+        assert readme["result"]["output"]["text"] == (
+            "mock reply to: 你好，请介绍一下人工智能的发展历史"
         )
-        assert task["result"]["model"] == "gpt-5" and task["result"]["timestamp"].endswith("Z")
-        assert task["created_at"] <= task["updated_at"]
-        assert task["inference_params"] == {"temperature": 0.7, "max_tokens": 1000}
-        status = c.get(f"/api/v1/tasks/{task_id}/status").json()
-        assert status == {k: task[k] for k in ("task_id", "status", "created_at", "updated_at")}
-        result = c.get(f"/api/v1/tasks/{task_id}/result")
-        assert result.status_code == 200 and result.json()["result"] == task["result"]
-        native = c.get(f"/v1/tasks/{task_id}").json()
-        assert (native["kind"], native["model"]) == ("chat", "gpt-5")
-    assert CLIENT_KEY not in server.log.read_text()
+        assert (readme["task_type"], readme["result"]["model"]) == ("openai-gpt5", "gpt-5")
+        assert readme["inference_params"] == {"temperature": 0.7, "max_tokens": 1000}
+        assert python["result"]["output"]["text"] == "mock reply to: 你好，请介绍一下人工智能"
+        assert submit_test["result"]["output"]["text"] == "mock reply to: 你好"
+        assert custom["result"]["output"] == {  # on the route's instance, not the client's
+            "output": "my-model-v1 at http://10.1.2.3:9000/infer: Hello, world!",
+            "metadata": {"param1": "value1"},
+        }
+        assert form["inference_params"] == {"width": 1024, "height": 768}
+        assert all(t["model_spec"] == {"name": t["model_spec"]["name"]} for t in tasks)
+        assert_nowhere(server, c, ids, *CLIENT_KEYS, "api.example.com", "aigcbest")
 
 
-def test_an_allowed_host_runs_the_example_on_its_configured_instance_and_drops_the_key(
+def test_refuse_answers_the_examples_with_aiflows_model_spec_error_and_stores_nothing(
     make_server: Any,
 ) -> None:
+    server = aiflow_server(make_server, client_credentials="refuse")
+    with server.client(server.create_key("acme")) as c:
+        for example in JSON_EXAMPLES.values():
+            body = refused(c.post("/api/v1/tasks_json", json=example), 400, "E3000010")
+            assert "model_spec.endpoint and model_spec.api_key are not accepted" in body["message"]
+            assert body["details"] == {"parameter": "model_spec"}
+        form = c.post("/api/v1/tasks_form", data=README_FORM)
+        refused(form, 400, "E3000010")
+        assert c.get("/v1/tasks").json()["data"] == []
+        created(c.post("/api/v1/tasks_json", json=without_client_endpoint(README_JSON)))
+    assert_nowhere(server, c, [], *CLIENT_KEYS)
+
+
+def test_allowed_hosts_pin_each_task_to_the_instance_at_the_named_host(
+    make_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two backends on one route, at 127.0.0.1 and at localhost: a client that names the
+    localhost one gets it for every task; one that names no endpoint gets either."""
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-fake-key")
+    with in_thread(FakeOpenAI()) as near, in_thread(FakeOpenAI()) as named:
+        instances = [
+            {"name": "near", "endpoint": near.base_url, "secret_env": "FAKE_OPENAI_KEY"},
+            {
+                "name": "named",
+                "endpoint": f"http://localhost:{named.port}/v1",
+                "secret_env": "FAKE_OPENAI_KEY",
+            },
+        ]
+        route = {"name": "up", "models": ["gpt-5"], "provider": "openai", "instances": instances}
+        server: Server = make_server(
+            [route], aiflow={"client_credentials": {"allow_hosts": ["LocalHost"]}}
+        )
+        server.start()
+        spec = {
+            "name": "gpt-5",
+            "endpoint": f"http://localhost:{named.port}/v1/chat/completions",
+            "api_key": "sk-your-openai-api-key",
+        }
+        body = {**README_JSON, "model_spec": spec}
+        with server.client(server.create_key("acme")) as c:
+            r = c.post("/api/v1/tasks_json", json=body)
+            ids = [created(r)] + [
+                created(c.post("/api/v1/tasks_json", json=body)) for _ in range(5)
+            ]
+            message = r.json()["message"]
+            assert "model_spec.api_key ignored" in message and "endpoint" not in message
+            assert all(poll(c, i)["status"] == "SUCCESS" for i in ids)
+            assert (len(named.requests), len(near.requests)) == (6, 0)
+            free = without_client_endpoint(README_JSON)
+            assert poll(c, created(c.post("/api/v1/tasks_json", json=free)))["status"] == "SUCCESS"
+            assert len(named.requests) + len(near.requests) == 7
+
+            elsewhere = {**spec, "endpoint": near.base_url}  # 127.0.0.1: not an allowed host
+            r = c.post("/api/v1/tasks_json", json={**README_JSON, "model_spec": elsewhere})
+            assert "'127.0.0.1' is not allowed" in refused(r, 400, "E3000010")["message"]
+            assert_nowhere(server, c, ids, "sk-your-openai-api-key")
+
+
+def test_the_earlier_client_endpoint_hosts_key_still_allows_hosts(make_server: Any) -> None:
     server = aiflow_server(make_server, OPENAI, client_endpoint_hosts=["api.openai.com"])
     with server.client(server.create_key("acme")) as c:
-        task_id = created(c.post("/api/v1/tasks_json", json=README_JSON))
-        task = poll(c, task_id)
-        assert task["status"] == "SUCCESS", task
-        seen = [c.get(p).text for p in (f"/api/v1/tasks/{task_id}", f"/v1/tasks/{task_id}")]
-        assert all(CLIENT_KEY not in text for text in seen)
-        assert task["model_spec"] == {"name": "gpt-5"}
-
-        elsewhere = {
-            **README_JSON,
-            "model_spec": {"name": "gpt-5", "endpoint": "https://evil.test/v1"},
-        }
-        r = c.post("/api/v1/tasks_json", json=elsewhere)
-        assert r.status_code == 400 and "'evil.test' is not allowed" in r.json()["detail"]
+        r = c.post("/api/v1/tasks_json", json=README_JSON)
+        assert poll(c, created(r))["status"] == "SUCCESS"
+        assert "model_spec.endpoint" not in r.json()["message"]  # it was used: pinned there
+        r = c.post("/api/v1/tasks_json", json=README_CUSTOM)  # its endpoint: not allowed
+        assert "'api.example.com' is not allowed" in refused(r, 400, "E3000010")["message"]
         custom = {
             **README_CUSTOM,
             "model_spec": {**README_CUSTOM["model_spec"], "endpoint": OPENAI},
         }
         r = c.post("/api/v1/tasks_json", json=custom)
-        assert r.status_code == 400 and "has no backend at 'api.openai.com'" in r.json()["detail"]
+        assert "has no backend at 'api.openai.com'" in refused(r, 400, "E3000010")["message"]
         assert "your-api-key" not in r.text
-    assert CLIENT_KEY not in server.log.read_text()
 
 
 def test_the_readme_form_example_stores_its_file_and_the_task_reads_it(make_server: Any) -> None:
@@ -166,9 +293,6 @@ def test_the_readme_form_example_stores_its_file_and_the_task_reads_it(make_serv
     }
     files = {"files": ("reference_image.jpg", PNG, "image/png")}
     with server.client(server.create_key("acme")) as c:
-        r = c.post("/api/v1/tasks_form", data=form, files=files)
-        assert r.status_code == 400 and "your-key" not in r.text
-        form["model_spec"] = '{"name":"stable-diffusion"}'
         task_id = created(c.post("/api/v1/tasks_form", data=form, files=files))
         task = poll(c, task_id)
         assert task["status"] == "SUCCESS", task
@@ -184,7 +308,7 @@ def test_the_readme_form_example_stores_its_file_and_the_task_reads_it(make_serv
 
         bad = {**form, "payload": "{not json"}
         r = c.post("/api/v1/tasks_form", data=bad, files=files)
-        assert r.status_code == 400 and "'payload' must be a JSON string" in r.json()["detail"]
+        assert "'payload' must be a JSON string" in refused(r, 400, "E3000011")["message"]
 
 
 def test_the_readme_custom_model_runs_as_a_plugin_and_unknown_task_types_are_refused(
@@ -192,25 +316,12 @@ def test_the_readme_custom_model_runs_as_a_plugin_and_unknown_task_types_are_ref
 ) -> None:
     server = aiflow_server(make_server)
     with server.client(server.create_key("acme")) as c:
-        r = c.post("/api/v1/tasks_json", json=README_CUSTOM)
-        assert r.status_code == 400 and "your-api-key" not in r.text
-        task = poll(
-            c, created(c.post("/api/v1/tasks_json", json=without_client_endpoint(README_CUSTOM)))
-        )
+        task = poll(c, created(c.post("/api/v1/tasks_json", json=README_CUSTOM)))
         assert task["status"] == "SUCCESS" and task["task_type"] == "my-custom-model"
-        assert task["result"]["output"] == {
-            "output": "my-model-v1 at http://10.1.2.3:9000/infer: Hello, world!",
-            "metadata": {"param1": "value1"},
-        }
         r = c.post("/api/v1/tasks_json", json={**README_CUSTOM, "task_type": "speech-to-poem"})
-        assert r.status_code == 400
-        assert "unknown task_type 'speech-to-poem'" in r.json()["detail"]
-        assert r.json()["error"]["field"] == "task_type"
-        no_model = {"task_type": "text-generation", "model_spec": {}, "payload": {"prompt": "x"}}
-        r = c.post("/api/v1/tasks_json", json=no_model)
-        assert r.status_code == 400 and "model_spec.name is required" in r.json()["detail"]
-        r = c.post("/api/v1/tasks_json", json={"task_type": "openai-gpt5"})
-        assert r.status_code == 400 and "model_spec" in r.json()["detail"]
+        body = refused(r, 400, "E3000009")
+        assert "unknown task_type 'speech-to-poem'" in body["message"]
+        assert body["error"]["field"] == "task_type" and "your-api-key" not in r.text
 
 
 def test_a_cancelled_task_reads_as_failed_and_the_result_waits_with_202(make_server: Any) -> None:
@@ -241,15 +352,19 @@ def test_tasks_belong_to_their_tenant_and_a_callback_is_checked_as_a_webhook(
     with server.client(a) as ca, server.client(b) as cb:
         task_id = created(ca.post("/api/v1/tasks_json", json=without_client_endpoint(README_JSON)))
         for path in ("", "/status", "/result"):
-            r = cb.get(f"/api/v1/tasks/{task_id}{path}")
-            assert r.status_code == 404 and r.json()["detail"] == f"no task {task_id!r}"
-        assert cb.delete(f"/api/v1/tasks/{task_id}").status_code == 404
+            body = refused(cb.get(f"/api/v1/tasks/{task_id}{path}"), 404, "E3000001")
+            assert body["message"] == f"no task {task_id!r}"
+            assert body["details"] == {"task_id": task_id}
+        refused(cb.delete(f"/api/v1/tasks/{task_id}"), 404, "E3000001")
         hook = {"url": "http://127.0.0.1:9/hook", "headers": {"X-Token": "t"}}
         body = {**without_client_endpoint(README_JSON), "callback": hook}
         r = ca.post("/api/v1/tasks_json", json=body)  # loopback: refused unless allowed
-        assert r.status_code == 400 and r.json()["error"]["field"] == "webhook_url"
+        assert refused(r, 400, "E3000012")["error"]["field"] == "webhook_url"
     r = httpx.post(f"{server.url}/api/v1/tasks_json", json=README_JSON)
-    assert r.status_code == 401 and "missing API key" in r.json()["detail"]
+    assert "missing API key" in refused(r, 401, "E2000003")["message"]
+    wrong = {"Authorization": "Bearer tg_not-a-key"}
+    r = httpx.get(f"{server.url}/api/v1/tasks/{task_id}", headers=wrong)
+    refused(r, 401, "E2000002")
 
 
 def test_an_upload_over_the_body_limit_is_413_and_queues_nothing(make_server: Any) -> None:
@@ -257,8 +372,60 @@ def test_an_upload_over_the_body_limit_is_413_and_queues_nothing(make_server: An
     form = {"task_type": "image-generation", "model_spec": '{"name": "stable-diffusion"}'}
     with server.client(server.create_key("acme")) as c:
         big = {"files": ("huge.png", b"\0" * 60_000, "image/png")}
-        assert c.post("/api/v1/tasks_form", data=form, files=big).status_code == 413
+        refused(c.post("/api/v1/tasks_form", data=form, files=big), 413, "E5000007")
         assert c.get("/v1/tasks").json()["data"] == []
         created(
             c.post("/api/v1/tasks_form", data=form, files={"files": ("ok.png", PNG, "image/png")})
         )
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "needle"),
+    [
+        (b'{"task_type": "openai-gpt5" "model_spec": {}}', 400, "E1000004", "at line 1 column 29"),
+        (b'{"task_type": "openai-gpt5",\n "payload": {]}', 400, "E1000004", "at line 2 column 14"),
+        ({"payload": {"prompt": "x"}}, 400, "E1000003", "task_type: Field required"),
+        ({**README_PYTHON, "payload": "hello"}, 400, "E3000011", "payload: Input should be"),
+        ({**README_PYTHON, "model_spec": "gpt-5"}, 400, "E3000010", "model_spec: Input should"),
+        ({**README_PYTHON, "callback": {"headers": {}}}, 400, "E1000003", "callback.url"),
+        ({**README_PYTHON, "inference_params": [1]}, 400, "E4000006", "inference_params: Input"),
+        ({**README_PYTHON, "task_type": "poem"}, 400, "E3000009", "unknown task_type 'poem'"),
+        ({**README_PYTHON, "model_spec": {"name": "gpt-9"}}, 404, "E4000002", "unknown model"),
+        ({"task_type": "text-generation", "model_spec": {}}, 400, "E3000010", "name is required"),
+    ],
+)
+def test_each_refusal_has_aiflows_code_and_status_and_stores_nothing(
+    aiflow: tuple[Server, str], body: dict[str, Any] | bytes, status: int, code: str, needle: str
+) -> None:
+    server, key = aiflow
+    with server.client(key) as c:
+        if isinstance(body, bytes):
+            r = c.post("/api/v1/tasks_json", content=body, headers={"content-type": JSON_TYPE})
+        else:
+            r = c.post("/api/v1/tasks_json", json=body)
+        answer = refused(r, status, code)
+        assert needle in answer["message"]
+        if answer["error"]["type"] == "invalid_request":  # AIFlow's list of schema errors
+            first = answer["details"]["validation_errors"][0]
+            assert f"{first['field']}: {first['message']}" in answer["message"]
+        assert c.get("/v1/tasks").json()["data"] == []
+
+
+def test_a_body_of_another_type_is_aiflows_invalid_request(aiflow: tuple[Server, str]) -> None:
+    server, key = aiflow
+    with server.client(key) as c:
+        r = c.post(
+            "/api/v1/tasks_json", content=b"task_type=x", headers={"content-type": "text/plain"}
+        )
+        assert "application/json" in refused(r, 400, "E1000001")["message"]
+
+
+@pytest.fixture(scope="module")
+def aiflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """One server for the table of refusals (none of them stores anything)."""
+    server = Server(tmp_path_factory.mktemp("aiflow"), [mock_route("gpt5", ["gpt-5"])])
+    server.start()
+    try:
+        yield server, server.create_key("acme")
+    finally:
+        server.stop()

@@ -57,10 +57,10 @@ def test_config_task_types_add_to_and_override_the_built_in_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "hosts", "needle"),
+    ("spec", "creds", "needle"),
     [
-        ({"name": "gpt-5", "api_key": "sk-secret"}, [], "not accepted"),
-        ({"name": "gpt-5", "endpoint": "https://api.openai.com/v1"}, [], "not accepted"),
+        ({"name": "gpt-5", "api_key": "sk-secret"}, "refuse", "not accepted"),
+        ({"name": "gpt-5", "endpoint": "https://api.openai.com/v1"}, "refuse", "not accepted"),
         ({"name": "gpt-5", "endpoint": "https://evil.test/v1"}, ["api.openai.com"], "not allowed"),
         ({"name": "gpt-5", "endpoint": "file:///etc/passwd"}, ["api.openai.com"], "not allowed"),
         (
@@ -71,18 +71,52 @@ def test_config_task_types_add_to_and_override_the_built_in_ones() -> None:
     ],
 )
 def test_client_endpoints_and_keys_are_refused_without_echoing_the_key(
-    spec: dict[str, Any], hosts: list[str], needle: str
+    spec: dict[str, Any], creds: Any, needle: str
 ) -> None:
+    conf = {"allow_hosts": creds} if isinstance(creds, list) else creds
     with pytest.raises(BadRequest) as refused:
-        aiflow.plan(gateway(client_endpoint_hosts=hosts), task(model_spec=spec))
+        aiflow.plan(gateway(client_credentials=conf), task(model_spec=spec))
     assert needle in refused.value.message and "sk-secret" not in str(refused.value.as_dict())
 
 
-def test_an_allowed_host_keeps_the_configured_instance_and_drops_the_key() -> None:
-    gw = gateway(client_endpoint_hosts=["API.openai.com"])
-    spec = {"name": "gpt-5", "endpoint": "https://api.openai.com/v1/chat", "api_key": "sk-secret"}
+def test_by_default_a_client_endpoint_and_key_are_dropped_and_named_as_ignored() -> None:
+    gw = gateway()
+    spec = {"name": "gpt-5", "endpoint": "https://evil.test/v1", "api_key": "sk-secret"}
     sub = aiflow.plan(gw, task(model_spec=spec))
-    assert "sk-secret" not in repr(sub) and "api.openai.com" not in repr(sub)
+    assert sub.pinned_instance is None and "sk-secret" not in repr(sub) and "evil" not in repr(sub)
+    ignored = aiflow.ignored_fields(gw.settings.aiflow, aiflow.ModelSpec.model_validate(spec))
+    assert ignored == ["model_spec.endpoint", "model_spec.api_key"]
+
+
+def test_an_allowed_host_pins_the_task_to_the_instance_there_and_drops_the_key() -> None:
+    routes = [
+        {
+            "name": "two",
+            "models": ["gpt-5"],
+            "provider": "mock",
+            "instances": [
+                {"name": "a", "endpoint": "http://127.0.0.1:9001/v1"},
+                {"name": "b", "endpoint": "http://localhost:9001/v1"},
+                {"name": "c", "endpoint": "http://localhost:9002/v1"},
+            ],
+        }
+    ]
+    conf = {"client_credentials": {"allow_hosts": ["LOCALHOST"]}}
+    gw = Gateway(Settings.model_validate({"routes": routes, "aiflow": conf}), None, None)  # type: ignore[arg-type]
+    spec = {"name": "gpt-5", "endpoint": "http://localhost:9002/v1/chat", "api_key": "sk-secret"}
+    sub = aiflow.plan(gw, task(model_spec=spec))
+    assert sub.pinned_instance == "c" and "sk-secret" not in repr(sub)
+    other_port = {**spec, "endpoint": "http://localhost:7000/x"}
+    assert aiflow.plan(gw, task(model_spec=other_port)).pinned_instance == "b"  # the first there
+    ignored = aiflow.ignored_fields(gw.settings.aiflow, aiflow.ModelSpec.model_validate(spec))
+    assert ignored == ["model_spec.api_key"]
+
+
+def test_the_earlier_key_reads_as_allow_hosts_or_refuse_and_not_beside_the_new_one() -> None:
+    assert gateway(client_endpoint_hosts=["a.test"]).settings.aiflow.allowed_hosts == ["a.test"]
+    assert gateway(client_endpoint_hosts=[]).settings.aiflow.client_credentials == "refuse"
+    with pytest.raises(ValueError, match=r"replaced by aiflow\.client_credentials"):
+        gateway(client_endpoint_hosts=["a.test"], client_credentials="ignore")
 
 
 def test_uploaded_files_are_listed_in_the_input_and_images_given_as_the_image() -> None:

@@ -3,8 +3,9 @@
 ``POST /api/v1/tasks_json`` and ``POST /api/v1/tasks_form`` (multipart: ``task_type``,
 ``model_spec``, ``payload``, ``inference_params``, ``callback`` as JSON strings, and
 ``files``) accept a task; ``GET /api/v1/tasks/{id}`` (and ``/status``, ``/result``) read it;
-``DELETE /api/v1/tasks/{id}`` cancels it. Errors are FastAPI's ``{"detail": message}``, as
-AIFlow answered, with taskgate's error object beside it under ``error``.
+``DELETE /api/v1/tasks/{id}`` cancels it. Errors are AIFlow's ``{error_code, message,
+details}`` with the status AIFlow gives each code (api/aiflow_errors.py), plus FastAPI's
+``detail`` (AIFlow's answers before it had codes) and taskgate's error object (``error``).
 
 - ``task_type`` picks the kind of task (config ``aiflow.task_types``; built in:
   ``openai-gpt5`` chat on ``gpt-5``, ``text-generation`` chat, ``image-generation`` image,
@@ -13,11 +14,13 @@ AIFlow answered, with taskgate's error object beside it under ``error``.
   listed in it as ``files: [{"file_id"}]`` (the first also as ``image`` for image and video
   kinds); ``inference_params`` are its params; ``callback.url`` is its webhook. Callback
   ``headers`` are neither stored nor sent: deliveries are signed instead.
-- A client's ``model_spec.endpoint`` or ``api_key`` is refused (400): taskgate calls the
-  backends its configuration names, with their keys. An administrator may list hosts in
-  ``aiflow.client_endpoint_hosts``; an endpoint on such a host is then accepted when the
-  model's route has an instance there (the task runs on that configured instance) and the
-  key is dropped. A key is never stored, logged or echoed.
+- A client's ``model_spec.endpoint`` and ``api_key`` (every AIFlow example sends them) are
+  what ``aiflow.client_credentials`` says: ``ignore`` (the default) drops both, the task
+  runs on its model's route and the answer's ``message`` says so; ``refuse`` answers 400;
+  ``{allow_hosts: [...]}`` pins a task whose endpoint is on a listed host to the route's
+  configured instance at that host (its own secret; the client's key dropped). taskgate
+  calls the backends its configuration names; a client's key is never stored, logged or
+  echoed.
 - Statuses are AIFlow's PENDING, PROCESSING, SUCCESS, FAILED, TIMEOUT; a cancelled task
   shows as FAILED with ``error_type: "cancelled"`` (AIFlow's clients poll until one of
   SUCCESS, FAILED, TIMEOUT, and would never stop on a status they do not know).
@@ -33,11 +36,12 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
+from taskgate.api.aiflow_errors import aiflow_refusal
 from taskgate.api.auth import caller, gateway
-from taskgate.api.compat import detail_error, json_field, route_class, with_absolute_urls
+from taskgate.api.compat import answering_route, json_field, with_absolute_urls
 from taskgate.api.responses import JSON
-from taskgate.api.schemas import DetailError, errors
-from taskgate.config import AiflowTaskType, Route
+from taskgate.api.schemas import AiflowError, errors
+from taskgate.config import AiflowSettings, AiflowTaskType, Instance, Route
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Priority, Status, Task
@@ -57,8 +61,8 @@ HEADERS_NOTE = "; callback headers are not sent: deliveries carry X-Taskgate-Sig
 router = APIRouter(
     prefix="/api/v1",
     tags=["AIFlow API"],
-    route_class=route_class(detail_error),
-    responses=errors(DetailError),
+    route_class=answering_route(aiflow_refusal),
+    responses=errors(AiflowError),
 )
 
 
@@ -95,7 +99,7 @@ def task_type(gw: Gateway, name: str) -> AiflowTaskType:
 
 def plan(gw: Gateway, body: TaskIn) -> Submission:
     """The submission for a request, checked (task type, model, client endpoint) before
-    anything is stored."""
+    anything is stored; pinned to an instance when the client's endpoint names one."""
     ttype = task_type(gw, body.task_type)
     model = body.model_spec.name or ttype.model
     if model is None:
@@ -103,7 +107,7 @@ def plan(gw: Gateway, body: TaskIn) -> Submission:
             f"model_spec.name is required for task_type {body.task_type!r}", field="model_spec"
         )
     route = gw.routing.route_for(ttype.kind, model)
-    check_client_endpoint(gw.settings.aiflow.client_endpoint_hosts, body.model_spec, route)
+    pinned = client_instance(gw.settings.aiflow, body.model_spec, route)
     return Submission(
         kind=ttype.kind,
         model=model,
@@ -112,33 +116,61 @@ def plan(gw: Gateway, body: TaskIn) -> Submission:
         priority=Priority.parse(body.priority),
         webhook_url=body.callback.url if body.callback else None,
         label=body.task_type,
+        pinned_instance=pinned,
     )
 
 
-def check_client_endpoint(allowed: list[str], spec: ModelSpec, route: Route) -> None:
-    """Refuse a client-supplied endpoint or key unless the administrator allows the host
-    and the model's route has an instance on it. Messages name the host, never the key."""
+def client_instance(conf: AiflowSettings, spec: ModelSpec, route: Route) -> str | None:
+    """The configured instance a client's ``model_spec.endpoint`` pins the task to (only
+    with ``allow_hosts``); None: it runs on any instance of its route. Refuses as configured.
+    Messages name the host, never the key."""
     if spec.endpoint is None and spec.api_key is None:
-        return
-    if not allowed:
+        return None
+    if conf.client_credentials == "refuse":
         raise BadRequest(
             "model_spec.endpoint and model_spec.api_key are not accepted: taskgate calls the "
             "backends its configuration names, with their own keys; remove them from the "
-            "request (an administrator may allow client endpoints: aiflow.client_endpoint_hosts)",
+            "request (an administrator may ignore or allow them: aiflow.client_credentials)",
             field="model_spec",
         )
-    if spec.endpoint is None:
-        return  # a key alone: dropped, the route's own key is used
+    if conf.client_credentials == "ignore" or spec.endpoint is None:
+        return None  # a key alone is dropped: the route's own key is used
     host = _host(spec.endpoint)
-    if host not in {h.lower() for h in allowed}:
+    if host not in conf.allowed_hosts:
         raise BadRequest(
             f"model_spec.endpoint: host {host or '?'!r} is not allowed here", field="model_spec"
         )
-    if host not in {_host(i.endpoint) for i in route.instances if i.endpoint}:
+    instance = instance_at(route, spec.endpoint)
+    if instance is None:
         raise BadRequest(
             f"model_spec.endpoint: this model's route ({route.name!r}) has no backend at {host!r}",
             field="model_spec",
         )
+    return instance.name
+
+
+def instance_at(route: Route, endpoint: str) -> Instance | None:
+    """The route's instance at the endpoint's host: of several there, the first on its port
+    too (else the first at the host)."""
+    at_host = [i for i in route.instances if i.endpoint and _host(i.endpoint) == _host(endpoint)]
+    on_port = [i for i in at_host if _port(i.endpoint or "") == _port(endpoint)]
+    found = on_port or at_host
+    return found[0] if found else None
+
+
+def ignored_fields(conf: AiflowSettings, spec: ModelSpec) -> list[str]:
+    """The ``model_spec`` fields a task was accepted without (named in the answer)."""
+    endpoint_used = conf.client_credentials not in ("ignore", "refuse")
+    names = [] if spec.endpoint is None or endpoint_used else ["model_spec.endpoint"]
+    return names + ([] if spec.api_key is None else ["model_spec.api_key"])
+
+
+def _port(url: str) -> int | None:
+    parts = urlsplit(url)
+    try:
+        return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port out of range
+        return None
 
 
 def _host(url: str) -> str:
@@ -160,9 +192,16 @@ def with_files(sub: Submission, refs: list[dict[str, str]]) -> Submission:
     return dataclasses.replace(sub, input=data)
 
 
-async def _accept(gw: Gateway, key: ApiKey, sub: Submission, headers: bool) -> JSON:
+async def _accept(
+    gw: Gateway, key: ApiKey, sub: Submission, headers: bool, ignored: list[str]
+) -> JSON:
     task, _ = await gw.submit(key, sub)
     message = "Task created successfully" + (HEADERS_NOTE if headers else "")
+    if ignored:
+        message += (
+            f"; {' and '.join(ignored)} ignored: taskgate calls the backend its configuration"
+            " names for this model, with its own key"
+        )
     body = {
         "task_id": task.id,
         "status": task.status.value,
@@ -178,7 +217,8 @@ async def create_task_json(
 ) -> JSON:
     """Queue a task from AIFlow's JSON request: ``{task_id, status, created_at, message}``."""
     sub = with_files(plan(gw, body), [])
-    return await _accept(gw, key, sub, bool(body.callback and body.callback.headers))
+    ignored = ignored_fields(gw.settings.aiflow, body.model_spec)
+    return await _accept(gw, key, sub, bool(body.callback and body.callback.headers), ignored)
 
 
 @router.post("/tasks_form", status_code=201)
@@ -211,9 +251,9 @@ async def create_task_form(
         for f in files or []:
             stored.append(await _store(request, key, f))
         refs = [{"file_id": file_id} for file_id in stored]
-        return await _accept(
-            gw, key, with_files(sub, refs), bool(body.callback and body.callback.headers)
-        )
+        headers = bool(body.callback and body.callback.headers)
+        ignored = ignored_fields(gw.settings.aiflow, body.model_spec)
+        return await _accept(gw, key, with_files(sub, refs), headers, ignored)
 
 
 async def _store(request: Request, key: ApiKey, f: UploadFile) -> str:

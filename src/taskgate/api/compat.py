@@ -33,7 +33,7 @@ def refusal(exc: Exception) -> tuple[int, str, dict[str, Any]]:
     systems' clients know no 422."""
     if isinstance(exc, RequestValidationError):
         if (message := malformed_message(exc)) is not None:
-            return 400, message, {"type": "bad_request", "message": message}
+            return 400, message, {"type": "bad_request", "message": message, "field": "body"}
         problems = [_describe(e) for e in exc.errors()]
         message = "; ".join(problems) or "invalid request"
         return 400, message, {"type": "invalid_request", "message": message}
@@ -54,18 +54,24 @@ def _describe(error: Any) -> str:
 def route_class(render: Render) -> type[APIRoute]:
     """An APIRoute whose refusals, including the key check and schema validation that
     FastAPI runs before the endpoint, come out through ``render``."""
+    return answering_route(lambda _, exc: refused(render, exc))
+
+
+def answering_route(answer: Callable[[Request, Exception], Response]) -> type[APIRoute]:
+    """An APIRoute whose refusals are answered by ``answer`` (for a dialect whose errors
+    need more than status, message and taskgate's error object, such as AIFlow's codes)."""
 
     class CompatRoute(StrictRoute):
         def get_route_handler(self) -> Handler:
             handler = super().get_route_handler()
 
-            async def answer(request: Request) -> Response:
+            async def answering(request: Request) -> Response:
                 try:
                     return await handler(request)
                 except Exception as exc:
-                    return refused(render, exc)
+                    return answer(request, exc)
 
-            return answer
+            return answering
 
     return CompatRoute
 

@@ -78,6 +78,17 @@ class DetailError(Shape):
     error: ErrorObject
 
 
+class AiflowError(Shape):
+    """The AIFlow API's errors: AIFlow's ``error_code``, ``message`` and ``details`` (its
+    docs/error_codes.md), FastAPI's ``detail`` (the same message), and taskgate's."""
+
+    error_code: str
+    message: str
+    details: dict[str, Any]
+    detail: str
+    error: ErrorObject
+
+
 class Envelope(Shape):
     """The Volcengine AI Server API's answers, errors included (``success`` false)."""
 

@@ -72,7 +72,7 @@ def json_body(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise RequestValidationError([malformed(exc)]) from None
+        raise RequestValidationError([malformed(exc)], body=raw) from None
 
 
 def malformed(exc: orjson.JSONDecodeError) -> dict[str, Any]:
@@ -86,10 +86,23 @@ def malformed(exc: orjson.JSONDecodeError) -> dict[str, Any]:
 
 
 def malformed_message(exc: RequestValidationError) -> str | None:
-    """ "malformed JSON body" and the parser's reason, when that is what ``exc`` says;
-    None when it is about the body's fields."""
+    """ "malformed JSON body", the parser's reason and where in the body it stopped (line
+    and column), when that is what ``exc`` says; None when it is about the body's fields."""
     for error in exc.errors():
         if error.get("type") == "json_invalid":
             why = (error.get("ctx") or {}).get("error")
-            return f"malformed JSON body: {why}" if why else "malformed JSON body"
+            message = f"malformed JSON body: {why}" if why else "malformed JSON body"
+            return message + _where(exc.body, error.get("loc", ()))
     return None
+
+
+def _where(body: Any, loc: Any) -> str:
+    """' at line L column C' of the offset in ``loc`` (FastAPI's ``("body", offset)``)."""
+    offset = loc[1] if len(loc) == 2 and isinstance(loc[1], int) else None
+    if offset is None or not isinstance(body, str | bytes):
+        return ""
+    before = body[:offset]
+    newline = "\n" if isinstance(before, str) else b"\n"
+    line = before.count(newline) + 1  # type: ignore[arg-type]
+    column = offset - before.rfind(newline)  # type: ignore[arg-type]
+    return f" at line {line} column {column}"

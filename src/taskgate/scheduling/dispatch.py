@@ -122,6 +122,7 @@ class Dispatcher:
             self.worker_id,
             self.conf.lease_seconds,
             lane.limits,
+            plan,
         )
         short = marked = False
         for prio, want in plan.wanted.items():
@@ -134,10 +135,10 @@ class Dispatcher:
 
 
 class LaneClaim:
-    """The two decisions of one claim on a lane. The store calls both *inside its claim
+    """The decisions of one claim on a lane. The store calls them *inside its claim
     transaction*, with the route locked: :meth:`wants` with what every worker has in
-    flight and what the rate limits allow, :meth:`assign` with the tasks it took. Both
-    are quick and do no I/O."""
+    flight and what the rate limits allow, :meth:`rooms` when tasks wait for one instance,
+    :meth:`assign` with the tasks it took. All are quick and do no I/O."""
 
     def __init__(self, lane: Lane, live: list[Priority], room: int, strict: bool) -> None:
         self.lane = lane
@@ -167,9 +168,22 @@ class LaneClaim:
         self.wanted.update(split(slots, self.live) if slots > 0 else {})
         return self.wanted
 
+    def rooms(self) -> dict[str, int]:
+        """Each instance's room for the tasks pinned to it, as planned."""
+        now = time.time()
+        return {i.name: policy.pinned_room(i, now) for i in self.planned}
+
+    @property
+    def since(self) -> float:
+        """When the lane last took its route's instances (a task pinned to an instance
+        this worker does not know, submitted after that, may name a newer one)."""
+        return self.lane.changed_at
+
     def assign(self, claimed: Sequence[Task]) -> list[str | None]:
-        """The instance for each claimed task (None: keep its own, a resumed backend job).
-        Picked from the planned states: one that changed meanwhile (a call failing, on
-        another coroutine, while the database answered) must not leave a task without."""
+        """The instance for each claimed task (None: keep its own, a resumed backend job;
+        a pinned task's own instance). Picked from the planned states: one that changed
+        meanwhile (a call failing, on another coroutine, while the database answered) must
+        not leave a task without."""
         avoids = [None if t.provider_job else [t.instance or ""] for t in claimed]
-        return policy.assign_instances(self.planned, time.time(), avoids)
+        pins = [t.pinned_instance for t in claimed]
+        return policy.assign_instances(self.planned, time.time(), avoids, pins)

@@ -123,7 +123,7 @@ class Endings:
             attempts=1 + sum(1 for a in history if a.route == route.name and not a.handoff),
             max_attempts=route.retry.max_attempts,
             route=route.name,
-            fallbacks=route.fallbacks,
+            fallbacks=() if task.pinned_instance else route.fallbacks,  # pinned: here only
             tried_routes=[a.route for a in history],
             policy=route.retry,
             rng=self.rng,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ class Lane:
     # work announced so far: a claim that came up short marks its priorities dry only if
     # none was announced while it ran (it may have missed that work)
     announced: int = 0
+    # when it last took its route's instances (store/claims.Pinning.since)
+    changed_at: float = field(default_factory=time.time)
 
     def free(self, now: float) -> int:
         return policy.free_slots(self.instances, now)
@@ -48,6 +51,7 @@ class Lane:
         states = {i.name: i for i in self.instances}
         self.instances = [_updated(states.get(i.name), i) for i in route.instances]
         self.route, self.provider = route, provider
+        self.changed_at = time.time()
         self.__dict__.pop("limits", None)  # the cached rate limits, made again on next use
 
 

@@ -34,6 +34,7 @@ class NewTask:
     webhook_url: str | None = None
     label: str | None = None
     trace: str | None = None  # the W3C traceparent of the submitting request (tracing on)
+    pinned_instance: str | None = None  # the only instance of its route it may run on
     quotas: tuple[Quota, ...] = ()  # the limits it is held to (taskgate.budgets): not stored
 
 

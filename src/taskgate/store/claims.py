@@ -46,6 +46,21 @@ class AssignInstances(Protocol):
     def __call__(self, claimed: Sequence[Task], /) -> Sequence[str | None]: ...
 
 
+class Pinning(Protocol):
+    """Where the tasks pinned to one instance may run in a claim (taskgate.models.Task
+    ``pinned_instance``). Runs INSIDE the claim's transaction, after its plan, like
+    :class:`ClaimPlan`."""
+
+    def rooms(self) -> Mapping[str, int]:
+        """Every instance of the route: the calls it may start now, as the plan saw them."""
+        ...
+
+    @property
+    def since(self) -> float:
+        """When the worker last read the route's instances."""
+        ...
+
+
 class Claims:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -63,6 +78,7 @@ class Claims:
         worker: str,
         lease: float,
         limits: Mapping[str, RateLimit] | None = None,
+        pinning: Pinning | None = None,
     ) -> list[Task]:
         """Claim tasks of one route for ``worker``, in one transaction that holds the route's
         lock, so that no two workers' claims on a route interleave and its capacity and rate
@@ -73,11 +89,16 @@ class Claims:
         the instance ``assign`` picks for it (None: keep the one it has, as a resumed backend
         job does), and take one request from the bucket of each instance picked. A route an
         admin paused gives nothing.
+
+        A task pinned to one instance is taken only within that instance's room as
+        ``pinning`` sees it (without ``pinning``, never), and fails if that instance has
+        left the route.
         """
-        claimed = await self._db.write(
-            self._claim_in, route, plan, assign, worker, lease, limits or {}
+        claimed, failed = await self._db.write(
+            self._claim_in, route, plan, assign, worker, lease, limits or {}, pinning
         )
         self._db.observer.claimed(claimed)
+        self._db.tell_ended(failed)
         return claimed
 
     def _claim_in(
@@ -89,17 +110,27 @@ class Claims:
         worker: str,
         lease: float,
         limits: Mapping[str, RateLimit],
-    ) -> list[Task]:
+        pinning: Pinning | None,
+    ) -> tuple[list[Task], list[Task]]:
         now = time.time()
         if self._db.dialect == "postgresql":
             conn.execute(ops.ROUTE_LOCK, {"lock_route": route})
         if control.is_paused(conn, route):  # an admin paused it: its tasks wait
-            return []
+            return [], []
         busy = dict(ops.tuples_with(conn, ops.BUSY, {"b_route": route, "b_now": now}))
         buckets = rate_buckets.load(conn, route, limits, now)
         allowed = {name: b.allowed(*limits[name]) for name, b in buckets.items()}
+        wants = plan(busy, allowed)
+        rooms, failed = self._pinned_rooms(conn, route, pinning, now)
         claimed: list[Task] = []
-        for priority, want in plan(busy, allowed).items():
+        for priority, want in wants.items():
+            for pin, room in rooms.items():  # those that can run on one instance first
+                if want > 0 and room > 0:
+                    got = self._take(
+                        conn, route, priority, min(want, room), worker, now, lease, pin
+                    )
+                    rooms[pin], want = room - len(got), want - len(got)
+                    claimed += got
             if want > 0:
                 claimed += self._take(conn, route, priority, want, worker, now, lease)
         picks = assign(claimed)
@@ -108,10 +139,31 @@ class Claims:
             conn.execute(ops.SET_INSTANCE, chosen)
         if buckets:
             rate_buckets.take(conn, route, buckets, limits, picks)
-        return [
+        claimed = [
             dataclasses.replace(t, instance=i) if i else t
             for t, i in zip(claimed, picks, strict=True)
         ]
+        return claimed, failed
+
+    def _pinned_rooms(
+        self, conn: Conn, route: str, pinning: Pinning | None, now: float
+    ) -> tuple[dict[str, int], list[Task]]:
+        """The room of each instance that waiting tasks are pinned to (none: the common case,
+        one probe of an index empty but for pinned tasks), and the tasks failed because the
+        instance they are pinned to has left the route."""
+        if pinning is None:
+            return {}, []
+        pins = [name for (name,) in ops.tuples_with(conn, ops.PINNED_WAITING, {"p_route": route})]
+        if not pins:
+            return {}, []
+        rooms = pinning.rooms()
+        failed = [
+            t
+            for name in pins
+            if name not in rooms
+            for t in ops.fail_pinned_to_gone(conn, route, name, pinning.since, now)
+        ]
+        return {name: rooms[name] for name in pins if name in rooms}, failed
 
     def _take(
         self,
@@ -122,9 +174,11 @@ class Claims:
         worker: str,
         now: float,
         lease: float,
+        pin: str | None = None,
     ) -> list[Task]:
-        """Move up to ``want`` due tasks of one lane to PROCESSING under ``worker``'s lease;
-        return them in claim order."""
+        """Move up to ``want`` due tasks of one lane to PROCESSING under ``worker``'s lease
+        (those free to run anywhere, or those pinned to instance ``pin``); return them in
+        claim order."""
         values = {
             "lane_route": route,
             "lane_priority": int(priority),
@@ -133,7 +187,10 @@ class Claims:
             "c_now": now,
             "c_lease_until": now + lease,
         }
-        rows = ops.rows_with(conn, self._claim_stmt, values)
+        if pin is None:
+            rows = ops.rows_with(conn, self._claim_stmt, values)
+        else:
+            rows = ops.rows_with(conn, self._claim_pinned_stmt, {**values, "c_pin": pin})
         return sorted((Task.from_row(r) for r in rows), key=lambda t: (t.fair_seq, t.id))
 
     @functools.cached_property
@@ -141,6 +198,11 @@ class Claims:
         """The claim, built once (with bound parameters) for this store's database: building
         a statement costs more than running it on SQLite."""
         return ops.claim_statement(skip_locked=self._db.dialect == "postgresql")
+
+    @functools.cached_property
+    def _claim_pinned_stmt(self) -> sa.Executable:
+        """The claim of the tasks pinned to one instance (``:c_pin``)."""
+        return ops.claim_statement(skip_locked=self._db.dialect == "postgresql", pinned=True)
 
     async def renew(self, ids: Iterable[str], worker: str, lease: float) -> set[str]:
         """Extend the leases ``worker`` still holds; return the ids it still holds."""

@@ -124,14 +124,17 @@ def fair_seqs(conn: Conn, batch: Sequence[InLane]) -> list[int]:
     return out
 
 
-def claim_statement(skip_locked: bool) -> sa.Executable:
+def claim_statement(skip_locked: bool, pinned: bool = False) -> sa.Executable:
     """Move up to ``:c_limit`` due tasks of one lane (``:lane_route``, ``:lane_priority``) to
-    PROCESSING under ``:c_worker``'s lease (until ``:c_lease_until``), as of ``:c_now``."""
+    PROCESSING under ``:c_worker``'s lease (until ``:c_lease_until``), as of ``:c_now``:
+    tasks free to run on any instance or, with ``pinned``, those pinned to ``:c_pin``."""
     now = sa.bindparam("c_now", type_=sa.Float)
+    pin = tasks.c.pinned_instance
     pick = (
         sa.select(tasks.c.id)
         .where(
             *_LANE,
+            pin == sa.bindparam("c_pin") if pinned else pin.is_(None),
             tasks.c.run_after <= now,
             sa.or_(tasks.c.deadline.is_(None), tasks.c.deadline > now),
         )
@@ -159,6 +162,50 @@ def claim_statement(skip_locked: bool) -> sa.Executable:
         )
         .returning(*tasks.c)
     )
+
+
+# The instances that tasks of a route waiting in the queue are pinned to (ix_tasks_pinned:
+# empty but for such tasks, so this costs a claim next to nothing when there are none)
+PINNED_WAITING = (
+    sa.select(tasks.c.pinned_instance)
+    .where(
+        tasks.c.status == PENDING,
+        tasks.c.route == sa.bindparam("p_route"),
+        tasks.c.pinned_instance.is_not(None),
+    )
+    .distinct()
+)
+
+
+def fail_pinned_to_gone(
+    conn: Conn, route: str, instance: str, before: float, now: float
+) -> list[Task]:
+    """Fail the tasks waiting for ``instance``, which is no longer on ``route``: those
+    submitted ``before`` the worker last read the route's instances (a later one was pinned
+    by a gateway that knows an instance this worker does not yet)."""
+    message = (
+        f"the backend instance {instance!r} this task must run on (the host of its "
+        f"model_spec.endpoint) is no longer on route {route!r}"
+    )
+    stmt = (
+        tasks.update()
+        .where(
+            tasks.c.status == PENDING,
+            tasks.c.route == route,
+            tasks.c.pinned_instance == instance,
+            tasks.c.created_at < before,
+        )
+        .values(
+            status=Status.FAILED.value,
+            error={"type": "instance_gone", "message": message},
+            finished_at=now,
+            updated_at=now,
+        )
+        .returning(*tasks.c)
+    )
+    failed = [Task.from_row(r) for r in rows(conn, stmt)]
+    add_deliveries(conn, failed, now)
+    return failed
 
 
 # Claims on one route take this lock (PostgreSQL; SQLite serialises writers anyway)

@@ -32,6 +32,7 @@ FINISHED = text("finished_at IS NOT NULL")
 LOOSE = text("task_id IS NULL")
 IN_BATCH = text("batch_id IS NOT NULL")
 LABELLED = text("label IS NOT NULL")
+PINNED = text("status = 'PENDING' AND pinned_instance IS NOT NULL")
 
 tasks = Table(
     "tasks",
@@ -68,6 +69,8 @@ tasks = Table(
     Column("request_hash", String(64)),
     Column("worker", String(64)),
     Column("instance", String(100)),
+    # the only instance it may run on (an AIFlow client's endpoint, allowed by the admin)
+    Column("pinned_instance", String(100)),
     Column("lease_until", Float),
     Column("claimed_at", Float),
     Column("created_at", Float, nullable=False),
@@ -103,6 +106,14 @@ tasks = Table(
         "ix_tasks_busy", "route", "instance", sqlite_where=PROCESSING, postgresql_where=PROCESSING
     ),
     Index("ix_tasks_deadline", "deadline", sqlite_where=PENDING, postgresql_where=PENDING),
+    # pinned tasks waiting: empty but for them, so a claim's look for any is a cheap probe
+    Index(
+        "ix_tasks_pinned",
+        "route",
+        "pinned_instance",
+        sqlite_where=PINNED,
+        postgresql_where=PINNED,
+    ),
     Index("ix_tasks_tenant_id", "tenant", "id"),
     # most tasks are in no batch and have no label: they have no entry to write
     Index("ix_tasks_batch", "batch_id", sqlite_where=IN_BATCH, postgresql_where=IN_BATCH),

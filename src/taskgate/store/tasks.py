@@ -177,6 +177,7 @@ def _new_row(new: NewTask, seq: int, now: float) -> dict[str, Any]:
         "trace": new.trace,
         "worker": None,
         "instance": None,
+        "pinned_instance": new.pinned_instance,
         "lease_until": None,
         "claimed_at": None,
         "created_at": now,
