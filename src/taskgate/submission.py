@@ -40,6 +40,7 @@ class Submission:
     conversation_id: str | None = None  # a chat turn of this conversation (of the tenant)
     webhook_url: str | None = None
     label: str | None = None  # the client's own tag, e.g. the Volcengine AI Server's user_id
+    api: str | None = None  # the API it came through (None: taskgate's own), kept on the task
 
 
 def checked_route(routing: Routing, sub: Submission, model: str) -> Route:
@@ -83,6 +84,7 @@ def new_task(
         conversation_id=sub.conversation_id,
         webhook_url=sub.webhook_url if batch_id is None else None,  # a batch's: one event
         label=sub.label,
+        api=sub.api,
         trace=current_trace(),  # the request's span, with tracing on: its attempts join it
         quotas=quotas,
     )
