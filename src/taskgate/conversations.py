@@ -34,14 +34,25 @@ class Conversations:
         self.routing = routing
         self.request_files = request_files
 
-    async def create(self, key: ApiKey, title: str = "") -> Conversation:
-        return await self.store.conversations.create(key.tenant, title)
+    async def create(self, key: ApiKey, title: str = "", api: str | None = None) -> Conversation:
+        """A new conversation of the key's tenant, started through ``api`` (None: taskgate's
+        own), whose history then answers in that API's shape."""
+        return await self.store.conversations.create(key.tenant, title, api)
 
     async def get(self, key: ApiKey, conversation_id: str) -> tuple[Conversation, list[Message]]:
         c = await self.store.conversations.get(conversation_id, key.scope)
         if c is None:
             raise NotFound(f"no conversation {conversation_id!r}")
         return c, await self.store.conversations.messages(c.id)
+
+    async def latest(self, key: ApiKey, api: str | None, limit: int) -> list[Conversation]:
+        """Up to ``limit`` conversations the key may see that ``api`` started, the latest
+        changed first."""
+        return await self.store.conversations.latest(key.scope, api, limit)
+
+    async def tasks(self, conversation: Conversation) -> list[Task]:
+        """The kept tasks of a conversation (read with :meth:`get`), oldest first."""
+        return await self.store.conversations.tasks(conversation.id)
 
     async def page(self, key: ApiKey, before_id: str | None, limit: int) -> list[Conversation]:
         """Up to ``limit`` conversations the key may see, the newest first, each older than

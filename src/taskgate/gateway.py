@@ -157,9 +157,10 @@ class Gateway:
         attempts = await self.store.tasks.history(task.id)
         return timeline(task, attempts, await self.store.task_logs.of(task.id, TIMELINE_LIMIT))
 
-    async def batch_view(self, batch: Batch, tasks: list[Task]) -> dict[str, Any]:
-        """The batch as the native API shows it, with its webhook's deliveries."""
-        out = batch_json(batch, tasks)
+    async def batch_view(self, batch: Batch, tasks: list[Task], base: str = "") -> dict[str, Any]:
+        """The batch as the native API shows it, with its webhook's deliveries (``base``:
+        the server's URL, for absolute links to images)."""
+        out = batch_json(batch, tasks, base)
         if batch.webhook_url:
             out["webhook"] = await self.webhooks.view(batch.webhook_url, batch_id=batch.id)
         return out

@@ -46,7 +46,7 @@ def with_history(value: Any, history: list[Message], model: str, conf: Conversat
 
 def context(history: list[Message], model: str, conf: ConversationSettings) -> list[dict[str, Any]]:
     """The last turns, as chat messages, within the configured bounds."""
-    turns = [_as_messages(turn, model) for turn in _turns(history)]
+    turns = [_as_messages(turn, model) for turn in grouped_turns(history)]
     kept: list[list[dict[str, Any]]] = []
     budget = conf.max_tokens * CHARS_PER_TOKEN
     for turn in reversed(turns[-conf.max_turns :] if conf.max_turns else []):
@@ -57,7 +57,7 @@ def context(history: list[Message], model: str, conf: ConversationSettings) -> l
     return [m for turn in kept for m in turn]
 
 
-def _turns(history: list[Message]) -> list[tuple[Message, list[Message]]]:
+def grouped_turns(history: list[Message]) -> list[tuple[Message, list[Message]]]:
     """Each user message with its answers: those that name it (an answer may come after
     later turns were sent), else, for answers kept without a turn, the turn before them."""
     turns: list[tuple[Message, list[Message]]] = []

@@ -142,6 +142,7 @@ class Task:
     turn_id: int | None = None  # the user message of the conversation this task answers
     webhook_url: str | None = None
     label: str | None = None  # the client's tag (e.g. Volcengine AI Server's user_id), not identity
+    api: str | None = None  # the API that made it (None: taskgate's own): the shape it answers in
     trace: str | None = None  # the W3C traceparent of the request that submitted it (tracing on)
     worker: str | None = None
     instance: str | None = None
@@ -207,6 +208,7 @@ class Conversation:
     title: str
     created_at: float
     updated_at: float
+    api: str | None = None  # the API that started it (None: taskgate's own), as Task.api
 
     @classmethod
     def from_row(cls, row: Any) -> Conversation:

@@ -43,6 +43,7 @@ class Submission:
     # the only instance of its route the task may run on (an AIFlow client's endpoint on a
     # host the administrator allows); None: any
     pinned_instance: str | None = None
+    api: str | None = None  # the API it came through (None: taskgate's own), kept on the task
 
 
 def checked_route(routing: Routing, sub: Submission, model: str) -> Route:
@@ -86,6 +87,7 @@ def new_task(
         conversation_id=sub.conversation_id,
         webhook_url=sub.webhook_url if batch_id is None else None,  # a batch's: one event
         label=sub.label,
+        api=sub.api,
         trace=current_trace(),  # the request's span, with tracing on: its attempts join it
         pinned_instance=sub.pinned_instance,
         quotas=quotas,

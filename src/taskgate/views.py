@@ -85,10 +85,12 @@ def _job_json(job: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def batch_json(batch: Batch, tasks: list[Task]) -> dict[str, Any]:
+def batch_json(batch: Batch, tasks: list[Task], base: str = "") -> dict[str, Any]:
     """A batch with a result per model, in the fields and values AI Task System's clients read
-    (``batch_id``, ``status`` such as ``PROCESSING``, ``results[{model_name, status (0, 1,
-    2), response_text, cost_time}]``), with taskgate's own fields beside them."""
+    (``batch_id``, ``status`` such as ``PROCESSING``, ``user_prompt``, ``created_at``,
+    ``results[{task_id, model_name, status (0, 1, 2, 3), response_text, error_msg,
+    cost_time}]``), with taskgate's own fields beside them. ``base`` (the server's URL) makes
+    the links to images in ``response_text`` absolute, for pages on other origins."""
     return {
         "id": batch.id,
         "batch_id": batch.id,
@@ -97,8 +99,9 @@ def batch_json(batch: Batch, tasks: list[Task]) -> dict[str, Any]:
         "first_wins": batch.first_wins,
         "created_at": iso(batch.created_at),
         "conversation_id": batch.conversation_id,
+        "user_prompt": prompt_text(tasks[0].input) if tasks else None,
         "task_ids": [t.id for t in tasks],
-        "results": [batch_result(t) for t in tasks],
+        "results": [batch_result(t, base) for t in tasks],
     }
 
 
@@ -109,28 +112,75 @@ def output_text(task: Task) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def batch_result(task: Task) -> dict[str, Any]:
+def response_text(task: Task, base: str = "") -> str | None:
+    """What AI Task System's clients show of an answer: its text, else its images as
+    Markdown (the page renders it), linked under ``base``."""
     text = output_text(task)
-    cost = (
-        round(task.finished_at - task.started_at, 3)
-        if task.finished_at is not None and task.started_at is not None
-        else None
-    )
+    if text is not None:
+        return text
+    files = task.result.get("files") if isinstance(task.result, dict) else None
+    links = [
+        f"![image]({base}{f['url']})"
+        for f in files or []
+        if isinstance(f, dict) and isinstance(f.get("url"), str)
+    ]
+    return "\n\n".join(links) or None
+
+
+def prompt_text(value: Any) -> str | None:
+    """The user's words in a task's input: a prompt string, ``{"prompt"}``, or the text of
+    the last message of ``{"messages"}`` (its text parts, when it has parts)."""
+    if isinstance(value, dict) and "prompt" in value:
+        value = value["prompt"]
+    elif isinstance(value, dict) and isinstance(value.get("messages"), list) and value["messages"]:
+        last = value["messages"][-1]
+        value = last.get("content") if isinstance(last, dict) else None
+    return content_text(value)
+
+
+def content_text(content: Any) -> str | None:
+    """A message's text: the string, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        ]
+        return "\n".join(texts)
+    return None
+
+
+def cost_time(task: Task) -> float | None:
+    """Seconds from its first start to its end, once it has ended."""
+    if task.finished_at is None or task.started_at is None:
+        return None
+    return round(task.finished_at - task.started_at, 3)
+
+
+def error_message(task: Task) -> str | None:
+    message = task.error.get("message") if isinstance(task.error, dict) else None
+    return message if isinstance(message, str) else None
+
+
+def batch_result(task: Task, base: str = "") -> dict[str, Any]:
     return {
         "task_id": task.id,
         "model_name": task.model,
         "status": result_code(task),
         "task_status": task.status.value,
-        "response_text": text,
-        "cost_time": cost,
+        "response_text": response_text(task, base),
+        "error_msg": error_message(task),
+        "cost_time": cost_time(task),
         "result": task.result,
         "error": task.error,
     }
 
 
 def result_code(task: Task) -> int:
-    """A batch result's status as AI Task System's clients read it: 0 while the task runs,
-    1 when it succeeded, 2 when it ended otherwise (``task_status`` says how)."""
-    if not task.terminal:
+    """A task's status as AI Task System's clients read it (its ``TaskStatus``): 0 waiting,
+    3 running, 1 succeeded, 2 ended otherwise (``task_status`` says how)."""
+    if task.status is Status.PENDING:
         return 0
+    if task.status is Status.PROCESSING:
+        return 3
     return 1 if task.status is Status.SUCCESS else 2

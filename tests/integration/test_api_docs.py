@@ -267,6 +267,21 @@ def test_answers_match_the_schemas_their_operations_declare(client: TestClient, 
     call("GET", "/v1/conversations", key, 200)
     call("DELETE", "/v1/conversations/{conversation_id}", key, 200, ids=ids)
 
+    # AI Task System's records answer in its shapes on the paths its API shares
+    bearer = {"authorization": f"Bearer {key}"}
+    sent = {"prompt": "hi", "model": "mock, mock2"}
+    turn = api.client.post("/v1/chat/completions", json=sent, headers=bearer).json()
+    ids = {"task_id": turn["task_ids"][0]}
+    seen = call("GET", "/v1/tasks/{task_id}", key, 200, ids=ids, params={"wait": 20})
+    assert seen["status"] == 1 and seen["response_text"] == "mock reply to: hi"
+    ids = {"conversation_id": turn["conversation_id"]}
+    told = call("GET", "/v1/conversations/{conversation_id}/history", key, 200, ids=ids)
+    assert [m["role"] for m in told][:2] == ["user", "assistant"]
+    listed = call("GET", "/v1/conversations", key, 200)
+    assert listed["conversations"][0]["conversation_id"] == turn["conversation_id"]
+    ids = {"batch_id": turn["batch_id"]}
+    assert call("GET", "/v1/batches/{batch_id}", key, 200, ids=ids)["user_prompt"] == "hi"
+
     call("POST", "/v1/files", key, 201, files={"file": ("a.txt", b"hello", "text/plain")})
     call("GET", "/v1/webhooks/secret", key, 200)
     call("POST", "/v1/webhooks/secret/rotate", key, 200)

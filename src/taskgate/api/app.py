@@ -257,7 +257,7 @@ async def _bootstrap_admin_key(db: store.SqlStore) -> None:
     print(
         "\ntaskgate: no admin key existed, so one was created. It is shown only this once:\n"
         f"\n    {secret}\n\n"
-        "Send it as 'Authorization: Bearer <key>'. Make tenant keys with\n"
+        "Send it as 'Authorization: Bearer KEY'. Make tenant keys with\n"
         "    taskgate keys create --tenant NAME\n",
         file=sys.stderr,
         flush=True,

@@ -110,7 +110,7 @@ def secret_from(request: Request) -> str:
     token = request.headers.get("x-api-key", "")
     if token:
         return token
-    raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    raise Unauthorized("missing API key: send it as 'Authorization: Bearer KEY'")
 
 
 async def caller(request: Request) -> ApiKey:

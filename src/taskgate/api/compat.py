@@ -89,6 +89,28 @@ def detail_error(status: int, message: str, error: dict[str, Any]) -> Response:
     return JSON({"detail": message, "error": error}, status_code=status)
 
 
+SHAPES = ("taskgate", "tasksystem")  # the values of ``?api=`` where two APIs share a path
+
+
+def shape_asked(value: str | None) -> str | None:
+    """The shape a client asked for with ``?api=`` on a path two APIs share (None: none
+    asked); another value is a 400."""
+    if value is not None and value not in SHAPES:
+        raise BadRequest("api must be taskgate or tasksystem", field="api")
+    return value
+
+
+def shape_of(origin: str | None) -> str:
+    """The shape a record answers in by default: that of the API that made it (taskgate's
+    own for the APIs without a shape of their own on these paths)."""
+    return origin if origin in SHAPES else "taskgate"
+
+
+def base_url(request: Request) -> str:
+    """The server's URL as the client reached it, without a trailing slash."""
+    return str(request.base_url).rstrip("/")
+
+
 def json_field(name: str, raw: str | None, default: Any = None) -> Any:
     """A form field that carries JSON (AIFlow's multipart form); its text is never echoed."""
     if raw is None or not raw.strip():

@@ -14,10 +14,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taskgate.api import schemas as out
+from taskgate.api import tasksystem_shapes
 from taskgate.api.auth import KeyRing, admin, caller, gateway
+from taskgate.api.compat import base_url, shape_asked, shape_of
 from taskgate.api.responses import JSON
 from taskgate.api.schemas import declare
 from taskgate.api.strict import StrictRoute, check_media_type, json_body
+from taskgate.api.tasksystem_shapes import TASKSYSTEM
 from taskgate.config import Limits
 from taskgate.errors import NotFound
 from taskgate.files import clean_type, file_json
@@ -158,15 +161,36 @@ async def submit_task_fast(request: Request) -> JSON:
 FAST_ROUTES = {("POST", "/v1/tasks"): submit_task_fast}
 
 
-@router.get("/v1/tasks/{task_id}", tags=["tasks"], responses=declare(200, out.TaskView, "The task"))
+API_SHAPE = Query(
+    None,
+    description="the shape of the answer: taskgate or tasksystem (AI Task System's); by "
+    "default that of the API that made the record",
+)
+
+
+@router.get(
+    "/v1/tasks/{task_id}",
+    tags=["tasks"],
+    responses=declare(200, out.TaskView | out.TaskSystemTask, "The task"),  # type: ignore[arg-type]
+)
 async def get_task(
     task_id: str,
+    request: Request,
     wait: float = Query(0, ge=0, le=300, description="long-poll up to this many seconds"),
+    api: str | None = API_SHAPE,
     key: ApiKey = Depends(caller),
     gw: Gateway = Depends(gateway),
 ) -> JSON:
-    """A task with its result, its attempts and, while it waits, its position in its queue."""
+    """A task with its result, its attempts and, while it waits, its position in its queue.
+
+    A task submitted through AI Task System's API answers in its shape (``task_id``,
+    ``status`` as its numbers: 0 waiting, 3 running, 1 succeeded, 2 ended otherwise,
+    ``prompt``, ``response_text``, ...); ``?api=taskgate`` or ``?api=tasksystem`` asks for
+    either shape of any task."""
+    asked = shape_asked(api)
     task = await gw.wait(key, task_id, wait) if wait else await gw.get(key, task_id)
+    if (asked or shape_of(task.api)) == TASKSYSTEM:
+        return JSON(tasksystem_shapes.task_json(task, base_url(request)))
     return JSON(await gw.view(task))
 
 
@@ -257,12 +281,27 @@ async def create_conversation(
 async def list_conversations(
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
     limit: int = Query(50, ge=1, le=500),
+    api: str | None = Query(
+        None, description="taskgate or tasksystem: only that API's part of the answer"
+    ),
     key: ApiKey = Depends(caller),
     gw: Gateway = Depends(gateway),
 ) -> JSON:
-    """The tenant's conversations, the newest first (without their messages)."""
-    page, next_cursor = keyset_page(await gw.conversations.page(key, cursor, limit + 1), limit)
-    return JSON({"data": [conversation_json(c) for c in page], "next_cursor": next_cursor})
+    """The tenant's conversations, the newest first (without their messages): ``data`` and
+    ``next_cursor``. Beside them, ``conversations`` lists those started through AI Task
+    System's API as its clients read them (``conversation_id``, ``title``, ``modified``),
+    the latest changed first, up to ``limit``. ``?api=taskgate`` or ``?api=tasksystem``
+    answers only that part."""
+    asked = shape_asked(api)
+    out: dict[str, Any] = {}
+    if asked != TASKSYSTEM:
+        found = await gw.conversations.page(key, cursor, limit + 1)
+        page, next_cursor = keyset_page(found, limit)
+        out |= {"data": [conversation_json(c) for c in page], "next_cursor": next_cursor}
+    if asked != "taskgate":
+        latest = await gw.conversations.latest(key, TASKSYSTEM, limit)
+        out["conversations"] = [tasksystem_shapes.conversation_entry(c) for c in latest]
+    return JSON(out)
 
 
 @router.get(
@@ -280,13 +319,27 @@ async def get_conversation(
 @router.get(
     "/v1/conversations/{conversation_id}/history",
     tags=["conversations"],
-    responses=declare(200, out.HistoryOut, "Its turns"),
+    responses=declare(200, out.HistoryOut | out.TaskSystemHistory, "Its turns"),  # type: ignore[arg-type]
 )
 async def conversation_history(
-    conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
+    conversation_id: str,
+    request: Request,
+    api: str | None = API_SHAPE,
+    key: ApiKey = Depends(caller),
+    gw: Gateway = Depends(gateway),
 ) -> JSON:
-    """The turns in order (AI Task System's path and shape: ``conversation_id``, ``history``)."""
+    """The turns in order: ``{conversation_id, history}``.
+
+    A conversation started through AI Task System's API answers as its server did: a list
+    of messages, task by task (the prompt as a ``user`` message with the URLs of its
+    ``files``, then the model's answer, or a placeholder with ``is_loading`` while it runs;
+    a failed task not at all). ``?api=taskgate`` or ``?api=tasksystem`` asks for either
+    shape of any conversation."""
+    asked = shape_asked(api)
     c, turns = await gw.conversations.get(key, conversation_id)
+    if (asked or shape_of(c.api)) == TASKSYSTEM:
+        base = base_url(request)
+        return JSON(await tasksystem_shapes.conversation_history(gw, key, c, turns, base))
     return JSON({"conversation_id": c.id, "history": [message_json(m) for m in turns]})
 
 
@@ -346,13 +399,16 @@ async def submit_batch(
 )
 async def get_batch(
     batch_id: str,
+    request: Request,
     wait: float = Query(0, ge=0, le=300, description="long-poll until every task has ended"),
     key: ApiKey = Depends(caller),
     gw: Gateway = Depends(gateway),
 ) -> JSON:
-    """A batch: its aggregate status and a result per model."""
+    """A batch: its aggregate status and a result per model, with the fields AI Task
+    System's clients read (``user_prompt``, ``results[{task_id, model_name, status,
+    response_text, error_msg, cost_time}]``, ``status`` there being its numbers)."""
     found = await gw.wait_batch(key, batch_id, wait) if wait else await gw.get_batch(key, batch_id)
-    return JSON(await gw.batch_view(*found))
+    return JSON(await gw.batch_view(*found, base=base_url(request)))
 
 
 @router.delete(

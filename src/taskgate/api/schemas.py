@@ -207,12 +207,16 @@ class TaskLogOut(Shape):
 # --- batches ---------------------------------------------------------------------------------
 
 
+AI_TASK_STATUS = "AI Task System's TaskStatus: 0 waiting, 3 running, 1 succeeded, 2 ended otherwise"
+
+
 class BatchResultOut(Shape):
     task_id: str
     model_name: str
-    status: Literal[0, 1, 2] = Field(description="0 running, 1 succeeded, 2 ended otherwise")
+    status: Literal[0, 1, 2, 3] = Field(description=AI_TASK_STATUS)
     task_status: Status
-    response_text: str | None
+    response_text: str | None = Field(description="its text, or its images as Markdown")
+    error_msg: str | None = Field(description="why it failed")
     cost_time: float | None = Field(description="seconds it ran")
     result: dict[str, Any] | None
     error: dict[str, Any] | None
@@ -226,6 +230,7 @@ class BatchOut(Shape):
     first_wins: bool
     created_at: Time
     conversation_id: str | None
+    user_prompt: str | None = Field(description="the text of its prompt")
     task_ids: list[str]
     results: list[BatchResultOut]
     webhook: WebhookOut | None = Field(None, description="when it has a webhook_url")
@@ -252,14 +257,60 @@ class ConversationOut(Shape):
     )
 
 
+class TaskSystemConversation(Shape):
+    """A conversation as AI Task System's clients list it."""
+
+    conversation_id: str
+    title: str
+    modified: Time = Field(description="when it last changed")
+
+
 class ConversationPage(Shape):
-    data: list[ConversationOut]
-    next_cursor: str | None
+    data: list[ConversationOut] = Field(description="the newest first (not with ?api=tasksystem)")
+    next_cursor: str | None = None
+    conversations: list[TaskSystemConversation] = Field(
+        default_factory=list,
+        description="those AI Task System's API started, the latest changed first "
+        "(not with ?api=taskgate)",
+    )
 
 
 class HistoryOut(Shape):
     conversation_id: str
     history: list[MessageOut]
+
+
+class TaskSystemMessage(Shape):
+    """One message of a history in AI Task System's shape."""
+
+    role: Literal["user", "assistant"]
+    content: str
+    model: str | None
+    files: list[str] = Field(default_factory=list, description="a user message's file URLs")
+    is_loading: bool = Field(False, description="a placeholder while the task runs")
+
+
+TaskSystemHistory = list[TaskSystemMessage]
+
+
+class TaskSystemTask(Shape):
+    """A task in AI Task System's shape (tasks submitted through its API, or ?api=tasksystem)."""
+
+    task_id: str
+    conversation_id: str | None
+    batch_id: str | None
+    status: Literal[0, 1, 2, 3] = Field(description=AI_TASK_STATUS)
+    task_status: Status
+    task_type: str = Field(description="TEXT, MULTIMODAL (a turn with files), IMAGE, ...")
+    prompt: str | None
+    model_name: str
+    model: str
+    response_text: str | None
+    result_url: str | None = Field(description="an image task's first image")
+    error_msg: str | None
+    cost_time: float | None = Field(description="seconds it ran")
+    created_at: Time
+    updated_at: Time
 
 
 class Deleted(Shape):

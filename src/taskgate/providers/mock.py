@@ -78,8 +78,15 @@ def prompt_of(value: Any) -> str:
             return str(value["prompt"])
         if value.get("messages"):
             last = value["messages"][-1]
-            return str(last.get("content", "")) if isinstance(last, dict) else str(last)
+            return _text_of(last.get("content", "")) if isinstance(last, dict) else str(last)
     return str(value)
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: the string, or the text of its parts (its images are not text)."""
+    if isinstance(content, list):
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and "text" in p)
+    return str(content)
 
 
 @register_provider("mock")

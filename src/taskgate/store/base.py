@@ -33,6 +33,7 @@ class NewTask:
     turn_id: int | None = None
     webhook_url: str | None = None
     label: str | None = None
+    api: str | None = None  # the API that made it (None: taskgate's own)
     trace: str | None = None  # the W3C traceparent of the submitting request (tracing on)
     pinned_instance: str | None = None  # the only instance of its route it may run on
     quotas: tuple[Quota, ...] = ()  # the limits it is held to (taskgate.budgets): not stored

@@ -14,7 +14,7 @@ from taskgate.models import Batch, Conversation, Message, Task, new_id
 from taskgate.store import ops
 from taskgate.store.base import NewTask
 from taskgate.store.database import Conn, Database
-from taskgate.store.schema import batches, conversations, file_refs, messages
+from taskgate.store.schema import batches, conversations, file_refs, messages, tasks
 from taskgate.store.tasks import insert_in, inserted_tasks
 
 
@@ -22,9 +22,9 @@ class Conversations:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, tenant: str, title: str = "") -> Conversation:
+    async def create(self, tenant: str, title: str = "", api: str | None = None) -> Conversation:
         now = time.time()
-        c = Conversation(new_id(), tenant, title[:200], now, now)
+        c = Conversation(new_id(), tenant, title[:200], now, now, api)
         await self._db.write(ops.execute, conversations.insert(), [dataclasses.asdict(c)])
         return c
 
@@ -44,6 +44,22 @@ class Conversations:
         if before_id is not None:
             q = q.where(conversations.c.id < before_id)
         return [Conversation.from_row(r) for r in await self._db.read(ops.rows, q)]
+
+    async def latest(
+        self, tenant: str | None, api: str | None, limit: int = 20
+    ) -> list[Conversation]:
+        """Up to ``limit`` conversations started through ``api``, the latest changed first
+        (as AI Task System lists them)."""
+        q = sa.select(conversations).where(conversations.c.api == api)
+        if tenant is not None:
+            q = q.where(conversations.c.tenant == tenant)
+        q = q.order_by(conversations.c.updated_at.desc(), conversations.c.id.desc()).limit(limit)
+        return [Conversation.from_row(r) for r in await self._db.read(ops.rows, q)]
+
+    async def tasks(self, conversation_id: str) -> list[Task]:
+        """The tasks of the conversation's turns that are still kept, oldest first."""
+        q = sa.select(tasks).where(tasks.c.conversation_id == conversation_id).order_by(tasks.c.id)
+        return [Task.from_row(r) for r in await self._db.read(ops.rows, q)]
 
     async def delete(self, conversation_id: str, tenant: str | None) -> bool:
         """Delete a conversation and its messages (its tasks stay, as tasks). The files it

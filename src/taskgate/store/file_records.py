@@ -27,6 +27,15 @@ class FileRecords:
         rows = await self._db.read(ops.rows, q)
         return StoredFile(**rows[0]) if rows else None
 
+    async def some(self, file_ids: Sequence[str], tenant: str | None) -> dict[str, StoredFile]:
+        """The files of the tenant (None: any) among ``file_ids``, by id."""
+        if not file_ids:
+            return {}
+        q = sa.select(files).where(files.c.id.in_(sorted(set(file_ids))))
+        if tenant is not None:
+            q = q.where(files.c.tenant == tenant)
+        return {r["id"]: StoredFile(**r) for r in await self._db.read(ops.rows, q)}
+
     async def delete(self, file_ids: Sequence[str]) -> None:
         if file_ids:
             await self._db.write(ops.execute, files.delete().where(files.c.id.in_(file_ids)))

@@ -31,6 +31,7 @@ PROCESSING = text("status = 'PROCESSING'")
 FINISHED = text("finished_at IS NOT NULL")
 LOOSE = text("task_id IS NULL")
 IN_BATCH = text("batch_id IS NOT NULL")
+IN_CONVERSATION = text("conversation_id IS NOT NULL")
 LABELLED = text("label IS NOT NULL")
 PINNED = text("status = 'PENDING' AND pinned_instance IS NOT NULL")
 
@@ -58,6 +59,8 @@ tasks = Table(
     # the client's own tag (e.g. the Volcengine AI Server's user_id), not identity
     Column("label", String(200)),
     Column("trace", String(200)),  # the W3C trace context of the request (tracing on)
+    # the API that made it (NULL: taskgate's own; "tasksystem", ...): the shape it answers in
+    Column("api", String(32)),
     Column("attempts", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
     # times an admin ran it again after it ended (its webhook event ids count them)
@@ -117,6 +120,13 @@ tasks = Table(
     Index("ix_tasks_tenant_id", "tenant", "id"),
     # most tasks are in no batch and have no label: they have no entry to write
     Index("ix_tasks_batch", "batch_id", sqlite_where=IN_BATCH, postgresql_where=IN_BATCH),
+    # a conversation's tasks (AI Task System's history shows the running and failed ones)
+    Index(
+        "ix_tasks_conversation",
+        "conversation_id",
+        sqlite_where=IN_CONVERSATION,
+        postgresql_where=IN_CONVERSATION,
+    ),
     Index(
         "ix_tasks_tenant_label",
         "tenant",
@@ -208,7 +218,10 @@ conversations = Table(
     Column("title", String(200), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("api", String(32)),  # the API that started it (NULL: taskgate's own), as tasks.api
     Index("ix_conversations_tenant_id", "tenant", "id"),
+    # the latest changed first, as AI Task System's clients list them
+    Index("ix_conversations_tenant_updated", "tenant", "updated_at"),
 )
 
 messages = Table(

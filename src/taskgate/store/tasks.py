@@ -174,6 +174,7 @@ def _new_row(new: NewTask, seq: int, now: float) -> dict[str, Any]:
         "turn_id": new.turn_id,
         "webhook_url": new.webhook_url,
         "label": new.label,
+        "api": new.api,
         "trace": new.trace,
         "worker": None,
         "instance": None,

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0016"
 
 PINNED = sa.text("status = 'PENDING' AND pinned_instance IS NOT NULL")
 
