@@ -11,8 +11,10 @@ AIFlow answered, with taskgate's error object beside it under ``error``.
   ``gpt-image-1`` image_edit); ``model_spec.name`` picks the model, and so the route.
 - ``payload`` is the task's input; uploaded ``files`` are stored in taskgate's files and
   listed in it as ``files: [{"file_id"}]`` (the first also as ``image`` for image and video
-  kinds); ``inference_params`` are its params; ``callback.url`` is its webhook. Callback
-  ``headers`` are neither stored nor sent: deliveries are signed instead.
+  kinds); ``inference_params`` are its params; ``callback.url`` is its webhook, POSTed with
+  ``callback.headers`` (kept like secrets, never shown) beside taskgate's signature headers,
+  its body AIFlow's ``{task_id, status, result, error}`` beside taskgate's event
+  (taskgate.callbacks). Headers a client may not set are refused (400).
 - A client's ``model_spec.endpoint`` or ``api_key`` is refused (400): taskgate calls the
   backends its configuration names, with their keys. An administrator may list hosts in
   ``aiflow.client_endpoint_hosts``; an endpoint on such a host is then accepted when the
@@ -37,6 +39,8 @@ from taskgate.api.auth import caller, gateway
 from taskgate.api.compat import detail_error, json_field, route_class, with_absolute_urls
 from taskgate.api.responses import JSON
 from taskgate.api.schemas import DetailError, errors
+from taskgate.callbacks import AIFLOW, aiflow_result, aiflow_status, check_headers
+from taskgate.callbacks import Callback as CallbackOut
 from taskgate.config import AiflowTaskType, Route
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway
@@ -51,7 +55,6 @@ BUILTIN_TASK_TYPES = {
     "gpt-image-1": AiflowTaskType(kind="image_edit", model="gpt-image-1"),
 }
 IMAGE_INPUT_KINDS = frozenset({"image", "image_edit", "video"})
-HEADERS_NOTE = "; callback headers are not sent: deliveries carry X-Taskgate-Signature"
 
 
 router = APIRouter(
@@ -112,7 +115,16 @@ def plan(gw: Gateway, body: TaskIn) -> Submission:
         priority=Priority.parse(body.priority),
         webhook_url=body.callback.url if body.callback else None,
         label=body.task_type,
+        callback=callback_of(body.callback),
     )
+
+
+def callback_of(callback: Callback | None) -> CallbackOut | None:
+    """How the task's webhook is sent: in AIFlow's body shape, with the client's headers
+    (checked here, before anything is stored)."""
+    if callback is None:
+        return None
+    return CallbackOut(AIFLOW, check_headers(callback.headers))
 
 
 def check_client_endpoint(allowed: list[str], spec: ModelSpec, route: Route) -> None:
@@ -160,14 +172,13 @@ def with_files(sub: Submission, refs: list[dict[str, str]]) -> Submission:
     return dataclasses.replace(sub, input=data)
 
 
-async def _accept(gw: Gateway, key: ApiKey, sub: Submission, headers: bool) -> JSON:
+async def _accept(gw: Gateway, key: ApiKey, sub: Submission) -> JSON:
     task, _ = await gw.submit(key, sub)
-    message = "Task created successfully" + (HEADERS_NOTE if headers else "")
     body = {
         "task_id": task.id,
         "status": task.status.value,
         "created_at": iso(task.created_at),
-        "message": message,
+        "message": "Task created successfully",
     }
     return JSON(body, status_code=201)
 
@@ -178,7 +189,7 @@ async def create_task_json(
 ) -> JSON:
     """Queue a task from AIFlow's JSON request: ``{task_id, status, created_at, message}``."""
     sub = with_files(plan(gw, body), [])
-    return await _accept(gw, key, sub, bool(body.callback and body.callback.headers))
+    return await _accept(gw, key, sub)
 
 
 @router.post("/tasks_form", status_code=201)
@@ -211,9 +222,7 @@ async def create_task_form(
         for f in files or []:
             stored.append(await _store(request, key, f))
         refs = [{"file_id": file_id} for file_id in stored]
-        return await _accept(
-            gw, key, with_files(sub, refs), bool(body.callback and body.callback.headers)
-        )
+        return await _accept(gw, key, with_files(sub, refs))
 
 
 async def _store(request: Request, key: ApiKey, f: UploadFile) -> str:
@@ -227,18 +236,12 @@ async def _store(request: Request, key: ApiKey, f: UploadFile) -> str:
 # --- reading and cancelling -------------------------------------------------------------
 
 
-def status_of(task: Task) -> str:
-    return "FAILED" if task.status is Status.CANCELLED else task.status.value
+status_of = aiflow_status
 
 
 def result_of(request: Request, task: Task) -> dict[str, Any] | None:
     """AIFlow's ``result{output, model, timestamp}``, with taskgate's usage and files."""
-    if task.status is not Status.SUCCESS:
-        return None
-    stored = with_absolute_urls(request, task.result) or {}
-    out = {"output": stored.get("output"), "model": task.model, "timestamp": iso(task.finished_at)}
-    out.update({k: stored[k] for k in ("usage", "files") if stored.get(k)})
-    return out
+    return aiflow_result(task, with_absolute_urls(request, task.result))
 
 
 def task_view(request: Request, task: Task) -> dict[str, Any]:

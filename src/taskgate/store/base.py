@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskgate.budgets import Quota
+from taskgate.callbacks import Callback
 from taskgate.models import Priority, Status, Task
 
 
@@ -35,6 +36,7 @@ class NewTask:
     label: str | None = None
     trace: str | None = None  # the W3C traceparent of the submitting request (tracing on)
     quotas: tuple[Quota, ...] = ()  # the limits it is held to (taskgate.budgets): not stored
+    callback: Callback | None = None  # kept apart, in task_callbacks (taskgate.callbacks)
 
 
 @dataclass(frozen=True, slots=True)
