@@ -203,6 +203,20 @@ class WebhookSettings(_Model):
         )
 
 
+class MediaSettings(_Model):
+    """Media URLs from clients that taskgate itself downloads (for a backend that takes the
+    bytes, as OpenAI's image edits do), where a route allows them (option
+    ``client_media_urls``): at most ``max_download_bytes`` each (AIFlow's
+    ``MEDIA_MAX_DOWNLOAD_SIZE``), within ``download_timeout`` seconds (its
+    ``MEDIA_DOWNLOAD_TIMEOUT``), only to public addresses unless ``allow_private`` is set or
+    ``allowed_hosts`` names the host or network (as for webhooks)."""
+
+    max_download_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    download_timeout: float = Field(60.0, gt=0)
+    allow_private: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+
 class RegistrationSettings(_Model):
     """Instances that join a route at run time (``POST /v1/routes/{name}/instances``; see
     ops/live.py). Every process rereads them from the store every ``reread_seconds``, at once
@@ -362,6 +376,7 @@ class Settings(_Model):
     scheduler: SchedulerSettings = SchedulerSettings()
     conversations: ConversationSettings = ConversationSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    media: MediaSettings = MediaSettings()
     aiflow: AiflowSettings = AiflowSettings()
     retention: RetentionSettings = RetentionSettings()
     prices: list[Price] = Field(default_factory=list)

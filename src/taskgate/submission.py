@@ -13,11 +13,12 @@ import orjson
 
 from taskgate import params
 from taskgate.budgets import Quota
+from taskgate.callbacks import Callback
 from taskgate.config import Route
 from taskgate.errors import BadRequest
 from taskgate.models import ApiKey, Priority
 from taskgate.ops.tracing import current_trace
-from taskgate.providers import lookup
+from taskgate.providers import lookup, media
 from taskgate.routing import Routing
 from taskgate.store import NewTask
 
@@ -44,13 +45,28 @@ class Submission:
     # host the administrator allows); None: any
     pinned_instance: str | None = None
     api: str | None = None  # the API it came through (None: taskgate's own), kept on the task
+    callback: Callback | None = None  # how its webhook is sent (AIFlow's callback headers)
 
 
 def checked_route(routing: Routing, sub: Submission, model: str) -> Route:
-    """The route of ``model``, once the submission's params suit its provider."""
+    """The route of ``model``, once the submission's params suit its provider and its
+    input names media URLs only if the route takes them."""
     route = routing.route_for(sub.kind, model)
     params.check(sub.params, lookup(route.provider).param_bounds)
+    check_media_urls(route, sub, model)
     return route
+
+
+def check_media_urls(route: Route, sub: Submission, model: str) -> None:
+    """Refuse, now rather than when the task runs, an input naming media by http(s) URL on
+    a route that does not take clients' URLs (option ``client_media_urls``)."""
+    if media.client_media_urls(sub.input, sub.kind) and not media.allows_client_urls(route):
+        raise BadRequest(
+            f"media URLs (http or https) are not accepted for model {model!r}: upload the"
+            " file and give its file_id (POST /v1/files, or the API's own upload), or send"
+            " it inline as a base64 data: URI",
+            field="input",
+        )
 
 
 def new_task(
@@ -86,6 +102,7 @@ def new_task(
         batch_id=batch_id,
         conversation_id=sub.conversation_id,
         webhook_url=sub.webhook_url if batch_id is None else None,  # a batch's: one event
+        callback=sub.callback if batch_id is None else None,
         label=sub.label,
         api=sub.api,
         trace=current_trace(),  # the request's span, with tracing on: its attempts join it

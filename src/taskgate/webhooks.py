@@ -11,6 +11,9 @@ dedupes on ``X-Taskgate-Event-Id``.
 It wakes when this process ends a task that may have a webhook, and looks at least every
 ``poll_interval`` anyway (a task cancelled through another process, a retry falling due).
 
+A task whose client named headers for its callback (AIFlow's ``callback.headers``,
+taskgate.callbacks) has them sent with each attempt, beside taskgate's own.
+
 Signature: ``X-Taskgate-Signature: v1=<hex HMAC-SHA256 of "{timestamp}.{body}">`` keyed with
 the tenant's secret, ``X-Taskgate-Timestamp`` the Unix time of the attempt (see
 :func:`taskgate.client.verify_webhook`).
@@ -30,7 +33,7 @@ from collections.abc import Sequence
 import aiohttp
 import orjson
 
-from taskgate import netguard, policy
+from taskgate import callbacks, netguard, policy
 from taskgate.config import WebhookSettings
 from taskgate.models import Task
 from taskgate.store import SqlStore
@@ -152,7 +155,8 @@ class Deliverer:
         """One attempt: (HTTP status or None, error text or None, Retry-After seconds)."""
         body = orjson.dumps(d.payload)
         secret = await self.store.outbox.secret(d.tenant)
-        headers = signed_headers(d.event_id, secret, body, time.time())
+        signed = signed_headers(d.event_id, secret, body, time.time())
+        headers = callbacks.sent_headers(d.headers, signed)  # a client's (AIFlow's callback)
         try:
             self.guard.check_literal(self.guard.parse(d.url))
             async with self._client().post(

@@ -249,8 +249,8 @@ async def test_a_prompt_with_images_and_native_base64(
 @pytest.mark.parametrize(
     ("image", "needle"),
     [
-        ("https://example.com/cat.png", "uploaded file. or a data: URI"),
-        (" HTTP://example.com/cat.png", "uploaded file. or a data: URI"),
+        ("https://example.com/cat.png", "media URLs from clients are refused"),
+        (" HTTP://example.com/cat.png", "media URLs from clients are refused"),
         ("file:///etc/passwd", "not 'file:///etc/passwd'"),
         ("//example.com/cat.png", "not '//example.com/cat.png'"),
         ({"file_id": "missing"}, "no file 'missing'"),

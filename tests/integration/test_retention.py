@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from taskgate.callbacks import AIFLOW, Callback
 from taskgate.config import RetentionSettings
 from taskgate.files import Files, LocalBlobs, file_json
 from taskgate.models import Batch, Priority, Status, StoredFile, Task, new_id
@@ -30,6 +31,7 @@ from taskgate.store.schema import (
     file_refs,
     files,
     messages,
+    task_callbacks,
     task_logs,
     tasks,
     webhook_deliveries,
@@ -197,6 +199,22 @@ async def test_a_purge_removes_what_ended_before_the_cutoff_and_nothing_newer(w:
     assert await count(w, attempts, attempts.c.task_id == new.id) == 1
     assert await count(w, webhook_deliveries, webhook_deliveries.c.task_id == new.id) == 1
     assert [await exists(w, f) for f in [*new_out, fresh]] == [True, True]
+
+
+async def test_a_tasks_callback_headers_go_with_the_task(w: World) -> None:
+    def callback(secret: str) -> dict[str, Any]:
+        return {
+            "webhook_url": "https://hooks.example/t",
+            "callback": Callback(AIFLOW, {"X-K": secret}),
+        }
+
+    old, _ = await ended(w, **callback("old"))
+    new, _ = await ended(w, **callback("new"))
+    await age(w, OLD, [old])
+    purged = await w.purger().purge(scopes(RetentionSettings(), time.time()))
+    assert purged.tasks == 1
+    assert await count(w, task_callbacks, task_callbacks.c.task_id == old.id) == 0
+    assert await count(w, task_callbacks, task_callbacks.c.task_id == new.id) == 1
 
 
 async def test_files_a_kept_task_names_are_kept_until_it_goes(w: World) -> None:

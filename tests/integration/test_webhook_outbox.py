@@ -10,9 +10,11 @@ import dataclasses
 import time
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
+from taskgate.callbacks import AIFLOW, Callback
 from taskgate.models import Batch, Status, Task, new_id
 from taskgate.store import SqlStore
 from taskgate.store.outbox import DELIVERED, FAILED, PENDING, Delivery, add_deliveries
@@ -75,6 +77,41 @@ async def test_cancelling_queues_the_event_once(store: SqlStore) -> None:
     await store.tasks.cancel(task.id, "t1")  # already ended: nothing new
     [d] = await deliveries(store)
     assert d.payload["data"]["status"] == "CANCELLED" and d.task_id == task.id
+
+
+async def test_a_callbacks_headers_and_aiflow_fields_go_on_its_deliveries_only(
+    store: SqlStore,
+) -> None:
+    secret = "Bearer cb-7d1e5a"
+    cb = Callback(AIFLOW, {"Authorization": secret, "X-Trace": "t-1"})
+    done = await claim_only(store, await add_one(store, webhook_url=URL, callback=cb))
+    written = await store.claims.finish(outcome(done))
+    assert written is not None and secret not in orjson.dumps(task_json(written)).decode()
+    cancelled = await add_one(store, webhook_url=URL, callback=Callback(AIFLOW))
+    await store.tasks.cancel(cancelled.id, "t1")
+    plain = await claim_only(store, await add_one(store, webhook_url=URL))
+    await store.claims.finish(outcome(plain))
+
+    [d] = await store.outbox.of(task_id=done.id)
+    assert d.headers == cb.headers and secret not in repr(d)
+    assert secret not in orjson.dumps(d.payload).decode()
+    assert d.payload["data"] == task_json(written) and d.payload["type"] == "task.finished"
+    assert (d.payload["task_id"], d.payload["status"], d.payload["error"]) == (
+        done.id,
+        "SUCCESS",
+        None,
+    )
+    assert d.payload["result"]["model"] == done.model and d.payload["result"]["timestamp"]
+    [c] = await store.outbox.of(task_id=cancelled.id)
+    assert (c.headers, c.payload["status"], c.payload["error_type"]) == (
+        None,
+        "FAILED",
+        "cancelled",
+    )
+    [p] = await store.outbox.of(task_id=plain.id)
+    assert p.headers is None and "task_id" not in p.payload  # taskgate's event alone
+    claimed = {x.task_id: x.headers for x in await store.outbox.claim(10, 30)}
+    assert claimed == {done.id: cb.headers, cancelled.id: None, plain.id: None}
 
 
 async def test_sweep_timeouts_and_lost_tasks_out_of_attempts_queue_events(

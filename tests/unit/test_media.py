@@ -22,13 +22,31 @@ from taskgate.providers.media import (
 ROUTE = Route(name="r", models=["*"], provider="mock", instances=[Instance(name="i")])
 
 
-def call(files: dict[str, OutputFile]) -> Call:
+def call(files: dict[str, OutputFile], fetched: list[str] | None = None) -> Call:
+    """A call reading ``files``; a client's URL it downloads is noted in ``fetched``."""
+
     async def read(file_id: str) -> OutputFile:
         if file_id not in files:
             raise errors.InvalidInput(f"input file {file_id!r} not found")
         return files[file_id]
 
-    return Call("t", "image_edit", "m", None, {}, 1, ROUTE.instances[0], ROUTE, read_file=read)
+    async def fetch(url: str, what: str) -> OutputFile:
+        assert fetched is not None, "no download expected"
+        fetched.append(url)
+        return OutputFile(b"fetched", "image/png", f"{what}.png")
+
+    return Call(
+        "t",
+        "image_edit",
+        "m",
+        None,
+        {},
+        1,
+        ROUTE.instances[0],
+        ROUTE,
+        read_file=read,
+        fetch_url=fetch,
+    )
 
 
 async def test_a_file_reference_reads_the_tenants_file() -> None:
@@ -48,8 +66,20 @@ async def test_urls_pass_through_and_our_files_become_data_uris() -> None:
     )
     assert await input_url(allowed, "https://example.com/a.png") == "https://example.com/a.png"
     assert await input_url(c, {"file_id": "f1"}) == "data:image/png;base64,YWJj"
-    with pytest.raises(errors.InvalidInput, match="uploaded file"):
-        await input_bytes(c, "https://example.com/a.png")  # we do not fetch client URLs
+    with pytest.raises(errors.InvalidInput, match="media URLs from clients are refused"):
+        await input_bytes(c, "https://example.com/a.png")  # not downloaded either
+
+
+async def test_bytes_of_a_clients_url_are_downloaded_only_where_the_route_allows_it() -> None:
+    fetched: list[str] = []
+    allowed = dataclasses.replace(call({}, fetched), route=ALLOWING)
+    got = await input_bytes(allowed, " HTTPS://example.com/a.png", "image")
+    assert (got.data, fetched) == (b"fetched", ["https://example.com/a.png"])
+    with pytest.raises(errors.InvalidInput, match="media URLs from clients are refused"):
+        await input_bytes(call({}), "https://example.com/a.png", "image")
+    bare = Call("t", "image_edit", "m", None, {}, 1, ROUTE.instances[0], ALLOWING)
+    with pytest.raises(errors.InvalidInput, match="not downloaded here"):
+        await input_bytes(bare, "https://example.com/a.png", "image")
 
 
 def test_data_uris_round_trip_and_bad_ones_are_invalid_input() -> None:
@@ -104,17 +134,20 @@ ALLOWING = ROUTE.model_copy(update={"options": {"client_media_urls": True}})
 async def test_one_rule_for_the_urls_a_client_may_give(
     given: str, by_default: str | None, where_allowed: str | None
 ) -> None:
-    plain = call({})
+    fetched: list[str] = []
+    plain = call({}, fetched)
     allowing = dataclasses.replace(plain, route=ALLOWING)
     for c, expected in ((plain, by_default), (allowing, where_allowed)):
         if expected is None:
             with pytest.raises(errors.InvalidInput, match=r"^image: |^image must be"):
                 await input_url(c, given, "image")
+            with pytest.raises(errors.InvalidInput):
+                await input_bytes(c, given, "image")
         else:
             assert await input_url(c, given, "image") == expected
-    if by_default is None:  # bytes are never fetched from a client's URL
-        with pytest.raises(errors.InvalidInput):
-            await input_bytes(allowing, given, "image")
+            await input_bytes(c, given, "image")
+    # only an http(s) URL is downloaded (clean), and only where the route allows it
+    assert fetched == ([] if by_default is not None or where_allowed is None else [where_allowed])
 
 
 @pytest.mark.parametrize("url", ["HTTP://10.0.0.1/x.png", " http://h/x.png", "file:///etc/passwd"])

@@ -12,8 +12,10 @@ details}`` with the status AIFlow gives each code (api/aiflow_errors.py), plus F
   ``gpt-image-1`` image_edit); ``model_spec.name`` picks the model, and so the route.
 - ``payload`` is the task's input; uploaded ``files`` are stored in taskgate's files and
   listed in it as ``files: [{"file_id"}]`` (the first also as ``image`` for image and video
-  kinds); ``inference_params`` are its params; ``callback.url`` is its webhook. Callback
-  ``headers`` are neither stored nor sent: deliveries are signed instead.
+  kinds); ``inference_params`` are its params; ``callback.url`` is its webhook, POSTed with
+  ``callback.headers`` (kept like secrets, never shown) beside taskgate's signature headers,
+  its body AIFlow's ``{task_id, status, result, error}`` beside taskgate's event
+  (taskgate.callbacks). Headers a client may not set are refused (400).
 - A client's ``model_spec.endpoint`` and ``api_key`` (every AIFlow example sends them) are
   what ``aiflow.client_credentials`` says: ``ignore`` (the default) drops both, the task
   runs on its model's route and the answer's ``message`` says so; ``refuse`` answers 400;
@@ -41,6 +43,8 @@ from taskgate.api.auth import caller, gateway
 from taskgate.api.compat import answering_route, json_field, with_absolute_urls
 from taskgate.api.responses import JSON
 from taskgate.api.schemas import AiflowError, errors
+from taskgate.callbacks import AIFLOW, aiflow_result, aiflow_status, check_headers
+from taskgate.callbacks import Callback as CallbackOut
 from taskgate.config import AiflowSettings, AiflowTaskType, Instance, Route
 from taskgate.errors import BadRequest
 from taskgate.gateway import Gateway
@@ -55,7 +59,6 @@ BUILTIN_TASK_TYPES = {
     "gpt-image-1": AiflowTaskType(kind="image_edit", model="gpt-image-1"),
 }
 IMAGE_INPUT_KINDS = frozenset({"image", "image_edit", "video"})
-HEADERS_NOTE = "; callback headers are not sent: deliveries carry X-Taskgate-Signature"
 
 
 router = APIRouter(
@@ -117,7 +120,16 @@ def plan(gw: Gateway, body: TaskIn) -> Submission:
         webhook_url=body.callback.url if body.callback else None,
         label=body.task_type,
         pinned_instance=pinned,
+        callback=callback_of(body.callback),
     )
+
+
+def callback_of(callback: Callback | None) -> CallbackOut | None:
+    """How the task's webhook is sent: in AIFlow's body shape, with the client's headers
+    (checked here, before anything is stored)."""
+    if callback is None:
+        return None
+    return CallbackOut(AIFLOW, check_headers(callback.headers))
 
 
 def client_instance(conf: AiflowSettings, spec: ModelSpec, route: Route) -> str | None:
@@ -192,11 +204,9 @@ def with_files(sub: Submission, refs: list[dict[str, str]]) -> Submission:
     return dataclasses.replace(sub, input=data)
 
 
-async def _accept(
-    gw: Gateway, key: ApiKey, sub: Submission, headers: bool, ignored: list[str]
-) -> JSON:
+async def _accept(gw: Gateway, key: ApiKey, sub: Submission, ignored: list[str]) -> JSON:
     task, _ = await gw.submit(key, sub)
-    message = "Task created successfully" + (HEADERS_NOTE if headers else "")
+    message = "Task created successfully"
     if ignored:
         message += (
             f"; {' and '.join(ignored)} ignored: taskgate calls the backend its configuration"
@@ -206,7 +216,7 @@ async def _accept(
         "task_id": task.id,
         "status": task.status.value,
         "created_at": iso(task.created_at),
-        "message": message,
+        "message": "Task created successfully",
     }
     return JSON(body, status_code=201)
 
@@ -218,7 +228,7 @@ async def create_task_json(
     """Queue a task from AIFlow's JSON request: ``{task_id, status, created_at, message}``."""
     sub = with_files(plan(gw, body), [])
     ignored = ignored_fields(gw.settings.aiflow, body.model_spec)
-    return await _accept(gw, key, sub, bool(body.callback and body.callback.headers), ignored)
+    return await _accept(gw, key, sub, ignored)
 
 
 @router.post("/tasks_form", status_code=201)
@@ -251,9 +261,8 @@ async def create_task_form(
         for f in files or []:
             stored.append(await _store(request, key, f))
         refs = [{"file_id": file_id} for file_id in stored]
-        headers = bool(body.callback and body.callback.headers)
         ignored = ignored_fields(gw.settings.aiflow, body.model_spec)
-        return await _accept(gw, key, with_files(sub, refs), headers, ignored)
+        return await _accept(gw, key, with_files(sub, refs), ignored)
 
 
 async def _store(request: Request, key: ApiKey, f: UploadFile) -> str:
@@ -267,18 +276,12 @@ async def _store(request: Request, key: ApiKey, f: UploadFile) -> str:
 # --- reading and cancelling -------------------------------------------------------------
 
 
-def status_of(task: Task) -> str:
-    return "FAILED" if task.status is Status.CANCELLED else task.status.value
+status_of = aiflow_status
 
 
 def result_of(request: Request, task: Task) -> dict[str, Any] | None:
     """AIFlow's ``result{output, model, timestamp}``, with taskgate's usage and files."""
-    if task.status is not Status.SUCCESS:
-        return None
-    stored = with_absolute_urls(request, task.result) or {}
-    out = {"output": stored.get("output"), "model": task.model, "timestamp": iso(task.finished_at)}
-    out.update({k: stored[k] for k in ("usage", "files") if stored.get(k)})
-    return out
+    return aiflow_result(task, with_absolute_urls(request, task.result))
 
 
 def task_view(request: Request, task: Task) -> dict[str, Any]:

@@ -36,6 +36,7 @@ RESTART_ONLY = (
     "scheduler",
     "conversations",
     "webhooks",
+    "media",
     "plugins",
 )
 

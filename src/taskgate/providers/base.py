@@ -38,6 +38,10 @@ async def _no_files(file_id: str) -> OutputFile:
     raise errors.InvalidInput(f"file {file_id!r} cannot be read here")
 
 
+async def no_fetch(url: str, what: str) -> OutputFile:
+    raise errors.InvalidInput(f"{what}: media URLs are not downloaded here")
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     task_id: str
@@ -53,6 +57,10 @@ class Call:
     # The bytes of a file of the task's tenant, by id (inputs that reference uploads);
     # NotFound-style failures come back as errors.InvalidInput.
     read_file: Callable[[str], Awaitable[OutputFile]] = _no_files
+    # The bytes at a client's media URL (what it names, say "image"), downloaded within the
+    # limits of config ``media`` (providers/fetch.py), once the route allowed such URLs;
+    # failures come back as errors.InvalidInput.
+    fetch_url: Callable[[str, str], Awaitable[OutputFile]] = no_fetch
 
     def option(self, name: str, default: Any = None) -> Any:
         """An option of the instance, else of the route, else ``default``."""

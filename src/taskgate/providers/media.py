@@ -3,11 +3,14 @@ backend returns as base64 or as a URL (downloaded at once: a provider's URL may 
 it is never the only copy).
 
 An input file may be given as ``{"file_id": "..."}`` (a file of the task's tenant in
-taskgate's storage), a base64 ``data:`` URI, or, where the backend fetches it itself and the
-route allows it, an ``http(s)://`` URL; anything else a client writes as a URL is refused
-(:func:`client_url`, the one rule). Providers ask for the form their backend needs: bytes
-(multipart) or a URL (a data URI when the file is ours). In chat messages, a media part may
-name an uploaded file as ``{"type": "image_url", "image_url": {"file_id": ...}}``.
+taskgate's storage), a base64 ``data:`` URI, or, where the route allows it (option
+``client_media_urls``), an ``http(s)://`` URL; anything else a client writes as a URL is
+refused (:func:`client_url`, the one rule), and a URL on a route that does not allow it is
+refused at submit (:func:`client_media_urls` finds them). Providers ask for the form their
+backend needs: a URL (a data URI when the file is ours), or bytes (multipart), which taskgate
+downloads from a client's URL itself (``Call.fetch_url``, providers/fetch.py). In chat
+messages, a media part may name an uploaded file as
+``{"type": "image_url", "image_url": {"file_id": ...}}``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from taskgate import errors
+from taskgate.config import Route
 from taskgate.providers.base import Call, OutputFile
 
 
@@ -29,13 +33,18 @@ def is_file_ref(value: Any) -> bool:
 
 
 async def input_bytes(call: Call, ref: Any, what: str = "file") -> OutputFile:
-    """The bytes of an input file given by id or data URI (client URLs are never fetched)."""
+    """The bytes of an input file given by id, data URI or, where the route allows clients'
+    media URLs (:func:`client_url`), an http(s) URL downloaded now (``Call.fetch_url``)."""
     if is_file_ref(ref):
         return await call.read_file(ref["file_id"])
-    if isinstance(ref, str) and (uri := parse_client_url(ref, what)).startswith("data:"):
-        return from_data_uri(uri, what)
+    if isinstance(ref, str):
+        url = client_url(call, ref, what)
+        if url.startswith("data:"):
+            return from_data_uri(url, what)
+        return await call.fetch_url(url, what)  # the route allows it: download it now
     raise errors.InvalidInput(
-        f"{what} must be {{'file_id': ...}} (an uploaded file) or a data: URI"
+        f"{what} must be {{'file_id': ...}} (an uploaded file), a data: URI or, where the"
+        " route allows them, an http(s) URL"
     )
 
 
@@ -65,6 +74,59 @@ def client_url(call: Call, url: str, what: str) -> str:
             " (POST /v1/files) and give {'file_id': ...}, or a data: URI"
         )
     return url
+
+
+# Where an input names media: these keys (and the lists under them), a chat part's media
+# field, and the ``url`` of a media field given as an object.
+MEDIA_KEYS = frozenset(
+    {
+        "image",
+        "images",
+        "mask",
+        "masks",
+        "file",
+        "audio",
+        "video",
+        "first_frame",
+        "last_frame",
+        "reference_images",
+        "image_url",
+        "video_url",
+        "audio_url",
+    }
+)
+
+
+def client_media_urls(value: Any, kind: str) -> list[str]:
+    """The http(s) URLs an input names as media (the whole input, for a transcription,
+    may be its audio file): what a route must allow (option ``client_media_urls``)."""
+    found: list[str] = []
+
+    def walk(v: Any, media: bool) -> None:
+        if isinstance(v, str):
+            if media and _is_web_url(v):
+                found.append(v.strip())
+        elif isinstance(v, list):
+            for item in v:
+                walk(item, media)
+        elif isinstance(v, dict):
+            for key, item in v.items():
+                walk(item, key in MEDIA_KEYS or (media and key == "url"))
+
+    walk(value, kind == "transcription")
+    return found
+
+
+def _is_web_url(text: str) -> bool:
+    match = SCHEME.match(text.strip())
+    return match is not None and match.group(1).lower() in ("http", "https")
+
+
+def allows_client_urls(route: Route) -> bool:
+    """Whether every instance of the route takes clients' media URLs (its option
+    ``client_media_urls``, else the route's): a task may run on any of them."""
+    default = route.options.get("client_media_urls", False)
+    return all(i.options.get("client_media_urls", default) for i in route.instances)
 
 
 def parse_client_url(url: str, what: str) -> str:

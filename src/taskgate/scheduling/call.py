@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from taskgate import errors, policy
@@ -18,6 +18,7 @@ from taskgate.files import Files
 from taskgate.models import Status, Task
 from taskgate.ops.tracing import Tracing
 from taskgate.providers import Call, Job, OutputFile, Result, redact
+from taskgate.providers.base import no_fetch
 from taskgate.scheduling.announce import Announcer
 from taskgate.scheduling.jobs import BackendJobs
 from taskgate.scheduling.outcome import Endings
@@ -26,6 +27,8 @@ from taskgate.scheduling.state import Lane, Running
 from taskgate.store import SqlStore, task_logs
 
 log = logging.getLogger("taskgate.scheduler")
+
+Fetch = Callable[[str, str], Awaitable[OutputFile]]  # a client's media URL, what it is
 
 
 class Attempts:
@@ -40,6 +43,7 @@ class Attempts:
         wake: Callable[[], None],
         keep_traces: bool = False,
         tracing: Tracing | None = None,
+        fetch_url: Fetch = no_fetch,
     ) -> None:
         self.store = store
         self.files = files
@@ -50,6 +54,7 @@ class Attempts:
         self.wake = wake  # a slot came free: look for work
         self.keep_traces = keep_traces  # an unexpected error's traceback joins the task's log
         self.tracing = tracing  # None: tracing is off
+        self.fetch_url = fetch_url  # clients' media URLs (providers/fetch.py)
         self.running: dict[str, Running] = {}
 
     def start(self, lane: Lane, task: Task) -> None:
@@ -173,6 +178,7 @@ class Attempts:
                 instance, lambda data: self.announcer.publish(task, "progress", data=data)
             ),
             read_file=lambda file_id: self.read_file(task.tenant, file_id),
+            fetch_url=self.fetch_url,
         )
 
     async def read_file(self, tenant: str, file_id: str) -> OutputFile:

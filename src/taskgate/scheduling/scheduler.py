@@ -22,6 +22,7 @@ from taskgate.files import Files
 from taskgate.ops import tracing
 from taskgate.ops.reload import Changes
 from taskgate.ops.retention import Purger
+from taskgate.providers.fetch import MediaFetcher
 from taskgate.scheduling.announce import Announcer
 from taskgate.scheduling.call import Attempts
 from taskgate.scheduling.dispatch import Dispatcher
@@ -73,6 +74,7 @@ class Scheduler:
             self.dispatcher.due,
             prices=lambda: self.settings.prices,  # those in force at each ending
         )
+        self.media = MediaFetcher(settings.media)  # clients' media URLs, where routes allow
         self.attempts = Attempts(
             store,
             files,
@@ -83,6 +85,7 @@ class Scheduler:
             self.dispatcher.wake,
             keep_traces=settings.log_errors_to_store,
             tracing=tracing.from_settings(settings.tracing),
+            fetch_url=self.media.fetch,
         )
         self.leases = Leases(
             conf, store, self.attempts, announcer, self.worker_id, self.dispatcher.wake
@@ -141,6 +144,7 @@ class Scheduler:
         await self.reconfigurer.stop()
         for lane in self.lanes.values():
             await lane.provider.aclose()
+        await self.media.aclose()
         await self.presence.stopped()
 
     async def apply(self, settings: Settings, changes: Changes) -> None:

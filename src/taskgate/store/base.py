@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskgate.budgets import Quota
+from taskgate.callbacks import Callback
 from taskgate.models import Priority, Status, Task
 
 
@@ -37,6 +38,7 @@ class NewTask:
     trace: str | None = None  # the W3C traceparent of the submitting request (tracing on)
     pinned_instance: str | None = None  # the only instance of its route it may run on
     quotas: tuple[Quota, ...] = ()  # the limits it is held to (taskgate.budgets): not stored
+    callback: Callback | None = None  # kept apart, in task_callbacks (taskgate.callbacks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from taskgate import callbacks
+from taskgate.callbacks import Callback
 from taskgate.models import Batch, Task, new_id
 from taskgate.store import task_logs
 from taskgate.store.database import Database, dialect_insert, rows, scalar
-from taskgate.store.schema import batches, tasks, tenants, webhook_deliveries
+from taskgate.store.schema import batches, task_callbacks, tasks, tenants, webhook_deliveries
 from taskgate.views import batch_json, iso, task_json
 
 Conn = sa.Connection
@@ -46,6 +48,8 @@ class Delivery:
     updated_at: float
     last_status: int | None = None
     last_error: str | None = None
+    # headers the client asked to be sent (taskgate.callbacks): secrets, never shown or logged
+    headers: dict[str, str] | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_row(cls, row: Any) -> Delivery:
@@ -64,7 +68,12 @@ def _run_of(t: Task) -> str:
 
 
 def _row(
-    tenant: str, url: str, payload: dict[str, Any], now: float, **subject: Any
+    tenant: str,
+    url: str,
+    payload: dict[str, Any],
+    now: float,
+    headers: dict[str, str] | None = None,
+    **subject: Any,
 ) -> dict[str, Any]:
     return {
         "id": new_id("whd_"),
@@ -81,6 +90,7 @@ def _row(
         "last_error": None,
         "created_at": now,
         "updated_at": now,
+        "headers": headers or None,
     }
 
 
@@ -89,23 +99,33 @@ def add_deliveries(conn: Conn, ended: Sequence[Task], now: float) -> int:
     that names a URL, and one per batch with a URL whose last task this was. Returns how
     many were offered (one whose event id is already queued is dropped)."""
     finished = [t for t in ended if t.terminal]
-    deliveries = [
-        _row(
-            t.tenant,
-            t.webhook_url,
-            event("task.finished", _run_of(t), task_json(t), now),
-            now,
-            task_id=t.id,
-        )
-        for t in finished
-        if t.webhook_url
-    ]
+    hooked = [t for t in finished if t.webhook_url]
+    callbacks = _callbacks(conn, [t.id for t in hooked])
+    deliveries = [_task_row(t, callbacks.get(t.id), now) for t in hooked]
     deliveries += _batch_rows(conn, sorted({t.batch_id for t in finished if t.batch_id}), now)
     if deliveries:
         conn.execute(
             dialect_insert(conn, wd).on_conflict_do_nothing(index_elements=["event_id"]), deliveries
         )
     return len(deliveries)
+
+
+def _callbacks(conn: Conn, task_ids: list[str]) -> dict[str, Callback]:
+    """The callbacks of the tasks that have one (taskgate.callbacks), by task id."""
+    if not task_ids:
+        return {}
+    q = sa.select(task_callbacks).where(task_callbacks.c.task_id.in_(task_ids))
+    return {r.task_id: Callback(r.dialect, dict(r.headers or {})) for r in conn.execute(q).all()}
+
+
+def _task_row(t: Task, callback: Callback | None, now: float) -> dict[str, Any]:
+    """The delivery of a task's ending: taskgate's event (with the fields of the API the
+    task came through), and the headers its client asked for."""
+    payload = event("task.finished", _run_of(t), task_json(t), now)
+    if callback is None:
+        return _row(t.tenant, t.webhook_url or "", payload, now, task_id=t.id)
+    payload = callbacks.body(callback.dialect, t, payload)
+    return _row(t.tenant, t.webhook_url or "", payload, now, callback.headers, task_id=t.id)
 
 
 def _batch_rows(conn: Conn, batch_ids: list[str], now: float) -> list[dict[str, Any]]:

@@ -4,11 +4,12 @@ A purge has two steps, each run in batches until nothing is left (``taskgate.ops
 drives them):
 
 1. **Tasks** that ended before their tenant's cutoff go, with their attempts, log entries,
-   webhook deliveries and the batches they leave empty. The files they owned (their outputs)
-   become *loose*, like uploads: ``files.task_id`` is cleared. The files they named stop being
-   named by them (``file_refs``). A task of a conversation that is kept hands what it owned
-   and named to the conversation (``file_refs.conversation_id``): a conversation is its user's
-   history, kept until the user deletes it, and it shows those files.
+   callbacks (their clients' headers), webhook deliveries and the batches they leave empty.
+   The files they owned (their outputs) become *loose*, like uploads: ``files.task_id`` is
+   cleared. The files they named stop being named by them (``file_refs``). A task of a
+   conversation that is kept hands what it owned and named to the conversation
+   (``file_refs.conversation_id``): a conversation is its user's history, kept until the user
+   deletes it, and it shows those files.
 2. **Loose files** made before their tenant's cutoff that nothing names any more (no kept
    task, no conversation) go: their rows here, their bytes after (``Files.purge``).
 
@@ -36,6 +37,7 @@ from taskgate.store.schema import (
     conversations,
     file_refs,
     files,
+    task_callbacks,
     task_logs,
     tasks,
     webhook_deliveries,
@@ -115,6 +117,7 @@ def purge_tasks_in(conn: Conn, scope: Scope, limit: int) -> tuple[Purged, bool]:
         out.webhook_deliveries = _delete(
             conn, webhook_deliveries, webhook_deliveries.c.task_id.in_(ids)
         )
+        conn.execute(task_callbacks.delete().where(task_callbacks.c.task_id.in_(ids)))
         _hand_to_conversations(conn, {r.id: r.conversation_id for r in rows if r.conversation_id})
         conn.execute(file_refs.delete().where(file_refs.c.task_id.in_(ids)))
         conn.execute(files.update().where(files.c.task_id.in_(ids)).values(task_id=None))

@@ -255,9 +255,23 @@ webhook_deliveries = Table(
     Column("last_error", String(500)),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # headers a client asked to be sent (taskgate.callbacks): secrets, never shown
+    Column("headers", NullableJson),
     Index("ix_webhooks_due", "next_attempt_at", sqlite_where=PENDING, postgresql_where=PENDING),
     Index("ix_webhooks_task", "task_id"),
     Index("ix_webhooks_batch", "batch_id"),
+)
+
+# A task's callback beyond its webhook URL (taskgate.callbacks): the body shape of the API it
+# came through and the headers its client asked to be sent, kept apart from the task's
+# visible fields and removed with the task.
+task_callbacks = Table(
+    "task_callbacks",
+    metadata,
+    Column("task_id", String(40), primary_key=True),
+    Column("dialect", String(16)),
+    Column("headers", NullableJson),
+    Column("created_at", Float, nullable=False),
 )
 
 tenants = Table(

@@ -21,7 +21,7 @@ from taskgate.models import Attempt, Status, Task, new_id
 from taskgate.store import file_refs, listing, ops, usage
 from taskgate.store.base import NewTask, TaskFilter
 from taskgate.store.database import Conn, Database, scalar
-from taskgate.store.schema import attempts, tasks
+from taskgate.store.schema import attempts, task_callbacks, tasks
 
 PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
 Inserted = tuple[Task, bool] | BaseException  # the task and whether it is new, or the refusal
@@ -128,6 +128,7 @@ def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
     if rows:
         conn.execute(ops.ADD_TASKS, rows)
         file_refs.record_in(conn, rows)
+        _add_callbacks(conn, [n for _, n in fresh], rows, now)
     for (i, _), row in zip(fresh, rows, strict=True):
         results[i] = (Task.from_row(row), True)
     for i, first in repeats:
@@ -135,6 +136,24 @@ def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
         assert stored is not None
         results[i] = ops.replay(stored[0], batch[i]) if isinstance(stored, tuple) else stored
     return [r for r in results if r is not None]
+
+
+def _add_callbacks(
+    conn: Conn, news: Sequence[NewTask], rows: Sequence[dict[str, Any]], now: float
+) -> None:
+    """The callbacks of new tasks that have one, kept apart from the tasks' rows."""
+    found = [
+        {
+            "task_id": row["id"],
+            "dialect": n.callback.dialect,
+            "headers": n.callback.headers or None,
+            "created_at": now,
+        }
+        for n, row in zip(news, rows, strict=True)
+        if n.callback is not None
+    ]
+    if found:
+        conn.execute(task_callbacks.insert(), found)
 
 
 def inserted_tasks(results: Sequence[Inserted]) -> list[Task]:
