@@ -216,7 +216,7 @@ async def _accept(gw: Gateway, key: ApiKey, sub: Submission, ignored: list[str])
         "task_id": task.id,
         "status": task.status.value,
         "created_at": iso(task.created_at),
-        "message": "Task created successfully",
+        "message": message,
     }
     return JSON(body, status_code=201)
 
