@@ -29,6 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from taskgate.models import BUILTIN_KINDS, Priority
 
+# the first path segments of taskgate's own URLs, which static_dirs may not take
+RESERVED_PREFIXES = frozenset(
+    {"api", "docs", "files", "health", "metrics", "openai", "openapi.json", "ui", "v1"}
+)
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -372,6 +377,9 @@ class Settings(_Model):
     metrics: MetricsSettings = MetricsSettings()
     cors: CorsSettings = CorsSettings()
     auth: AuthSettings = AuthSettings()
+    # folders of static files served at URL prefixes ({"/chat": "/srv/ai-task-system/static"}):
+    # a client's own page (AI Task System's) from taskgate's origin, so it needs no CORS
+    static_dirs: dict[str, str] = Field(default_factory=dict)
     tracing: TracingSettings = TracingSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     conversations: ConversationSettings = ConversationSettings()
@@ -385,6 +393,20 @@ class Settings(_Model):
     routes: list[Route] = Field(default_factory=list)
     kinds: list[str] = Field(default_factory=lambda: list(BUILTIN_KINDS))
     plugins: list[str] = Field(default_factory=list)  # modules imported at start-up
+
+    @field_validator("static_dirs")
+    @classmethod
+    def _check_static_dirs(cls, v: dict[str, str]) -> dict[str, str]:
+        for prefix in v:
+            first = prefix.strip("/").split("/")[0]
+            if not prefix.startswith("/") or not first or prefix != prefix.rstrip("/"):
+                raise ValueError(f"static_dirs: {prefix!r} must be a path like /chat")
+            if first in RESERVED_PREFIXES:
+                taken = ", ".join(f"/{p}" for p in sorted(RESERVED_PREFIXES))
+                raise ValueError(f"static_dirs: {prefix!r} is taskgate's own ({taken})")
+            if not Path(v[prefix]).is_dir():
+                raise ValueError(f"static_dirs: {prefix!r}: no folder at {v[prefix]!r}")
+        return v
 
     @model_validator(mode="after")
     def _check_routes(self) -> Settings:

@@ -75,3 +75,17 @@ def test_the_page_chats_lists_its_history_and_shows_it_again_after_a_reload(
     page.reload()
     expect(page.locator(".message.user p")).to_have_text(["hello there", "and again"])
     expect(page.locator("#history li")).to_have_count(1)
+
+
+def test_the_page_served_by_taskgate_itself_needs_no_cors(page: Page, make_server: Any) -> None:
+    """AI Task System's page calls its own origin: with ``static_dirs`` taskgate serves it,
+    and the page works with no ``cors`` at all."""
+    server: Server = make_server(
+        [mock_route()], static_dirs={"/chat": str(HERE)}, auth={"anonymous_tenant": "local"}
+    )
+    server.start()
+    page.goto(f"{server.url}/chat/tasksystem_page.html")
+    page.fill("#prompt", "same origin")
+    page.click("#sendButton")
+    expect(page.locator(".message.assistant")).to_have_text(["mock: mock reply to: same origin"])
+    expect(page.locator("#history li")).to_have_text(["same origin"])

@@ -164,3 +164,28 @@ def test_packaged_default_serves_mock(tmp_path: Path) -> None:
 def test_unknown_priority_weight_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match="unknown priority"):
         load(tmp_path, {"scheduler": {"priority_weights": {"urgent": 5}}})
+
+
+@pytest.mark.parametrize(
+    ("prefix", "problem"),
+    [("/v1", "taskgate's own"), ("/ui/pages", "taskgate's own"), ("chat", "a path like")],
+)
+def test_static_dirs_may_not_take_taskgate_s_own_paths(
+    tmp_path: Path, prefix: str, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Settings(static_dirs={prefix: str(tmp_path)})
+
+
+def test_static_dirs_need_an_existing_folder(tmp_path: Path) -> None:
+    assert Settings(static_dirs={"/chat": str(tmp_path)}).static_dirs == {"/chat": str(tmp_path)}
+    with pytest.raises(ValueError, match="no folder at"):
+        Settings(static_dirs={"/chat": str(tmp_path / "missing")})
+
+
+def test_the_reserved_prefixes_cover_every_path_of_the_app() -> None:
+    from taskgate.api.app import create_app
+
+    app = create_app(Settings())
+    paths = [*app.openapi()["paths"], "/ui/static/x", "/docs", "/openapi.json"]
+    assert {p.strip("/").split("/")[0] for p in paths} <= config.RESERVED_PREFIXES

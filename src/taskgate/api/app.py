@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute, APIRouter
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -136,6 +137,8 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.mount("/ui/static", web.static_files(), name="ui-static")
+    for prefix, folder in settings.static_dirs.items():  # a client's own page, same origin
+        app.mount(prefix, StaticFiles(directory=folder, html=True), name=f"static:{prefix}")
     errors: dict[type[Exception], ErrorHandler] = {
         LoginNeeded: _login_needed,
         ApiError: _api_error,

@@ -24,6 +24,7 @@ RESTART_ONLY = (
     "max_body_bytes",
     "cors",
     "auth",
+    "static_dirs",
     "auth_cache_seconds",
     "log_level",
     "log_format",
