@@ -130,8 +130,12 @@ def test_the_002_image_example_needs_a_real_conversation_or_none(server: Server)
         assert c.get(f["url"]).content.startswith(b"\x89PNG")
         history = c.get(f"/v1/conversations/{made['conversation_id']}/history").json()["history"]
         assert history[0]["content"] == README_002_IMAGE["prompt"]  # the image was a turn
-        image_answer = {"files": [{"id": f["id"], "url": f["url"]}]}
-        assert any(m["content"] == image_answer for m in history if m["role"] == "assistant")
+        answers = [m["content"] for m in history if m["role"] == "assistant"]
+        linked = [a["files"] for a in answers if isinstance(a, dict)]
+        # the image answered a turn; its link, as every file link, is signed when read
+        signed = f"/v1/files/{f['id']}?expires="
+        assert any(x == [{"id": f["id"], "url": x[0]["url"]}] for x in linked)
+        assert any(x[0]["url"].startswith(signed) for x in linked)
 
 
 def test_refusals_leave_nothing_behind_and_stay_in_the_tenant(server: Server) -> None:
