@@ -281,6 +281,15 @@ class AuthSettings(_Model):
     anonymous_tenant: str | None = Field(None, min_length=1, max_length=64)
 
 
+class FileSettings(_Model):
+    """Links to stored files in answers (``/v1/files/{id}?expires=...&signature=...``) are
+    signed, so a browser or ``curl`` downloads them without a key, for ``url_lifetime``
+    seconds (up to a tenth more, at most a minute: see taskgate.files.signing). The
+    signing key is made once and kept in the store, shared by every process."""
+
+    url_lifetime: int = Field(3600, ge=1, le=7 * 86400)
+
+
 class MetricsSettings(_Model):
     """Prometheus metrics (``GET /metrics``). Scrapers usually send no key, so by default
     the API port serves them to anyone; ``require_key`` asks for an admin key there instead
@@ -361,6 +370,7 @@ class Settings(_Model):
     # S3 credentials (TASKGATE_FILES_KEY_ID, TASKGATE_FILES_SECRET); unset: botocore's own chain
     files_key_id: str | None = None
     files_secret: SecretStr | None = None
+    files: FileSettings = FileSettings()  # links to stored files
     # Cross-process events: unset means in-process on SQLite and LISTEN/NOTIFY on the store's
     # PostgreSQL; ``redis://...`` uses Redis pub/sub; ``memory://`` forces in-process.
     events_url: str | None = None

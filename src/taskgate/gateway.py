@@ -20,7 +20,7 @@ from taskgate.conversations import Conversations
 from taskgate.errors import BadRequest, NotFound
 from taskgate.events import Events
 from taskgate.events.topics import announce_cancelled, announce_queued, task_event
-from taskgate.files import Files
+from taskgate.files import FileLinks, Files
 from taskgate.models import ApiKey, Attempt, Batch, Status, Task, new_id
 from taskgate.ops.timeline import LIMIT as TIMELINE_LIMIT
 from taskgate.ops.timeline import timeline
@@ -44,11 +44,18 @@ WAIT_REREAD_SECONDS = 5.0
 
 class Gateway:
     def __init__(
-        self, settings: Settings, store: SqlStore, events: Events, files: Files | None = None
+        self,
+        settings: Settings,
+        store: SqlStore,
+        events: Events,
+        files: Files | None = None,
+        file_links: FileLinks | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.events = events
+        # every API's links to stored files (None: signed with a secret of this process only)
+        self.file_links = file_links or FileLinks.ephemeral(settings.files.url_lifetime)
         self.routing = Routing(settings)
         self.request_files = RequestFiles(files)
         self.webhooks = TenantWebhooks(settings.webhooks, store)
@@ -141,9 +148,15 @@ class Gateway:
             raise NotFound(f"no task {task_id!r}")
         return task
 
+    def task_json(self, task: Task) -> dict[str, Any]:
+        """The task as the native API lists it: its record, with signed links to its files."""
+        out = task_json(task)
+        out["result"] = self.file_links.result(task.result)
+        return out
+
     async def view(self, task: Task, *, history: bool = True) -> dict[str, Any]:
         """The task as the native API shows it."""
-        out = task_json(task)
+        out = self.task_json(task)
         if task.status is Status.PENDING:
             out["position"] = await self.store.tasks.position(task)
         if history:
@@ -157,10 +170,18 @@ class Gateway:
         attempts = await self.store.tasks.history(task.id)
         return timeline(task, attempts, await self.store.task_logs.of(task.id, TIMELINE_LIMIT))
 
+    def signed(self, task: Task) -> Task:
+        """The task with the links of its result's files signed (see files/signing.py)."""
+        return task.evolve(result=self.file_links.result(task.result))
+
+    def batch_json(self, batch: Batch, tasks: list[Task], base: str = "") -> dict[str, Any]:
+        """The batch with its results, with signed links to their files (``base``: the
+        server's URL, for absolute links to images in AI Task System's fields)."""
+        return batch_json(batch, [self.signed(t) for t in tasks], base)
+
     async def batch_view(self, batch: Batch, tasks: list[Task], base: str = "") -> dict[str, Any]:
-        """The batch as the native API shows it, with its webhook's deliveries (``base``:
-        the server's URL, for absolute links to images)."""
-        out = batch_json(batch, tasks, base)
+        """The batch as the native API shows it, with its webhook's deliveries."""
+        out = self.batch_json(batch, tasks, base)
         if batch.webhook_url:
             out["webhook"] = await self.webhooks.view(batch.webhook_url, batch_id=batch.id)
         return out

@@ -303,7 +303,7 @@ def test_the_readme_form_example_stores_its_file_and_the_task_reads_it(make_serv
         )
         assert task["result"]["output"]["input_sha256"] == hashlib.sha256(PNG).hexdigest()
         [out] = task["result"]["files"]
-        assert out["url"] == f"{server.url}/v1/files/{out['id']}"
+        assert out["url"].startswith(f"{server.url}/v1/files/{out['id']}?expires=")
         assert c.get(out["url"]).headers["content-type"] == "image/png"
 
         bad = {**form, "payload": "{not json"}

@@ -384,13 +384,14 @@ def test_image_outputs_are_stored_and_served_to_their_tenant_only(server: Server
         done = wait(ca, submit(ca, kind="image", input="a red fox")["id"])
         assert done["status"] == "SUCCESS"
         [f] = done["result"]["files"]
-        assert f["content_type"] == "image/png" and f["url"] == f"/v1/files/{f['id']}"
+        assert f["content_type"] == "image/png"
+        assert f["url"].startswith(f"/v1/files/{f['id']}?expires=")  # a signed link
         r = ca.get(f["url"])
         assert r.status_code == 200
         assert r.headers["content-type"] == "image/png"
         assert r.content.startswith(b"\x89PNG") and len(r.content) == f["size"]
         assert hashlib.sha256(r.content).hexdigest() == f["sha256"]
-        assert cb.get(f["url"]).status_code == 404
+        assert cb.get(f"/v1/files/{f['id']}").status_code == 404  # by key: its tenant's only
         assert ca.get("/v1/files/nosuchfile").status_code == 404
         again = wait(ca, submit(ca, kind="image", input="a red fox")["id"])
         assert ca.get(again["result"]["files"][0]["url"]).content == r.content  # deterministic

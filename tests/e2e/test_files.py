@@ -23,7 +23,7 @@ def test_an_uploaded_file_is_an_input_of_its_tenants_tasks_only(server: Server) 
         assert up["bytes"] == len(PNG) and up["filename"] == "cat.png"
         assert up["content_type"] == "image/png" and up["object"] == "file"
         assert ca.get(up["url"]).content == PNG
-        assert cb.get(up["url"]).status_code == 404
+        assert cb.get(f"/v1/files/{up['id']}").status_code == 404  # by key: its tenant's only
 
         edit = {"prompt": "make it blue", "image": {"file_id": up["id"]}}
         done = wait(ca, submit(ca, kind="image_edit", input=edit)["id"])

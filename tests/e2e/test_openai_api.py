@@ -306,9 +306,11 @@ def test_images_as_taskgate_urls_and_as_base64(
     urls = [item.url or "" for item in by_url.data or []]
     assert len(urls) == 2 and all(u.startswith(f"{server.url}/v1/files/") for u in urls)
     assert httpx.get(urls[0], headers={"Authorization": f"Bearer {key}"}).content == png
-    assert httpx.get(urls[0]).status_code == 401
+    assert httpx.get(urls[0]).content == png  # a signed link: no key needed
+    unsigned = urls[0].split("?")[0]
+    assert httpx.get(unsigned).status_code == 401
     stranger = server.create_key("other-tenant")
-    assert httpx.get(urls[0], headers={"Authorization": f"Bearer {stranger}"}).status_code == 404
+    assert httpx.get(unsigned, headers={"Authorization": f"Bearer {stranger}"}).status_code == 404
     inline = client.images.generate(
         model="gpt-image-1", prompt="a red fox", response_format="b64_json"
     )

@@ -48,7 +48,8 @@ def test_a_purge_removes_what_is_older_than_the_cutoff_and_nothing_newer(server:
         named, named_file = image(c)
         old_chat = wait(c, submit(c, input="hi")["id"])
         cutoff = datetime.now(UTC).isoformat()  # everything above ended before this
-        newer, newer_file = image(c, prompt="blue", image={"file_id": named_file.split("/")[-1]})
+        named_id = named["result"]["files"][0]["id"]
+        newer, newer_file = image(c, prompt="blue", image={"file_id": named_id})
         new_upload = upload(c)
 
         dry = a.post(PURGE, json={"before": cutoff, "dry_run": True})

@@ -161,15 +161,14 @@ def test_the_002_image_example_needs_a_real_conversation_or_none(server: Server)
         assert c.get(task["result_url"]).content.startswith(b"\x89PNG")
         history = c.get(f"/v1/conversations/{made['conversation_id']}/history").json()
         assert history[0]["content"] == README_002_IMAGE["prompt"]  # the image was a turn
-        image_answer = f"![image]({task['result_url']})"
-        assert history[1] == {
-            "role": "assistant",
-            "content": image_answer,
-            "model": "stable-diffusion-3",
-        }
+        assert (history[1]["role"], history[1]["model"]) == ("assistant", "stable-diffusion-3")
         native = c.get(f"/v1/tasks/{made['task_id']}", params={"api": "taskgate"}).json()
         [f] = native["result"]["files"]
-        assert task["result_url"] == server.url + f["url"]
+        # every link to the image, in every shape, is signed when read
+        signed = f"{server.url}/v1/files/{f['id']}?expires="
+        assert task["result_url"].startswith(signed)
+        assert history[1]["content"].startswith(f"![image]({signed}")
+        assert native["result"]["files"][0]["url"].startswith(signed[len(server.url) :])
 
 
 def test_refusals_leave_nothing_behind_and_stay_in_the_tenant(server: Server) -> None:

@@ -805,3 +805,23 @@ async def test_tokens_spent_are_taken_after_the_refill_up_to_the_next_claim(
     await store.claims.claim(ROUTE, plan, no_instance, "w1", LEASE, limits)
     assert seen == [{"i1": None}, {"i1": 0}]  # tokens left, then none
     assert task.id == t.id
+
+
+# --- server secrets --------------------------------------------------------------------------
+
+
+async def test_a_server_secret_is_made_once_and_every_store_reads_the_same(
+    store: SqlStore,
+) -> None:
+    """Two processes (two store objects) start at once on a new database: one secret."""
+    other = SqlStore(store.url)
+    await other.open()
+    try:
+        a, b = await asyncio.gather(
+            store.server_secrets.get("file_urls"), other.server_secrets.get("file_urls")
+        )
+        assert a == b and len(a) >= 40
+        assert await other.server_secrets.get("file_urls") == a
+        assert await store.server_secrets.get("another") not in (a, "")
+    finally:
+        await other.close()

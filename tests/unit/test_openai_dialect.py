@@ -19,6 +19,7 @@ from taskgate.api import openai_wire as wire
 from taskgate.api.openai_watch import ChatStream, max_wait
 from taskgate.config import Settings
 from taskgate.errors import BadRequest
+from taskgate.files import FileLinks
 from taskgate.gateway import Gateway
 from taskgate.models import Priority, Status, Task
 
@@ -190,10 +191,11 @@ def test_image_urls_are_taskgates_own_and_absolute() -> None:
     files = [{"id": "f1", "url": "/v1/files/f1", "b64_json": "QUJD"}]
     output = {"images": [{"revised_prompt": "better"}]}
     task = make_task(result={"output": output, "files": files})
-    assert wire.images_reply(task, "http://h:1/", False)["data"] == [
-        {"url": "http://h:1/v1/files/f1", "revised_prompt": "better"}
-    ]
-    assert wire.images_reply(task, "http://h:1/", True)["data"][0]["b64_json"] == "QUJD"
+    links = FileLinks("s3cret", 60, clock=lambda: 1020.0)
+    [image] = wire.images_reply(task, lambda f: links.url(f, "http://h:1/"), False)["data"]
+    assert image == {"url": "http://h:1" + links.path("f1"), "revised_prompt": "better"}
+    assert image["url"].startswith("http://h:1/v1/files/f1?expires=1080&signature=")
+    assert wire.images_reply(task, links.url, True)["data"][0]["b64_json"] == "QUJD"
 
 
 # --- streams -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from taskgate.api.schemas import ERRORS
 from taskgate.api.strict import StrictRoute, malformed_message
 from taskgate.config import Settings
 from taskgate.errors import ApiError
+from taskgate.files import FileLinks
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey
 from taskgate.ops import tracing
@@ -68,7 +69,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with services.opened(settings, metrics) as s:
             app.state.files = s.files
-            app.state.gateway = Gateway(settings, s.store, s.events, s.files)
+            links = await FileLinks.from_store(s.store, settings.files.url_lifetime)
+            app.state.gateway = Gateway(settings, s.store, s.events, s.files, links)
             app.state.keys = KeyRing(
                 s.store, s.events, settings.auth_cache_seconds, settings.auth.anonymous_tenant
             )

@@ -1,8 +1,8 @@
 """What the compatible APIs' routers (the AIFlow API in api/aiflow.py, the Volcengine AI Server
 API in api/volcengine.py, the AI Task System API in api/tasksystem.py) share: each answers
 refusals in its own API's error shape, reads JSON bodies strictly (as the OpenAI API does too),
-reads JSON fields of forms, and turns a task's stored files into absolute URLs. None of this
-touches tasks: the Gateway does.
+reads JSON fields of forms, and turns a task's stored files into absolute, signed URLs. None
+of this touches tasks: the Gateway does.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from taskgate.api.auth import gateway_of
 from taskgate.api.responses import JSON, STATUS_TYPES, as_api_error, error_headers
 from taskgate.api.strict import StrictRoute, malformed_message
 from taskgate.errors import BadRequest
@@ -122,21 +123,18 @@ def json_field(name: str, raw: str | None, default: Any = None) -> Any:
 
 
 def file_urls(request: Request, task: Task, media: str = "") -> list[str]:
-    """Absolute URLs of the task's stored output files (``/v1/files/{id}``, read with the
-    same key), those whose content type starts with ``media`` when given."""
+    """Absolute, signed URLs of the task's stored output files (``/v1/files/{id}?expires=
+    ...&signature=...``: they download without a key until they expire; see
+    taskgate.files.signing), those whose content type starts with ``media`` when given."""
     files = task.result.get("files") if isinstance(task.result, dict) else None
-    base = str(request.base_url).rstrip("/")
+    links, base = gateway_of(request).file_links, str(request.base_url)
     return [
-        base + f["url"]
+        links.url(f, base)
         for f in files or []
         if isinstance(f, dict) and str(f.get("content_type", "")).startswith(media)
     ]
 
 
 def with_absolute_urls(request: Request, result: Any) -> Any:
-    """The stored result with each file's ``url`` made absolute."""
-    if not (isinstance(result, dict) and result.get("files")):
-        return result
-    base = str(request.base_url).rstrip("/")
-    files = [{**f, "url": base + f["url"]} for f in result["files"]]
-    return {**result, "files": files}
+    """The stored result with each file's ``url`` made absolute and signed."""
+    return gateway_of(request).file_links.result(result, str(request.base_url))

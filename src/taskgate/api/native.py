@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taskgate.api import schemas as out
 from taskgate.api import tasksystem_shapes
-from taskgate.api.auth import KeyRing, admin, caller, gateway
+from taskgate.api.auth import KEY_NEEDED, KeyRing, admin, caller, gateway, gateway_of
 from taskgate.api.compat import base_url, shape_asked, shape_of
 from taskgate.api.responses import JSON
 from taskgate.api.schemas import declare
@@ -23,12 +23,12 @@ from taskgate.api.strict import StrictRoute, check_media_type, json_body
 from taskgate.api.tasksystem_shapes import TASKSYSTEM
 from taskgate.config import Limits
 from taskgate.errors import NotFound
-from taskgate.files import clean_type, file_json
+from taskgate.files import FileLinks, clean_type, file_json
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Conversation, Message, Priority, Status, StoredFile
 from taskgate.store import TaskFilter
 from taskgate.submission import MAX_QUEUE_TIMEOUT, MAX_RUN_TIMEOUT, Submission
-from taskgate.views import batch_json, iso, keyset_page, task_json
+from taskgate.views import iso, keyset_page
 
 router = APIRouter(route_class=StrictRoute, responses=out.ERRORS)
 
@@ -143,7 +143,7 @@ async def submit_task(
     idempotency key and body were sent before."""
     sub = body.submission(body.model, body.idempotency_key or idempotency_header)
     task, created = await gw.submit(key, sub)
-    return JSON(task_json(task), status_code=202 if created else 200)
+    return JSON(gw.task_json(task), status_code=202 if created else 200)
 
 
 async def submit_task_fast(request: Request) -> JSON:
@@ -190,7 +190,7 @@ async def get_task(
     asked = shape_asked(api)
     task = await gw.wait(key, task_id, wait) if wait else await gw.get(key, task_id)
     if (asked or shape_of(task.api)) == TASKSYSTEM:
-        return JSON(tasksystem_shapes.task_json(task, base_url(request)))
+        return JSON(tasksystem_shapes.task_json(gw.signed(task), base_url(request)))
     return JSON(await gw.view(task))
 
 
@@ -233,7 +233,7 @@ async def list_tasks(
         limit=limit + 1,
     )
     page, next_cursor = keyset_page(await gw.list_tasks(key, f), limit)
-    return JSON({"data": [task_json(t) for t in page], "next_cursor": next_cursor})
+    return JSON({"data": [gw.task_json(t) for t in page], "next_cursor": next_cursor})
 
 
 @router.delete(
@@ -313,7 +313,8 @@ async def get_conversation(
     conversation_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
     """A conversation with its turns in order: each user prompt, then each model's answer."""
-    return JSON(conversation_json(*await gw.conversations.get(key, conversation_id)))
+    c, turns = await gw.conversations.get(key, conversation_id)
+    return JSON(conversation_json(c, turns, gw.file_links))
 
 
 @router.get(
@@ -340,7 +341,8 @@ async def conversation_history(
     if (asked or shape_of(c.api)) == TASKSYSTEM:
         base = base_url(request)
         return JSON(await tasksystem_shapes.conversation_history(gw, key, c, turns, base))
-    return JSON({"conversation_id": c.id, "history": [message_json(m) for m in turns]})
+    history = [message_json(m, gw.file_links) for m in turns]
+    return JSON({"conversation_id": c.id, "history": history})
 
 
 @router.delete(
@@ -356,7 +358,9 @@ async def delete_conversation(
     return JSON({"id": conversation_id, "deleted": True})
 
 
-def conversation_json(c: Conversation, turns: list[Message] | None = None) -> dict[str, Any]:
+def conversation_json(
+    c: Conversation, turns: list[Message] | None = None, links: FileLinks | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": c.id,
         "title": c.title,
@@ -364,14 +368,15 @@ def conversation_json(c: Conversation, turns: list[Message] | None = None) -> di
         "updated_at": iso(c.updated_at),
     }
     if turns is not None:
-        out["messages"] = [message_json(m) for m in turns]
+        out["messages"] = [message_json(m, links) for m in turns]
     return out
 
 
-def message_json(m: Message) -> dict[str, Any]:
+def message_json(m: Message, links: FileLinks | None) -> dict[str, Any]:
+    """A turn; an answer that made files (``{"files": [{id, url}]}``) links them signed."""
     return {
         "role": m.role,
-        "content": m.content,
+        "content": links.result(m.content) if links else m.content,
         "model": m.model,
         "task_id": m.task_id,
         "created_at": iso(m.created_at),
@@ -391,7 +396,7 @@ async def submit_batch(
     batch, tasks = await gw.submit_batch(
         key, body.submission(body.models[0]), body.models, body.first_wins
     )
-    return JSON(batch_json(batch, tasks), status_code=202)
+    return JSON(gw.batch_json(batch, tasks), status_code=202)
 
 
 @router.get(
@@ -420,7 +425,7 @@ async def cancel_batch(
     batch_id: str, key: ApiKey = Depends(caller), gw: Gateway = Depends(gateway)
 ) -> JSON:
     """Cancel every task of the batch that has not ended."""
-    return JSON(batch_json(*await gw.cancel_batch(key, batch_id)))
+    return JSON(gw.batch_json(*await gw.cancel_batch(key, batch_id)))
 
 
 @router.get(
@@ -523,6 +528,7 @@ async def upload_file(
     return JSON(
         {
             **file_json(f),
+            "url": gateway_of(request).file_links.path(f.id),
             "object": "file",
             "bytes": f.size,
             "filename": f.name,
@@ -538,10 +544,23 @@ async def upload_file(
     tags=["files"],
     response_class=Response,
     responses={200: {"content": {"*/*": {}}, "description": "The file's bytes"}},
+    openapi_extra=KEY_NEEDED,  # unless the link is signed: the key is checked in the body
 )
-async def download_file(file_id: str, request: Request, key: ApiKey = Depends(caller)) -> Response:
-    """A stored file (a task's output or an upload) of the caller's tenant."""
-    f, data = await request.app.state.files.open(file_id, key.scope)
+async def download_file(
+    file_id: str,
+    request: Request,
+    expires: str | None = Query(None, description="of a signed link: until when, Unix seconds"),
+    signature: str | None = Query(None, description="of a signed link: its signature"),
+) -> Response:
+    """A stored file (a task's output or an upload): by a signed link (``expires`` and
+    ``signature``, as the APIs' answers give it; no key needed, 403 once expired or if
+    altered), or of the caller's tenant with a key."""
+    if expires is None and signature is None:
+        tenant = (await caller(request)).scope
+    else:  # the signature names the file: whoever holds the link may read it
+        gateway_of(request).file_links.check(file_id, expires, signature)
+        tenant = None
+    f, data = await request.app.state.files.open(file_id, tenant)
     return Response(data, media_type=clean_type(f.content_type), headers=download_headers(f))
 
 

@@ -242,11 +242,13 @@ class ImageIn(BaseModel):
 async def images_generations(
     request: Request, body: ImageIn, key: ApiKey = Depends(caller)
 ) -> Response:
-    """Images as taskgate URLs (``/v1/files/{id}``, absolute; they download with the same key)
-    or, with ``response_format: b64_json``, inline."""
+    """Images as taskgate URLs (``/v1/files/{id}``, absolute and signed: they download
+    without a key until they expire) or, with ``response_format: b64_json``, inline."""
     sub, b64 = wire.image_request(body.model_dump(exclude_none=True), request.headers)
-    base = str(request.base_url)
-    return await _run(request, key, sub, lambda t: wire.images_reply(t, base, b64))
+    links, base = gateway_of(request).file_links, str(request.base_url)
+    return await _run(
+        request, key, sub, lambda t: wire.images_reply(t, lambda f: links.url(f, base), b64)
+    )
 
 
 class EmbeddingIn(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -342,14 +342,15 @@ def stream_error(task: Task) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
-def images_reply(task: Task, base_url: str, b64: bool) -> dict[str, Any]:
+def images_reply(task: Task, url_of: Callable[[dict[str, Any]], str], b64: bool) -> dict[str, Any]:
     """``{"created", "data": [{"url" | "b64_json", "revised_prompt"?}]}``: a URL is taskgate's
-    own ``/v1/files/{id}`` (absolute; it downloads with the same key), never the backend's."""
+    own ``/v1/files/{id}``, as ``url_of`` makes it of the stored file (absolute and signed),
+    never the backend's."""
     result = task.result if isinstance(task.result, dict) else {}
     metas = [m for m in output_of(task).get("images") or [] if not m.get("error")]
     data = []
     for i, f in enumerate(result.get("files") or []):
-        item = {"b64_json": f.get("b64_json")} if b64 else {"url": base_url + f["url"].lstrip("/")}
+        item = {"b64_json": f.get("b64_json")} if b64 else {"url": url_of(f)}
         revised = metas[i].get("revised_prompt") if i < len(metas) else None
         if revised:
             item["revised_prompt"] = revised

@@ -323,7 +323,9 @@ class Deleted(Shape):
 
 class FileOut(Shape):
     id: str
-    url: str = Field(description="where it downloads, with the same key")
+    url: str = Field(
+        description="a signed link: it downloads without a key until files.url_lifetime ends"
+    )
     name: str
     content_type: str
     size: int

@@ -14,6 +14,7 @@ path and form its server gave them (served by api/tasksystem.py).
 
 from __future__ import annotations
 
+import dataclasses
 import mimetypes
 from typing import Any
 
@@ -108,7 +109,8 @@ async def conversation_history(
 ) -> list[dict[str, Any]]:
     """The conversation's history as AI Task System's server answered it (see
     :func:`history`), its tasks and attached files read."""
-    tasks = await gw.conversations.tasks(c)
+    tasks = [gw.signed(t) for t in await gw.conversations.tasks(c)]
+    messages = [dataclasses.replace(m, content=gw.file_links.result(m.content)) for m in messages]
     ids = [i for m in messages if m.role == "user" for i in attached(m.content)]
     stored = await gw.store.file_records.some(ids, key.scope)
     return history(messages, tasks, {i: file_url(base, f) for i, f in stored.items()}, base)

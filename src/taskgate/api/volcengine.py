@@ -15,8 +15,9 @@ lists them. Every answer, errors included, is the Volcengine AI Server's envelop
   tenant: it is never identity (the API key is), so another tenant using the same
   ``user_id`` sees nothing of these tasks.
 - Statuses ``pending|processing|completed|failed`` (a timed-out or cancelled task is
-  ``failed``, with ``error``); results in ``image_url``, ``video_url`` (absolute URLs of
-  taskgate's ``/v1/files/{id}``, read with the same key) and ``text_result``.
+  ``failed``, with ``error``); results in ``image_url``, ``video_url`` (absolute, signed
+  links to taskgate's ``/v1/files/{id}``, read without a key until they expire) and
+  ``text_result``.
 - ``DELETE`` cancels (the task stays readable, as every taskgate task does).
 """
 

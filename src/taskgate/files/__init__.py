@@ -7,6 +7,7 @@ from taskgate.files.base import Blobs
 from taskgate.files.catalog import Files, clean_type, file_json
 from taskgate.files.local import LocalBlobs
 from taskgate.files.s3 import S3Blobs
+from taskgate.files.signing import FileLinks
 
 URL_FORMS = "file://PATH or s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION&path_style=true|false]"
 _STYLES = {"": None, "true": True, "1": True, "false": False, "0": False}
@@ -47,4 +48,13 @@ def _s3_from_url(url: str, key_id: str | None, secret: str | None) -> S3Blobs:
     )
 
 
-__all__ = ["Blobs", "Files", "LocalBlobs", "S3Blobs", "clean_type", "file_json", "from_url"]
+__all__ = [
+    "Blobs",
+    "FileLinks",
+    "Files",
+    "LocalBlobs",
+    "S3Blobs",
+    "clean_type",
+    "file_json",
+    "from_url",
+]

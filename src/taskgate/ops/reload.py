@@ -20,6 +20,7 @@ RESTART_ONLY = (
     "files_url",
     "files_key_id",
     "files_secret",
+    "files",
     "events_url",
     "max_body_bytes",
     "cors",

@@ -8,8 +8,9 @@ call: ``mock_latency_ms``, ``mock_fail_attempts`` (fail the first N attempts),
 ``mock_retry_after``, ``mock_reasoning`` (a chat answer with ``reasoning`` beside its
 ``text``, as a thinking model's) and ``stream`` (chat words sent as progress: reasoning as
 ``reasoning_delta``, then the answer as ``delta``). Embeddings are one vector per input
-string (``{"embeddings": [...]}``, as the ``openai`` provider answers); images are PNG files
-and speech a WAV file of silence.
+string (``{"embeddings": [...]}``, as the ``openai`` provider answers); images are PNG files,
+speech a WAV file of silence and videos a two-second MP4 (H.264, ``providers/tiny_mp4.py``)
+of the prompt's colour with a bar moving across it.
 An input with an ``image`` (a file reference or data URI) is read, and its sha256 is in
 the output; a ``transcription`` reads its audio (``{"file": REF}``) and answers ``text``.
 
@@ -35,6 +36,7 @@ from taskgate.errors import BadRequest
 from taskgate.providers.base import Call, Job, OutputFile, Pending, Provider, Result
 from taskgate.providers.media import input_bytes
 from taskgate.providers.registry import register_provider
+from taskgate.providers.tiny_mp4 import tiny_mp4
 
 _ERRORS: dict[str, type[errors.ProviderError]] = {
     cls.code: cls
@@ -178,10 +180,12 @@ class MockProvider(Provider):
     def _files(call: Call, text: str) -> tuple[OutputFile, ...]:
         if call.kind == "speech":
             return (OutputFile(silent_wav(0.25), "audio/wav", "speech.wav"),)
+        if call.kind == "video":
+            return (OutputFile(tiny_mp4(prompt_colour(text)), "video/mp4", "video.mp4"),)
         if call.kind not in ("image", "image_edit"):
             return ()
         size = int(_number(call, "mock_size", 16))
-        return (OutputFile(solid_png(size, _colour(text)), "image/png", "image.png"),)
+        return (OutputFile(solid_png(size, prompt_colour(text)), "image/png", "image.png"),)
 
     @staticmethod
     def _output(call: Call, text: str) -> dict[str, Any]:
@@ -213,7 +217,7 @@ def mock_vector(text: str, dims: int) -> list[float]:
     return [round(_unit(text, i) * 2 - 1, 6) for i in range(dims)]
 
 
-def _colour(text: str) -> tuple[int, int, int]:
+def prompt_colour(text: str) -> tuple[int, int, int]:
     digest = hashlib.sha256(text.encode()).digest()
     return digest[0], digest[1], digest[2]
 

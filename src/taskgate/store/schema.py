@@ -399,3 +399,13 @@ ui_sessions = Table(
     Column("expires_at", Float, nullable=False),
     Index("ix_ui_sessions_expires", "expires_at"),
 )
+
+# Secrets of the server, made once and shared by all of its processes (store/server_secrets.py):
+# the signing key of file links
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+)

@@ -16,6 +16,7 @@ from taskgate.store.instances import Instances
 from taskgate.store.keys import Keys
 from taskgate.store.outbox import Outbox
 from taskgate.store.retention import Retention
+from taskgate.store.server_secrets import ServerSecrets
 from taskgate.store.sessions import Sessions
 from taskgate.store.stats import QueueStats
 from taskgate.store.task_logs import TaskLogs
@@ -43,6 +44,7 @@ class SqlStore:
         self.retention = Retention(self.db)  # purging what is kept no longer
         self.usage = Usage(self.db)  # tokens and cost by tenant, key, model or day
         self.instances = Instances(self.db)  # backend instances registered at run time
+        self.server_secrets = ServerSecrets(self.db)  # made once, shared by every process
 
     async def open(self) -> None:
         """Connect, and migrate the database to the current schema."""
