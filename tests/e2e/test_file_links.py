@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -110,9 +111,11 @@ def result_urls(server: Server, c: httpx.Client) -> dict[str, str]:
 
     made = c.post("/v1/images/generations", json={"prompt": "f", "model": "gemini-image"}).json()
     wait(c, made["task_id"])
-    history = c.get(f"/v1/conversations/{made['conversation_id']}/history").json()["history"]
-    [answer] = [m for m in history if m["role"] == "assistant"]
-    urls["tasksystem history"] = server.url + answer["content"]["files"][0]["url"]
+    history = c.get(f"/v1/conversations/{made['conversation_id']}/history").json()
+    [answer] = [m for m in history if m["role"] == "assistant"]  # AI Task System's list
+    link = re.fullmatch(r"!\[image\]\((.+)\)", answer["content"])
+    assert link is not None, answer
+    urls["tasksystem history"] = link.group(1)
     turns = c.get(f"/v1/conversations/{made['conversation_id']}").json()["messages"]
     urls["native conversation"] = server.url + turns[-1]["content"]["files"][0]["url"]
     return urls
