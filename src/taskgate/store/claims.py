@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from taskgate.batching import Batcher
 from taskgate.models import Priority, Status, Task
-from taskgate.store import control, ops, rate_buckets, task_logs
+from taskgate.store import control, direct, ops, rate_buckets, task_logs
 from taskgate.store.base import Outcome
 from taskgate.store.database import Conn, Database
 from taskgate.store.rate_buckets import RateLimit
@@ -136,7 +136,7 @@ class Claims:
         picks = assign(claimed)
         chosen = [{"s_id": t.id, "s_instance": i} for t, i in zip(claimed, picks, strict=True) if i]
         if chosen:
-            conn.execute(ops.SET_INSTANCE, chosen)
+            direct.execute(conn, ops.SET_INSTANCE, chosen)
         if buckets:
             rate_buckets.take(conn, route, buckets, limits, picks)
         claimed = [

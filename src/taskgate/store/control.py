@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from taskgate.models import Status, Task
-from taskgate.store import ops, task_logs
+from taskgate.store import direct, ops, task_logs
 from taskgate.store.base import TaskFilter
 from taskgate.store.database import Conn, Database, dialect_insert, rows
 from taskgate.store.schema import route_states, tasks, workers
@@ -216,7 +216,7 @@ class Control:
 
 def is_paused(conn: Conn, route: str) -> bool:
     """Whether the route is paused, in the caller's transaction (a claim's)."""
-    return bool(conn.execute(PAUSED, {"p_route": route}).scalar())
+    return bool(direct.scalar(conn, PAUSED, {"p_route": route}))
 
 
 def _rerun_values(t: Task, r: Rerun, seq: int, now: float) -> dict[str, Any]:

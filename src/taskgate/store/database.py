@@ -70,6 +70,10 @@ class Database:
         self.url = url
         self.dialect, self._driver_url = driver_url(url)
         self._sync: sa.Engine | None = None  # SQLite, run inline
+        # SQLite: one connection to write and one to read, kept open (both on the engine's one
+        # sqlite3 connection): a checkout per transaction cost as much as the statements
+        self._writer: sa.Connection | None = None
+        self._reader: sa.Connection | None = None
         self._async: AsyncEngine | None = None  # PostgreSQL
         # Told of the tasks each write of this process ended (finish, cancel, sweep): the
         # webhook deliverer wakes on them rather than waiting for its next look.
@@ -84,6 +88,8 @@ class Database:
             self._prepare_sqlite_path()
             self._sync = sa.create_engine(self._driver_url, poolclass=sa.StaticPool, **json)
             _sqlite_setup(self._sync)
+            self._writer = self._sync.connect()
+            self._reader = self._sync.connect().execution_options(readonly=True)
         else:
             self._async = create_async_engine(
                 self._driver_url, pool_size=10, max_overflow=10, pool_pre_ping=True, **json
@@ -111,6 +117,9 @@ class Database:
 
     async def close(self) -> None:
         """Let the connections go (the repositories have written what they held)."""
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                conn.close()
         if self._sync is not None:
             self._sync.dispose()
         if self._async is not None:
@@ -119,9 +128,9 @@ class Database:
     async def write(self, fn: Callable[..., R], *args: Any) -> R:
         """Run ``fn(conn, *args)`` in one write transaction."""
         with _unavailable_when_unreachable():
-            if self._sync is not None:
-                with self._sync.begin() as conn:
-                    return fn(conn, *args)
+            if self._writer is not None:
+                with self._writer.begin():
+                    return fn(self._writer, *args)
             assert self._async is not None, "store is not open"
             async with self._async.begin() as aconn:
                 return await aconn.run_sync(fn, *args)
@@ -129,9 +138,9 @@ class Database:
     async def read(self, fn: Callable[..., R], *args: Any) -> R:
         """Run ``fn(conn, *args)`` for reading."""
         with _unavailable_when_unreachable():
-            if self._sync is not None:
-                with self._sync.connect() as conn:
-                    return fn(conn.execution_options(readonly=True), *args)
+            if self._reader is not None:
+                with self._reader.begin():
+                    return fn(self._reader, *args)
             assert self._async is not None, "store is not open"
             async with self._async.connect() as aconn:
                 return await aconn.run_sync(fn, *args)
@@ -204,7 +213,9 @@ def _unreachable(exc: BaseException) -> bool:
         or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
     ):
         return True
-    if isinstance(exc, (OSError, sa.exc.TimeoutError, *_driver_outages())):
+    if isinstance(
+        exc, (OSError, sqlite3.OperationalError, sa.exc.TimeoutError, *_driver_outages())
+    ):
         return True
     cause = exc.__cause__ or getattr(exc, "orig", None)
     return cause is not None and cause is not exc and _unreachable(cause)
@@ -239,7 +250,8 @@ def _sqlite_setup(engine: sa.Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Conn) -> None:
         readonly = conn.get_execution_options().get("readonly")
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        # on the driver: SQLAlchemy's own execution would cost more than the BEGIN
+        conn.connection.driver_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 def _enable_wal(dbapi_conn: Any, tries: int = 100) -> None:

@@ -20,7 +20,7 @@ from taskgate.errors import Conflict
 from taskgate.history import answer_content
 from taskgate.models import Priority, Status, Task
 from taskgate.policy import fair_seq
-from taskgate.store import rate_buckets, usage
+from taskgate.store import direct, rate_buckets, usage
 from taskgate.store.base import NewTask, Outcome
 from taskgate.store.database import rows
 from taskgate.store.outbox import add_deliveries
@@ -36,12 +36,12 @@ def one_task(conn: Conn, stmt: sa.Executable) -> Task | None:
 
 
 def one_task_with(conn: Conn, stmt: sa.Executable, params: dict[str, Any]) -> Task | None:
-    row = conn.execute(stmt, params).mappings().first()
-    return Task.from_row(row) if row else None
+    found = direct.rows(conn, stmt, params)
+    return Task.from_row(found[0]) if found else None
 
 
 # The hottest statements, built once with bound parameters (building one costs more than
-# running it on SQLite).
+# running it on SQLite) and run on the driver directly (``direct.py``).
 ADD_TASKS = tasks.insert()
 TASK_BY_ID = sa.select(tasks).where(tasks.c.id == sa.bindparam("g_id"))
 TENANT_TASK_BY_ID = TASK_BY_ID.where(tasks.c.tenant == sa.bindparam("g_tenant"))
@@ -52,11 +52,13 @@ def tuples(conn: Conn, stmt: sa.Executable) -> list[tuple[Any, ...]]:
 
 
 def tuples_with(conn: Conn, stmt: sa.Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in conn.execute(stmt, params)]
+    """The rows of a statement built once (``direct.py``), as tuples."""
+    return [tuple(r.values()) for r in direct.rows(conn, stmt, params)]
 
 
-def rows_with(conn: Conn, stmt: sa.Executable, params: dict[str, Any]) -> list[sa.RowMapping]:
-    return list(conn.execute(stmt, params).mappings().all())
+def rows_with(conn: Conn, stmt: sa.Executable, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a statement built once (``direct.py``)."""
+    return direct.rows(conn, stmt, params)
 
 
 def execute(conn: Conn, stmt: sa.Executable, params: list[dict[str, Any]] | None = None) -> None:
@@ -114,10 +116,10 @@ def fair_seqs(conn: Conn, batch: Sequence[InLane]) -> list[int]:
         lane = (new.route, int(new.priority))
         where = {"lane_route": new.route, "lane_priority": int(new.priority)}
         if lane not in fronts:
-            fronts[lane] = conn.scalar(_FRONT, where)
+            fronts[lane] = direct.scalar(conn, _FRONT, where)
         key = (*lane, new.api_key_id)
         if key not in lasts:
-            lasts[key] = conn.scalar(_LAST, {**where, "lane_key": new.api_key_id})
+            lasts[key] = direct.scalar(conn, _LAST, {**where, "lane_key": new.api_key_id})
         seq = fair_seq(fronts[lane], lasts[key])
         lasts[key] = seq
         out.append(seq)
@@ -306,10 +308,8 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             )
         else:
             ends.append({**common, "b_status": o.status.value, "b_result": o.result})
-    if ends:
-        conn.execute(_END, ends)
-    if retries:
-        conn.execute(_RETRY, retries)
+    direct.execute(conn, _END, ends)
+    direct.execute(conn, _RETRY, retries)
     written = conn.execute(_WRITTEN, {"w_ids": [o.task_id for o in batch], "w_now": now})
     applied = {r["id"]: Task.from_row(r) for r in written.mappings()}
     out: list[Task | None] = []
@@ -322,8 +322,7 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             if o.input_tokens or o.output_tokens or o.cost:
                 tokens = o.input_tokens + o.output_tokens
                 charges.append(usage.Charge(task.api_key_id, task.tenant, tokens, o.cost))
-    if history:
-        conn.execute(_ADD_ATTEMPTS, history)
+    direct.execute(conn, _ADD_ATTEMPTS, history)
     rate_buckets.spend_tokens(conn, batch)  # the calls happened whatever became of them
     usage.charge(conn, charges, now)
     ended = [t for t in out if t is not None]

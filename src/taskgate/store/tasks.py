@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskgate.batching import Batcher
 from taskgate.models import Attempt, Status, Task, new_id
-from taskgate.store import file_refs, listing, ops, usage
+from taskgate.store import direct, file_refs, listing, ops, usage
 from taskgate.store.base import NewTask, TaskFilter
 from taskgate.store.database import Conn, Database, scalar
 from taskgate.store.schema import attempts, task_callbacks, tasks
@@ -126,7 +126,7 @@ def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
     seqs = ops.fair_seqs(conn, [n for _, n in fresh])
     rows = [_new_row(n, seq, now) for (_, n), seq in zip(fresh, seqs, strict=True)]
     if rows:
-        conn.execute(ops.ADD_TASKS, rows)
+        direct.execute(conn, ops.ADD_TASKS, rows)
         file_refs.record_in(conn, rows)
         _add_callbacks(conn, [n for _, n in fresh], rows, now)
     for (i, _), row in zip(fresh, rows, strict=True):
