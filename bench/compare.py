@@ -184,7 +184,7 @@ def litellm_proxy(peers: Path, endpoint: str) -> Iterator[tuple[str, subprocess.
             proc.wait(30)
 
 
-def openai_path(peers: Path, seconds: int) -> list[Sync]:
+def openai_path(peers: Path | None, seconds: int) -> list[Sync]:
     backend, endpoint = start_backend()
     try:
         runs = measure(
@@ -193,6 +193,8 @@ def openai_path(peers: Path, seconds: int) -> list[Sync]:
         with server([route(endpoint, 128)]) as srv:
             url = f"{srv.url}/openai/v1/chat/completions"
             runs += measure("taskgate (OpenAI path)", url, srv.key, srv.proc.pid, seconds)
+        if peers is None:  # --taskgate-only
+            return runs
         with litellm_proxy(peers, endpoint) as (url, proc):
             runs += measure(
                 "LiteLLM proxy, 1 worker",
@@ -260,6 +262,10 @@ def report(runs: list[Sync], taskgate_async: float, taskiq_async: float) -> None
 def main(args: argparse.Namespace) -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not on the PATH: apt-get install wrk (make bench-compare does)")
+    if args.taskgate_only:  # before/after figures of a change: taskgate's rows alone
+        openai_path(None, args.seconds)  # each run's line is printed as it ends
+        print(f"end to end: {asyncio.run(taskgate_end_to_end(args.n, 32)):.0f} tasks/s")
+        return
     peers = peers_bin()
     runs = openai_path(peers, args.seconds)
     print("asynchronous tasks end to end", flush=True)
@@ -274,4 +280,5 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     ap.add_argument("-n", type=int, default=20_000, help="tasks end to end, each side")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/9")
+    ap.add_argument("--taskgate-only", action="store_true", help="no peers: before/after runs")
     main(ap.parse_args())
