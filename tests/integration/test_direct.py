@@ -85,8 +85,10 @@ def test_a_write_with_returning_processes_its_parameters_and_rows(conn: sa.Conne
     returning = SET_RESULT.returning(tasks.c.id, tasks.c.result, tasks.c.attempts)
     rows = direct.rows(conn, returning, {"x_id": "a", "x_result": {"output": [1, "two"]}})
     assert rows == [{"id": "a", "result": {"output": [1, "two"]}, "attempts": 1}]
-    direct.execute(conn, SET_RESULT, [{"x_id": "a", "x_result": None}, {"x_id": "b"}])
+    direct.execute(conn, SET_RESULT, [{"x_id": "a", "x_result": None}])
     assert stored(conn, "a")[tasks.c.keys().index("result")] == "null"
+    with pytest.raises(KeyError, match="x_result"):  # as SQLAlchemy, never a silent NULL
+        direct.execute(conn, SET_RESULT, [{"x_id": "a"}])
 
 
 def test_an_insert_missing_a_column_sqlalchemy_would_default_is_refused(

@@ -110,8 +110,20 @@ async def test_a_callbacks_headers_and_aiflow_fields_go_on_its_deliveries_only(
     )
     [p] = await store.outbox.of(task_id=plain.id)
     assert p.headers is None and "task_id" not in p.payload  # taskgate's event alone
-    claimed = {x.task_id: x.headers for x in await store.outbox.claim(10, 30)}
-    assert claimed == {done.id: cb.headers, cancelled.id: None, plain.id: None}
+    claimed = {x.task_id: x for x in await store.outbox.claim(10, 30)}
+    assert {k: x.headers for k, x in claimed.items()} == {
+        done.id: cb.headers,
+        cancelled.id: None,
+        plain.id: None,
+    }
+    # a retried try keeps them; once delivered, the secrets are forgotten
+    assert await store.outbox.record(claimed[done.id], "PENDING", time.time(), 503, None)
+    [again] = await store.outbox.of(task_id=done.id)
+    assert again.headers == cb.headers
+    [retried] = [x for x in await store.outbox.claim(10, 30) if x.task_id == done.id]
+    assert await store.outbox.record(retried, "DELIVERED", time.time(), 200, None)
+    [delivered] = await store.outbox.of(task_id=done.id)
+    assert delivered.headers is None
 
 
 async def test_sweep_timeouts_and_lost_tasks_out_of_attempts_queue_events(

@@ -18,6 +18,7 @@ from taskgate.providers.http import (
     resolver,
     validate_template,
 )
+from taskgate.providers.web import without_query
 
 VALUES: dict[str, Any] = {
     "input": {"query": "cats", "doc": {"ids": [7, 8]}, "n": 3},
@@ -224,3 +225,14 @@ def test_field_placeholders_and_a_null_body_are_accepted() -> None:
 )
 def test_error_detail(text: str, expected: tuple[str, str | None]) -> None:
     assert error_detail(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://cdn.example/x.png?X-Amz-Signature=abc", "https://cdn.example/x.png"),
+        ("https://user:hunter2@cdn.example:8443/a/b#frag", "https://cdn.example:8443/a/b"),
+    ],
+)
+def test_a_url_is_shown_without_its_credentials(url: str, shown: str) -> None:
+    assert without_query(url) == shown

@@ -171,5 +171,7 @@ def answer_text(content: Any, base: str) -> str | None:
     if isinstance(content, str):
         return content
     files = content.get("files") if isinstance(content, dict) else None
-    links = [f"![image]({base}{f['url']})" for f in files or [] if isinstance(f, dict)]
+    links = [
+        f"![image]({base}{f['url']})" for f in files or [] if isinstance(f, dict) and f.get("url")
+    ]
     return "\n\n".join(links) or None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -193,5 +194,8 @@ async def _read_all(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 
 
 def without_query(url: str) -> str:
-    """A URL without its query (signed URLs carry their credentials there)."""
-    return url.split("?", 1)[0]
+    """A URL without its query and fragment (signed URLs carry their credentials there) and
+    without a ``user:password@`` part, fit to be shown in an error or a log line."""
+    parts = urlsplit(url.split("#", 1)[0])
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -120,6 +120,7 @@ class Database:
         for conn in (self._writer, self._reader):
             if conn is not None:
                 conn.close()
+        self._writer = self._reader = None  # a late request is refused as "not open"
         if self._sync is not None:
             self._sync.dispose()
         if self._async is not None:

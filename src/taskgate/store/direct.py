@@ -31,11 +31,14 @@ class Compiled:
     sql: str
     params: tuple[tuple[str, Any, Processor], ...]  # (name, fixed value, bind processor)
     results: dict[str, Processor]  # processors of the result columns that need one
+    required: frozenset[str]  # parameters without a value of their own (SQLAlchemy's check)
 
     def values(self, given: Mapping[str, Any]) -> list[Any]:
         out = []
         for name, fixed, process in self.params:
             value = given.get(name, fixed)
+            if name in self.required and name not in given:
+                raise KeyError(f"a value is required for bind parameter {name!r}")
             # None too: a JSON column stores it as JSON null unless it is none_as_null
             out.append(value if process is None else process(value))
         return out
@@ -67,7 +70,8 @@ def _compile(conn: Conn, stmt: sa.Executable, keys: tuple[str, ...]) -> Compiled
         c.key: p for c in columns if (p := c.type.result_processor(dialect, None)) is not None
     }
     _keep.append(stmt)
-    return Compiled(str(compiled), params, results)
+    required = frozenset(n for n in order if compiled.binds[n].required)
+    return Compiled(str(compiled), params, results, required)
 
 
 def _prepared(conn: Conn, stmt: sa.Executable, keys: tuple[str, ...] = ()) -> Compiled:
@@ -106,6 +110,8 @@ def execute(conn: Conn, stmt: sa.Executable, many: Sequence[Mapping[str, Any]]) 
         conn.execute(stmt, [dict(p) for p in many])
         return
     keys = tuple(many[0]) if isinstance(stmt, sa.Insert) else ()
+    if keys and any(len(p) != len(keys) or not all(k in p for k in keys) for p in many):
+        raise ValueError("a direct INSERT's rows must all have the same keys")
     c = _prepared(conn, stmt, keys)
     values = [c.values(p) for p in many]
     conn.connection.driver_connection.executemany(c.sql, values)  # type: ignore[union-attr]

@@ -181,11 +181,14 @@ def record(
     conn: Conn, d: Delivery, status: str, next_at: float, last_status: int | None, error: str | None
 ) -> bool:
     """End one attempt of a claimed delivery. Fenced on the attempts the claim saw: if its
-    lease ran out and another deliverer tried meanwhile, this changes nothing (False)."""
+    lease ran out and another deliverer tried meanwhile, this changes nothing (False). A
+    delivery that has ended forgets its client's headers (secrets): no try will send them."""
+    ended = {} if status == PENDING else {"headers": None}
     stmt = (
         wd.update()
         .where(wd.c.id == d.id, wd.c.status == PENDING, wd.c.attempts == d.attempts)
         .values(
+            **ended,
             status=status,
             attempts=d.attempts + 1,
             next_attempt_at=next_at,

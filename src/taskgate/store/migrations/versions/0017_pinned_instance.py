@@ -3,7 +3,7 @@ the administrator allows): the instance's name, and an index of the pinned tasks
 empty but for them.
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 """
 
 import sqlalchemy as sa

@@ -2,7 +2,7 @@
 shape of the API it came through (taskgate.callbacks); the headers also on each delivery.
 
 Revision ID: 0018
-Revises: 0015
+Revises: 0017
 """
 
 import sqlalchemy as sa
