@@ -1,8 +1,8 @@
-"""The distributed mode on PostgreSQL: one ``taskgate api`` and 1 or 2 ``taskgate worker``
-processes. ``-n`` chat tasks are queued through the API with no worker running, then the
-workers start and the time until all are SUCCESS is the drain rate; then the same with
-tasks submitted while the workers run (end to end). The backend is the mock provider at
-``--latency-ms`` (0: the figure is taskgate's own cost per task).
+"""The distributed mode on PostgreSQL: one ``taskgate api`` and 1, 2 or 4 ``taskgate worker``
+processes (``--workers``). ``-n`` chat tasks are queued through the API with no worker
+running, then the workers start and the time until all are SUCCESS is the drain rate; then
+the same with tasks submitted while the workers run (end to end). The backend is the mock
+provider at ``--latency-ms`` (0: the figure is taskgate's own cost per task).
 
 Uses the database ``taskgate_bench`` on the local server (created if missing, emptied
 before each run); set TASKGATE_BENCH_PG to use another."""
@@ -105,10 +105,10 @@ async def end_to_end(
     )
 
 
-def main(n: int, latency_ms: int, concurrency: int) -> None:
+def main(n: int, latency_ms: int, concurrency: int, counts: list[int]) -> None:
     print(f"{n} tasks, mock backend at {latency_ms} ms, PostgreSQL, {concurrency} connections")
     for run in (drain, end_to_end):
-        for workers in (1, 2):
+        for workers in counts:
             with cluster(latency_ms) as (api, start_workers):
                 print(asyncio.run(run(api, start_workers, n, workers, concurrency)), flush=True)
 
@@ -118,5 +118,6 @@ if __name__ == "__main__":
     ap.add_argument("-n", type=int, default=5_000)
     ap.add_argument("--latency-ms", type=int, default=0)
     ap.add_argument("-c", "--concurrency", type=int, default=32)
+    ap.add_argument("--workers", default="1,2,4", help="worker process counts, comma-separated")
     args = ap.parse_args()
-    main(args.n, args.latency_ms, args.concurrency)
+    main(args.n, args.latency_ms, args.concurrency, [int(w) for w in args.workers.split(",")])
