@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,13 +81,26 @@ class Priority(enum.IntEnum):
 BUILTIN_KINDS = ("chat", "image", "image_edit", "video", "speech", "transcription", "embedding")
 
 
+_last_id = [0, 0]  # milliseconds and random part of the last id made in this process
+_id_lock = threading.Lock()
+
+
 def new_id(prefix: str = "") -> str:
     """A time-ordered id: 48 bits of milliseconds then 80 random bits, as 32 hex digits.
 
     Ordering by id is ordering by creation time, which makes cursor pagination a range scan.
+    Within a process ids only increase (as ULID's monotonic mode): one made in the same
+    millisecond as the last (or after the clock stepped back) takes the last one's random
+    part plus one, so two tasks accepted one after the other list in that order.
     """
     ms = time.time_ns() // 1_000_000
-    return f"{prefix}{ms:012x}{os.urandom(10).hex()}"
+    with _id_lock:
+        if ms > _last_id[0]:  # a fresh random part, its top bit clear: room to count up
+            _last_id[:] = [ms, int.from_bytes(os.urandom(10), "big") >> 1]
+        else:
+            _last_id[1] += 1
+        ms, rand = _last_id
+    return f"{prefix}{ms:012x}{rand:020x}"
 
 
 @dataclass(frozen=True, slots=True)

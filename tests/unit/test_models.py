@@ -103,3 +103,12 @@ def test_a_stored_time_no_calendar_renders_does_not_break_a_read() -> None:
     assert task_json(task)["deadline"] is None
     assert [iso(v) for v in (float("inf"), float("nan"), -1e20)] == [None, None, None]
     assert iso(1.5) == "1970-01-01T00:00:01.500Z"
+
+
+def test_ids_made_in_one_process_only_increase(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = [new_id() for _ in range(2000)]  # many share a millisecond
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(len(i) == 32 for i in made)
+    now = time.time_ns()
+    monkeypatch.setattr(time, "time_ns", lambda: now - 5_000_000_000)  # the clock steps back
+    assert new_id() > made[-1]
