@@ -118,7 +118,13 @@ def response_text(task: Task, base: str = "") -> str | None:
     text = output_text(task)
     if text is not None:
         return text
-    files = task.result.get("files") if isinstance(task.result, dict) else None
+    return markdown_images(task.result, base)
+
+
+def markdown_images(stored: Any, base: str = "") -> str | None:
+    """The files of a stored result (or of an answer kept in a conversation) as Markdown
+    images linked under ``base``; None when it has none."""
+    files = stored.get("files") if isinstance(stored, dict) else None
     links = [
         f"![image]({base}{f['url']})"
         for f in files or []

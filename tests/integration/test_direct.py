@@ -103,3 +103,9 @@ def test_an_insert_missing_a_column_sqlalchemy_would_default_is_refused(
     table.create(conn)
     with pytest.raises(ValueError, match=r"without values for \['n'\]"):
         direct.execute(conn, table.insert(), [{"id": "x"}])
+
+
+def test_an_insert_s_rows_must_share_their_keys(conn: sa.Connection) -> None:
+    rows = [{**ROW, "id": "a"}, {**ROW, "id": "b", "label": "extra"}]
+    with pytest.raises(ValueError, match="same keys"):
+        direct.execute(conn, INSERT, rows)

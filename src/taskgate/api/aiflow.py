@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from taskgate.api.aiflow_errors import aiflow_refusal
 from taskgate.api.auth import caller, gateway
-from taskgate.api.compat import answering_route, json_field, with_absolute_urls
+from taskgate.api.compat import answering_route, json_field, save_upload, with_absolute_urls
 from taskgate.api.responses import JSON
 from taskgate.api.schemas import AiflowError, errors
 from taskgate.callbacks import AIFLOW, aiflow_result, aiflow_status, check_headers
@@ -259,24 +259,13 @@ async def create_task_form(
     sub = plan(gw, body)
     async with gw.request_files.discarded_if_refused() as stored:
         for f in files or []:
-            stored.append(await _store(request, key, f))
+            stored.append((await save_upload(request.app.state.files, key, f)).id)
         refs = [{"file_id": file_id} for file_id in stored]
         ignored = ignored_fields(gw.settings.aiflow, body.model_spec)
         return await _accept(gw, key, with_files(sub, refs), ignored)
 
 
-async def _store(request: Request, key: ApiKey, f: UploadFile) -> str:
-    content_type = f.content_type or "application/octet-stream"
-    saved = await request.app.state.files.save(
-        key.tenant, await f.read(), content_type, f.filename or "upload"
-    )
-    return str(saved.id)
-
-
 # --- reading and cancelling -------------------------------------------------------------
-
-
-status_of = aiflow_status
 
 
 def result_of(request: Request, task: Task) -> dict[str, Any] | None:
@@ -288,7 +277,7 @@ def task_view(request: Request, task: Task) -> dict[str, Any]:
     error = task.error or {}
     return {
         "task_id": task.id,
-        "status": status_of(task),
+        "status": aiflow_status(task),
         "task_type": task.label or task.kind,
         "model_spec": {"name": task.model},
         "payload": task.input,
@@ -319,7 +308,7 @@ async def get_status(
     return JSON(
         {
             "task_id": task.id,
-            "status": status_of(task),
+            "status": aiflow_status(task),
             "created_at": iso(task.created_at),
             "updated_at": iso(task.updated_at),
         }
@@ -333,7 +322,7 @@ async def get_result(
     """202 while the task runs; then its result, or its error (a failed task is not a
     server error here, unlike AIFlow's 500)."""
     task = await gw.get(key, task_id)
-    body: dict[str, Any] = {"task_id": task.id, "status": status_of(task)}
+    body: dict[str, Any] = {"task_id": task.id, "status": aiflow_status(task)}
     if not task.terminal:
         return JSON({**body, "detail": "Task is still running"}, status_code=202)
     body["result"] = result_of(request, task)
@@ -350,4 +339,4 @@ async def cancel_task(
     """Cancel the task (it stays readable; an ended task is left as it is)."""
     task = await gw.cancel(key, task_id)
     message = "Task cancelled" if task.status is Status.CANCELLED else "Task had already ended"
-    return JSON({"task_id": task.id, "status": status_of(task), "message": message})
+    return JSON({"task_id": task.id, "status": aiflow_status(task), "message": message})

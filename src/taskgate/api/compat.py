@@ -14,6 +14,7 @@ import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -21,7 +22,8 @@ from taskgate.api.auth import gateway_of
 from taskgate.api.responses import JSON, STATUS_TYPES, as_api_error, error_headers
 from taskgate.api.strict import StrictRoute, malformed_message
 from taskgate.errors import BadRequest
-from taskgate.models import Task
+from taskgate.files import Files
+from taskgate.models import ApiKey, StoredFile, Task
 
 # (HTTP status, message, taskgate's error object) -> the dialect's error response
 Render = Callable[[int, str, dict[str, Any]], Response]
@@ -110,6 +112,13 @@ def shape_of(origin: str | None) -> str:
 def base_url(request: Request) -> str:
     """The server's URL as the client reached it, without a trailing slash."""
     return str(request.base_url).rstrip("/")
+
+
+async def save_upload(files: Files, key: ApiKey, upload: UploadFile) -> StoredFile:
+    """A multipart upload stored as a file of the caller's tenant (every API's uploads)."""
+    content_type = upload.content_type or "application/octet-stream"
+    data = await upload.read()
+    return await files.save(key.tenant, data, content_type, upload.filename or "upload")
 
 
 def json_field(name: str, raw: str | None, default: Any = None) -> Any:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from taskgate.api import schemas as out
 from taskgate.api import tasksystem_shapes
 from taskgate.api.auth import KEY_NEEDED, KeyRing, admin, caller, gateway, gateway_of
-from taskgate.api.compat import base_url, shape_asked, shape_of
+from taskgate.api.compat import base_url, save_upload, shape_asked, shape_of
 from taskgate.api.responses import JSON
 from taskgate.api.schemas import declare
 from taskgate.api.strict import StrictRoute, check_media_type, json_body
@@ -520,11 +520,7 @@ async def upload_file(
 ) -> JSON:
     """Store a file of the caller's tenant; tasks reference it as ``{"file_id": ...}``.
     Bodies over ``max_body_bytes`` (100 MB by default) are refused with 413."""
-    data = await file.read()
-    content_type = file.content_type or "application/octet-stream"
-    f = await request.app.state.files.save(
-        key.tenant, data, content_type, file.filename or "upload"
-    )
+    f = await save_upload(request.app.state.files, key, file)
     return JSON(
         {
             **file_json(f),

@@ -38,15 +38,15 @@ from starlette.responses import Response
 
 from taskgate.api import openai_api
 from taskgate.api.auth import caller, gateway, gateway_of
-from taskgate.api.compat import detail_error, refused, route_class
+from taskgate.api.compat import detail_error, refused, route_class, save_upload
 from taskgate.api.native import download_headers
 from taskgate.api.responses import JSON
 from taskgate.api.schemas import DetailError, errors
 from taskgate.api.tasksystem_shapes import TASKSYSTEM
 from taskgate.errors import BadRequest
-from taskgate.files import clean_type
+from taskgate.files import Files, clean_type
 from taskgate.gateway import Gateway
-from taskgate.models import ApiKey, StoredFile
+from taskgate.models import ApiKey
 from taskgate.submission import Submission
 
 MAX_MODELS = 32  # as the native API's batches
@@ -151,7 +151,7 @@ async def _chat(gw: Gateway, key: ApiKey, body: ChatIn, uploads: list[UploadFile
     parts = [media_part(i, u) for i, u in enumerate(uploads, 1)]
     async with gw.request_files.discarded_if_refused() as saved:
         for part, upload in zip(parts, uploads, strict=True):
-            f = await store_upload(gw, key, upload)
+            f = await save_upload(kept_files(gw), key, upload)
             saved.append(f.id)
             part[part["type"]] = {"file_id": f.id}
         sub = Submission(
@@ -188,12 +188,10 @@ def media_part(number: int, upload: UploadFile) -> dict[str, Any]:
     )
 
 
-async def store_upload(gw: Gateway, key: ApiKey, upload: UploadFile) -> StoredFile:
-    files = gw.request_files.files
-    if files is None:
+def kept_files(gw: Gateway) -> Files:
+    if gw.request_files.files is None:
         raise BadRequest("this server keeps no files", field="files")
-    data = await upload.read()
-    return await files.save(key.tenant, data, upload.content_type or "", upload.filename or "")
+    return gw.request_files.files
 
 
 def chat_input(prompt: str, parts: list[dict[str, Any]]) -> Any:

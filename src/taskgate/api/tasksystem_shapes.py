@@ -26,6 +26,7 @@ from taskgate.views import (
     cost_time,
     error_message,
     iso,
+    markdown_images,
     prompt_text,
     response_text,
     result_code,
@@ -168,10 +169,4 @@ def _said(text: str | None, model: str | None) -> dict[str, Any] | None:
 
 def answer_text(content: Any, base: str) -> str | None:
     """An answer kept in the history, as text: its text, or the images it made as Markdown."""
-    if isinstance(content, str):
-        return content
-    files = content.get("files") if isinstance(content, dict) else None
-    links = [
-        f"![image]({base}{f['url']})" for f in files or [] if isinstance(f, dict) and f.get("url")
-    ]
-    return "\n\n".join(links) or None
+    return content if isinstance(content, str) else markdown_images(content, base)

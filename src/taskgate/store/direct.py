@@ -110,7 +110,7 @@ def execute(conn: Conn, stmt: sa.Executable, many: Sequence[Mapping[str, Any]]) 
         conn.execute(stmt, [dict(p) for p in many])
         return
     keys = tuple(many[0]) if isinstance(stmt, sa.Insert) else ()
-    if keys and any(len(p) != len(keys) or not all(k in p for k in keys) for p in many):
+    if keys and any(p.keys() != many[0].keys() for p in many):  # (a set comparison, in C)
         raise ValueError("a direct INSERT's rows must all have the same keys")
     c = _prepared(conn, stmt, keys)
     values = [c.values(p) for p in many]
