@@ -254,17 +254,17 @@ def assign_instances(
     return out
 
 
-def pinned_room(inst: InstanceState, now: float) -> int:
-    """The calls a claim may start now on one instance, for the tasks pinned to it (as
-    ``free_slots`` counts it)."""
+def room(inst: InstanceState, now: float) -> int:
+    """The calls a claim may start now on one instance: none while it cools down, then one
+    probe, else its free slots."""
     if not inst.healthy(now):
         return 0
     return min(1, inst.free()) if inst.tripped else inst.free()
 
 
 def free_slots(instances: Sequence[InstanceState], now: float) -> int:
-    """Calls the scheduler may start now; a cooled-down instance offers one probe slot."""
-    return sum(min(1, i.free()) if i.tripped else i.free() for i in instances if i.healthy(now))
+    """Calls the scheduler may start now on any of ``instances``."""
+    return sum(room(i, now) for i in instances)
 
 
 def record_success(inst: InstanceState) -> None:

@@ -171,7 +171,7 @@ class LaneClaim:
     def rooms(self) -> dict[str, int]:
         """Each instance's room for the tasks pinned to it, as planned."""
         now = time.time()
-        return {i.name: policy.pinned_room(i, now) for i in self.planned}
+        return {i.name: policy.room(i, now) for i in self.planned}
 
     @property
     def since(self) -> float:
