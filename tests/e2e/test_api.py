@@ -37,7 +37,7 @@ def wait(c: httpx.Client, task_id: str, seconds: float = 20) -> dict[str, Any]:
 def test_task_runs_to_success_with_its_attempt_recorded(server: Server, key: str) -> None:
     with server.client(key) as c:
         task = submit(c, input="hello")
-        assert task["status"] == "PENDING"
+        assert task["status"] in ("PENDING", "PROCESSING")  # (claimed as accepted, if room)
         done = wait(c, task["id"])
     assert done["status"] == "SUCCESS"
     assert done["result"]["output"]["text"] == "mock reply to: hello"

@@ -23,7 +23,7 @@ def test_cli_submit_waits_with_progress_and_prints_the_result(server: Server, ke
 def test_cli_no_wait_status_wait_cancel_and_tasks(server: Server, key: str) -> None:
     env = {"TASKGATE_KEY": key}
     task_id = server.cli(
-        "submit", "--no-wait", "--model", "mock", "--param", "mock_latency_ms=5000", "slow", **env
+        "submit", "--no-wait", "--model", "mock", "--param", "mock_latency_ms=60000", "slow", **env
     ).stdout.strip()
     assert json.loads(server.cli("status", task_id, **env).stdout)["id"] == task_id
     cancelled = json.loads(server.cli("cancel", task_id, **env).stdout)

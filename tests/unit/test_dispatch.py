@@ -19,13 +19,17 @@ CONF = Settings.model_validate(
 def dispatcher(during_claim: Any) -> tuple[Dispatcher, Lane]:
     """A dispatcher whose store finds nothing to claim, calling ``during_claim`` first."""
 
-    async def claim(route: str, plan: Any, assign: Any, *_: Any) -> list[Task]:
+    def claim_in(conn: Any, route: str, plan: Any, assign: Any, *_: Any) -> tuple[list[Task], ...]:
         plan({}, {})
         during_claim(d)
-        return []
+        return [], []
+
+    async def claim_with(claims: Any) -> Any:
+        return claims(None)  # (no transaction: the stand-in store has none)
 
     lanes = build_lanes(CONF)
-    store = SimpleNamespace(claims=SimpleNamespace(claim=claim))
+    found = SimpleNamespace(claim_in=claim_in, claim_with=claim_with, tell=lambda *_: None)
+    store = SimpleNamespace(claims=found)
     d = Dispatcher(CONF.scheduler, store, lanes, "w", lambda lane, task: None)  # type: ignore[arg-type]
     return d, lanes["r"]
 

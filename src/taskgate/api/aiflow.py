@@ -205,7 +205,7 @@ def with_files(sub: Submission, refs: list[dict[str, str]]) -> Submission:
 
 
 async def _accept(gw: Gateway, key: ApiKey, sub: Submission, ignored: list[str]) -> JSON:
-    task, _ = await gw.submit(key, sub)
+    task, created = await gw.submit(key, sub)
     message = "Task created successfully"
     if ignored:
         message += (
@@ -214,7 +214,8 @@ async def _accept(gw: Gateway, key: ApiKey, sub: Submission, ignored: list[str])
         )
     body = {
         "task_id": task.id,
-        "status": task.status.value,
+        # AIFlow answers a creation PENDING, though taskgate may have claimed it already
+        "status": Status.PENDING.value if created else task.status.value,
         "created_at": iso(task.created_at),
         "message": message,
     }

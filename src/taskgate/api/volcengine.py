@@ -116,10 +116,11 @@ async def create_task(
     gw: Gateway = Depends(gateway),
 ) -> JSON:
     """Queue an image, video or text task: ``data{task_id, status, provider, model}``."""
-    task, _ = await gw.submit(key, submission(KINDS[task_type], body))
+    task, created = await gw.submit(key, submission(KINDS[task_type], body))
     data = {
         "task_id": task.id,
-        "status": status_of(task),
+        # its creation answers pending, though taskgate may have claimed the task already
+        "status": STATUSES[Status.PENDING] if created else status_of(task),
         "type": task_type,
         "provider": body.provider,
         "model": task.model,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskgate.events.base import Events
-from taskgate.models import Task
+from taskgate.models import Status, Task
 
 KEY_REVOKED = "key_revoked"
 WORKERS = "workers"  # {"drain": worker id}: an admin asked that worker to drain
@@ -22,8 +22,10 @@ def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
 
 
 async def announce_queued(events: Events, tasks: list[Task]) -> None:
-    """Wake a dispatcher of each task's lane: work became due there (once per lane)."""
-    for route, priority in dict.fromkeys((t.route, int(t.priority)) for t in tasks):
+    """Wake a dispatcher of each task's lane: work became due there (once per lane). A task
+    already claimed (in the transaction that accepted it) needs no one woken."""
+    due = (t for t in tasks if t.status is Status.PENDING)
+    for route, priority in dict.fromkeys((t.route, int(t.priority)) for t in due):
         await events.publish("queue", {"route": route, "priority": priority})
 
 

@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from taskgate import policy
@@ -73,54 +73,94 @@ class Dispatcher:
             self._wake.clear()
 
     async def dispatch_once(self) -> int:
-        """Claim and start what free capacity allows, on every route. Returns tasks started."""
+        """Claim and start what free capacity allows, on every route, a transaction per
+        route. Returns tasks started."""
         started = 0
         async with self.claiming:
             for lane in self.lanes.values():
-                free = lane.free(time.time())
-                if free <= 0:
+                if lane.free(time.time()) <= 0:
                     continue
-                for task in await self._claim(lane):
-                    self.start(lane, task)
-                    started += 1
+                ride = Ride(self, [(lane, set())])
+                await self.store.claims.claim_with(ride.claim)
+                started += ride.start()
         return started
 
-    async def _claim(self, lane: Lane) -> list[Task]:
-        """Claim what the route's free slots allow; when a priority runs dry, share what it
-        left among the others at once."""
-        claimed: list[Task] = []
-        while len(claimed) < self.conf.claim_batch:
-            live = [p for p in Priority if p not in lane.dry]
-            if not live:
-                break
-            try:
-                got, again = await self._claim_once(lane, live, len(claimed))
-            except Exception:
-                if not claimed:
-                    raise
-                log.exception("a further claim on route %s failed", lane.route.name)
-                break  # start what the earlier claims took
-            claimed += got
-            if not again:
-                break
-        return claimed
+    @contextlib.asynccontextmanager
+    async def riding(self, lanes: Iterable[tuple[str, Priority]]) -> AsyncIterator[Ride | None]:
+        """Claims that ride on a write of this process accepting tasks into ``lanes`` (route
+        and priority): for those of its lanes with free slots, claims inside that write's
+        transaction (:meth:`Ride.claim`), their tasks started once the block ends (the write
+        committed). A task is then claimed in the transaction that accepts it, and reaches
+        its call without an event or a turn of the dispatch loop. None: nothing to ride (no
+        free slot there)."""
+        lanes = list(lanes)
+        if self.stopping or not self._with_room(lanes):
+            yield None
+            return
+        async with self.claiming:  # (waits out a claim of the loop's, or a reload)
+            fresh = self._with_room(lanes)  # as they are now
+            ride = Ride(self, fresh) if fresh else None
+            yield ride
+            if ride is not None:  # (not reached if the block raised: the write rolled back)
+                ride.start()
 
-    async def _claim_once(
-        self, lane: Lane, live: list[Priority], taken: int
-    ) -> tuple[list[Task], bool]:
+    def _with_room(self, lanes: list[tuple[str, Priority]]) -> list[tuple[Lane, set[Priority]]]:
+        """The lanes among ``lanes`` with a free slot, each with its priorities named."""
+        now = time.time()
+        fresh: dict[str, set[Priority]] = {}
+        for route, priority in lanes:
+            lane = self.lanes.get(route)
+            if lane is not None and lane.free(now) > 0:
+                fresh.setdefault(route, set()).add(priority)
+        return [(self.lanes[r], p) for r, p in fresh.items()]
+
+
+class Ride:
+    """Claims on some lanes, made inside one write transaction (:meth:`claim`: the
+    dispatch loop's own, or a write accepting tasks that they ride on), and their tasks
+    started once it has committed (:meth:`start`)."""
+
+    def __init__(self, dispatcher: Dispatcher, lanes: list[tuple[Lane, set[Priority]]]) -> None:
+        self.dispatcher = dispatcher
+        self.lanes = lanes  # each with the priorities that just got work
+        self.taken: list[tuple[Lane, list[Task], list[Task]]] = []  # claimed, and failed
+        self.more = False  # a lane may hold more than the claims took
+
+    def claim(self, conn: Any) -> dict[str, Task]:
+        """Claim what each lane's free slots allow, in the caller's transaction; when a
+        priority runs dry, share what it left among the others at once. Returns the tasks
+        claimed, by id. Synchronous, as the transaction's work is."""
+        conf = self.dispatcher.conf
+        self.taken, self.more = [], False
+        for lane, fresh in self.lanes:
+            lane.dry -= fresh  # (a hint: harmless if the transaction rolls back)
+            count, again = 0, True
+            while again and count < conf.claim_batch:
+                live = [p for p in Priority if p not in lane.dry]
+                if not live:
+                    break
+                plan = LaneClaim(lane, live, conf.claim_batch - count, conf.strict_priority)
+                got, failed, again = self._claim_once(conn, plan)
+                self.taken.append((lane, got, failed))
+                count += len(got)
+            self.more |= again
+        return {t.id: t for _, got, _ in self.taken for t in got}
+
+    def _claim_once(self, conn: Any, plan: LaneClaim) -> tuple[list[Task], list[Task], bool]:
         """One claim: the store counts every worker's calls on the route inside it (so
         capacity holds across workers) and each task's instance is picked there too.
-        Returns the tasks and whether to claim again at once: a priority came up short,
-        so the others may take its share, unless the claim took nothing and work was
-        announced meanwhile (then the announcement's wake starts the next round)."""
-        plan = LaneClaim(lane, live, self.conf.claim_batch - taken, self.conf.strict_priority)
+        Returns the tasks claimed and failed, and whether to claim again at once: a priority
+        came up short, so the others may take its share, unless the claim took nothing and
+        work was announced meanwhile (then the announcement's wake starts the next round)."""
+        d, lane = self.dispatcher, plan.lane
         announced = lane.announced
-        got = await self.store.claims.claim(
+        got, failed = d.store.claims.claim_in(
+            conn,
             lane.route.name,
             plan.wants,
             plan.assign,
-            self.worker_id,
-            self.conf.lease_seconds,
+            d.worker_id,
+            d.conf.lease_seconds,
             lane.limits,
             plan,
         )
@@ -131,7 +171,21 @@ class Dispatcher:
                 if lane.announced == announced:  # else work came meanwhile: look again
                     lane.dry.add(prio)
                     marked = True
-        return got, short and (marked or bool(got))
+        return got, failed, short and (marked or bool(got))
+
+    def start(self) -> int:
+        """Once the claims have committed: tell of them, and start their tasks. Returns the
+        tasks started."""
+        d = self.dispatcher
+        started = 0
+        for lane, got, failed in self.taken:
+            d.store.claims.tell(got, failed)
+            for task in got:
+                d.start(lane, task)
+            started += len(got)
+        if self.more:
+            d.wake()  # claimed as much as one claim may: the loop takes the rest
+        return started
 
 
 class LaneClaim:

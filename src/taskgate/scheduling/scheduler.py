@@ -110,6 +110,8 @@ class Scheduler:
     async def start(self) -> None:
         await self.leases.reclaim_from_dead_local_workers()
         await self.presence.join()
+        # tasks accepted by this process are claimed as they are written, where there is room
+        self.store.tasks.riding = self.dispatcher.riding
         self._loops = [
             asyncio.create_task(self.dispatcher.run(), name="dispatch"),
             asyncio.create_task(self.leases.keep_sweeping(), name="sweep"),
@@ -134,6 +136,8 @@ class Scheduler:
             return
         self._stopped = True
         self.dispatcher.stopping = True
+        if self.store.tasks.riding == self.dispatcher.riding:
+            self.store.tasks.riding = None
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, self.jobs.stop(), return_exceptions=True)

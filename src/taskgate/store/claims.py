@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -25,6 +25,7 @@ from taskgate.store.rate_buckets import RateLimit
 from taskgate.store.schema import attempts, tasks
 
 PROCESSING = Status.PROCESSING.value
+R = TypeVar("R")
 
 
 class ClaimPlan(Protocol):
@@ -95,13 +96,22 @@ class Claims:
         left the route.
         """
         claimed, failed = await self._db.write(
-            self._claim_in, route, plan, assign, worker, lease, limits or {}, pinning
+            self.claim_in, route, plan, assign, worker, lease, limits or {}, pinning
         )
-        self._db.observer.claimed(claimed)
-        self._db.tell_ended(failed)
+        self.tell(claimed, failed)
         return claimed
 
-    def _claim_in(
+    async def claim_with(self, claims: Callable[[Conn], R]) -> R:
+        """Run ``claims`` (calls of :meth:`claim_in`) in one transaction of their own; the
+        caller tells of what they did (:meth:`tell`)."""
+        return await self._db.write(claims)
+
+    def tell(self, claimed: Sequence[Task], failed: Sequence[Task]) -> None:
+        """Tell the observer and listeners of what a claim did, once it has committed."""
+        self._db.observer.claimed(claimed)
+        self._db.tell_ended(failed)
+
+    def claim_in(
         self,
         conn: Conn,
         route: str,
@@ -112,6 +122,9 @@ class Claims:
         limits: Mapping[str, RateLimit],
         pinning: Pinning | None,
     ) -> tuple[list[Task], list[Task]]:
+        """:meth:`claim` in the caller's transaction (a write accepting tasks, which the
+        claim rides on): returns the tasks claimed and those failed, of which the caller
+        tells (:meth:`tell`) once it has committed."""
         now = time.time()
         if self._db.dialect == "postgresql":
             conn.execute(ops.ROUTE_LOCK, {"lock_route": route})

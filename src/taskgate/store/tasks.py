@@ -10,14 +10,15 @@ tasks, all or none.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from taskgate.batching import Batcher
-from taskgate.models import Attempt, Status, Task, new_id
+from taskgate.models import Attempt, Priority, Status, Task, new_id
 from taskgate.store import direct, file_refs, listing, ops, usage
 from taskgate.store.base import NewTask, TaskFilter
 from taskgate.store.database import Conn, Database, scalar
@@ -27,27 +28,51 @@ PENDING, PROCESSING = Status.PENDING.value, Status.PROCESSING.value
 Inserted = tuple[Task, bool] | BaseException  # the task and whether it is new, or the refusal
 
 
+class Ride(Protocol):
+    """Claims that ride on the write accepting tasks (made by the dispatcher of this
+    process, when it runs one: ``scheduling/dispatch.Dispatcher.riding``)."""
+
+    def claim(self, conn: Conn, /) -> dict[str, Task]:
+        """Claim in this transaction; the tasks claimed, by id."""
+        ...
+
+
+# The rides offered for a write accepting tasks into these lanes (route, priority), each
+# yielding None or the ride to take; the tasks it claimed start when the block ends.
+Riding = Callable[[Iterable[tuple[str, Priority]]], AbstractAsyncContextManager[Ride | None]]
+
+
 class Tasks:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._inserts: Batcher[NewTask, tuple[Task, bool]] = Batcher(self._insert_batch)
+        self.riding: Riding | None = None  # set while this process runs a dispatcher
 
     async def drain(self) -> None:
         """Wait for the inserts under way (the store is closing)."""
         await self._inserts.drain()
 
     async def insert(self, new: NewTask) -> tuple[Task, bool]:
-        """Accept a task durably; return it and whether it is new (False: idempotent replay)."""
+        """Accept a task durably; return it and whether it is new (False: idempotent replay).
+        When this process runs a dispatcher with a free slot on the task's route, the task
+        is claimed in the same transaction and comes back PROCESSING (``riding``)."""
         return await self._inserts.submit(new)
 
     async def _insert_batch(self, batch: Sequence[NewTask]) -> list[Inserted]:
         try:
-            out = await self._db.write(insert_in, batch)
+            if self.riding is None:
+                return self._created(await self._db.write(insert_in, batch))
+            async with self.riding((n.route, n.priority) for n in batch) as ride:
+                return self._created(await self._db.write(_insert_riding, batch, ride))
+            # (the tasks the ride claimed start here, once their creation is told)
         except IntegrityError:
             if len(batch) > 1:
                 raise  # the batcher writes each task alone
             # This task raced another gateway on its idempotency key; now it finds the winner.
-            out = await self._db.write(insert_in, batch)
+            return self._created(await self._db.write(insert_in, batch))
+
+    def _created(self, out: list[Inserted]) -> list[Inserted]:
+        """Tell the observer of the tasks just created; returns ``out``."""
         self._db.observer.created([r[0] for r in out if isinstance(r, tuple) and r[1]])
         return out
 
@@ -136,6 +161,14 @@ def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
         assert stored is not None
         results[i] = ops.replay(stored[0], batch[i]) if isinstance(stored, tuple) else stored
     return [r for r in results if r is not None]
+
+
+def _insert_riding(conn: Conn, batch: Sequence[NewTask], ride: Ride | None) -> list[Inserted]:
+    """:func:`insert_in`, then the claims riding on it: a task claimed comes back as
+    claimed."""
+    out = insert_in(conn, batch)
+    claimed = ride.claim(conn) if ride is not None else {}
+    return [(claimed.get(r[0].id, r[0]), r[1]) if isinstance(r, tuple) and r[1] else r for r in out]
 
 
 def _add_callbacks(

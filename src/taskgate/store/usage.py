@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from taskgate.budgets import DAY, Counter, Quota, day_of, month_of, month_start
 from taskgate.errors import LimitExceeded
+from taskgate.store import direct
 from taskgate.store.base import NewTask
 from taskgate.store.database import Conn, Database
 from taskgate.store.schema import tasks
@@ -169,7 +170,7 @@ def charge(conn: Conn, charges: Sequence[Charge], now: float) -> None:
             {"u_subject": s, "u_tokens": t, "u_cost": c, "u_day": day, "u_month": month}
             for s, (t, c) in sorted(summed.items())  # in the order takes lock them
         ]
-        conn.execute(CHARGE, rows)
+        direct.execute(conn, CHARGE, rows)
 
 
 class Usage:
