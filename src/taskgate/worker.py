@@ -53,6 +53,7 @@ async def run(
         await live.start()  # registered instances join their routes; reloads are followed
         await scheduler.start()
         await ops.start()
+        services.settle()
         print(  # whatever the log level: the line that says the worker is up
             f"taskgate worker {scheduler.worker_id}: running routes {', '.join(scheduler.lanes)}",
             file=sys.stderr,

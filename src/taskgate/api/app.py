@@ -105,6 +105,7 @@ def create_app(
                 await scheduler.start()
                 drains = asyncio.create_task(_drain_when_asked(scheduler, grace), name="drain")
             await app.state.ops.start()
+            services.settle()
             try:
                 yield
             finally:
