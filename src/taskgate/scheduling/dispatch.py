@@ -78,8 +78,8 @@ class Dispatcher:
         started = 0
         async with self.claiming:
             for lane in self.lanes.values():
-                if lane.free(time.time()) <= 0:
-                    continue
+                if lane.free(time.time()) <= 0 or lane.dry.issuperset(Priority):
+                    continue  # no room, or nothing known to wait there: no transaction
                 ride = Ride(self, [(lane, set())])
                 await self.store.claims.claim_with(ride.claim)
                 started += ride.start()

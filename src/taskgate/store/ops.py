@@ -274,10 +274,22 @@ _RETRY = _FENCED.values(
 )
 
 
-_WRITTEN = sa.select(tasks).where(
-    tasks.c.id.in_(sa.bindparam("w_ids", expanding=True)),
-    tasks.c.updated_at == sa.bindparam("w_now"),
-)
+# The endings a batch wrote, read back by their ids: one statement whatever the batch's size
+# (so built once, and run on the driver), the ids a JSON array on SQLite, an array on
+# PostgreSQL
+_WRITTEN_AT = tasks.c.updated_at == sa.bindparam("w_now")
+_IDS = sa.bindparam("w_ids", type_=sa.JSON)
+_WRITTEN = {
+    "sqlite": sa.select(tasks).where(
+        tasks.c.id.in_(
+            sa.select(sa.column("value", sa.String)).select_from(sa.func.json_each(_IDS))
+        ),
+        _WRITTEN_AT,
+    ),
+    "postgresql": sa.select(tasks).where(
+        tasks.c.id == sa.any_(sa.bindparam("w_ids", type_=sa.ARRAY(sa.String))), _WRITTEN_AT
+    ),
+}
 _ADD_ATTEMPTS = attempts.insert()
 
 
@@ -310,8 +322,9 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             ends.append({**common, "b_status": o.status.value, "b_result": o.result})
     direct.execute(conn, _END, ends)
     direct.execute(conn, _RETRY, retries)
-    written = conn.execute(_WRITTEN, {"w_ids": [o.task_id for o in batch], "w_now": now})
-    applied = {r["id"]: Task.from_row(r) for r in written.mappings()}
+    ids = {"w_ids": [o.task_id for o in batch], "w_now": now}
+    written = direct.rows(conn, _WRITTEN[conn.dialect.name], ids)
+    applied = {r["id"]: Task.from_row(r) for r in written}
     out: list[Task | None] = []
     history, charges = [], []
     for o in batch:
