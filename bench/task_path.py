@@ -5,7 +5,7 @@ process's CPU time per task (on SQLite that is all the work: SQLite runs inline)
 statements and transactions per task, counted on SQLite's connection: steadier than the HTTP
 benchmarks on a shared machine, and it says where a change moved the work.
 
-    .venv/bin/python bench/task_path.py [-c 1 32] [-n 3200]
+    .venv/bin/python bench/task_path.py [-c 1 32] [-n 3200] [--capacity 128]
 
 Compare trees with ``PYTHONPATH=<tree>/src``.
 """
@@ -32,7 +32,6 @@ ROUTE = {
     "name": "mock",
     "models": ["mock"],
     "provider": "mock",
-    "instances": [{"name": "m", "max_concurrency": 128}],
 }
 KEY = ApiKey(id="key_bench", tenant="bench", name="bench", admin=False, created_at=0)
 
@@ -43,9 +42,10 @@ def verb(sql: str) -> str:
     return " ".join(words[:2]) if words[0] == "BEGIN" else words[0].upper()
 
 
-async def run(concurrency: int, n: int) -> None:
+async def run(concurrency: int, n: int, capacity: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        conf = Settings.model_validate({"routes": [ROUTE]})
+        route = {**ROUTE, "instances": [{"name": "m", "max_concurrency": capacity}]}
+        conf = Settings.model_validate({"routes": [route]})
         store = SqlStore(f"sqlite:///{Path(tmp) / 'taskgate.db'}")
         await store.open()
         events = MemoryEvents()
@@ -73,8 +73,8 @@ async def run(concurrency: int, n: int) -> None:
     done = each * concurrency
     counts = ", ".join(f"{k} {v / done:.2f}" for k, v in sorted(seen.items()))
     print(
-        f"{concurrency:>3} submitters: {cpu / done * 1e6:5.0f} us CPU per task, "
-        f"{done / wall:5.0f} tasks/s; per task: {counts}",
+        f"{concurrency:>3} submitters, capacity {capacity}: "
+        f"{cpu / done * 1e6:5.0f} us CPU per task, {done / wall:5.0f} tasks/s; per task: {counts}",
         flush=True,
     )
 
@@ -83,6 +83,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-c", "--concurrency", type=int, nargs="+", default=[1, 32])
     ap.add_argument("-n", type=int, default=3200, help="tasks per run")
+    ap.add_argument(
+        "--capacity", type=int, default=128, help="the backend's slots (below -c: a queue)"
+    )
     args = ap.parse_args()
     for c in args.concurrency:
-        asyncio.run(run(c, args.n))
+        asyncio.run(run(c, args.n, args.capacity))
