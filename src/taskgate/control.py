@@ -12,7 +12,7 @@ from typing import Any
 
 from taskgate.errors import BadRequest, Conflict, NotFound
 from taskgate.events import Events
-from taskgate.events.topics import WORKERS, announce_cancelled, announce_queued
+from taskgate.events.topics import WORKERS, announce_cancelled, announce_due, announce_queued
 from taskgate.models import ApiKey, Priority, Task
 from taskgate.routing import Routing
 from taskgate.store import SqlStore, TaskFilter
@@ -106,7 +106,7 @@ class Control:
         await self.store.control.set_paused(self.route(name), paused, key.id)
         if not paused:  # wake the dispatchers of every lane of the route
             for priority in Priority:
-                await self.events.publish("queue", {"route": name, "priority": int(priority)})
+                await announce_due(self.events, name, int(priority))
 
     # --- workers -----------------------------------------------------------------------------
 

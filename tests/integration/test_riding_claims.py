@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from taskgate.events.topics import queue_topic
 from taskgate.models import Priority, Status
 from taskgate.submission import Submission
 from tests.integration import test_scheduler
@@ -41,7 +42,7 @@ async def test_a_task_with_room_is_claimed_as_it_is_accepted(rig_factory: Any) -
     assert created
     assert task.status is Status.PROCESSING
     assert (task.worker, task.attempts, task.instance) == (scheduler.worker_id, 1, "one")
-    assert "queue" not in topics  # nobody needs waking: it is already claimed
+    assert queue_topic("rec") not in topics  # nobody needs waking: it is already claimed
     await rig.wait_all([task.id])
 
 
@@ -56,7 +57,7 @@ async def test_a_task_without_room_waits_and_is_announced(rig_factory: Any) -> N
     topics = published(rig)
     second, _ = await rig.gateway.submit(A, _sub("second"))
     assert second.status is Status.PENDING  # the one slot is taken
-    assert "queue" in topics
+    assert queue_topic("rec") in topics
     recorder.gate.set()
     await rig.wait_all([first.id, second.id])
     assert [text for text, _ in recorder.started] == ["first", "second"]

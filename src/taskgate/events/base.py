@@ -2,10 +2,11 @@
 arrives, the worker holding a task that was cancelled. They are hints, never the truth: every
 listener re-reads the store, and pollers at a bounded interval finish the job if an event is lost.
 
-Topics used: ``task:{id}`` (status, position and progress of one task), ``queue`` (a task became
-claimable on a route), ``cancel`` (a running task was cancelled), ``key_revoked`` (an API key
-was revoked: gateways drop it from their caches), ``reload`` (every process reads its config
-file again) and ``instances`` (a backend instance was registered or removed).
+Topics used: ``task:{id}`` (status, position and progress of one task), ``queue:{route}`` (a
+task became claimable on the route), ``cancel`` (a running task was cancelled),
+``key_revoked`` (an API key was revoked: gateways drop it from their caches), ``reload``
+(every process reads its config file again) and ``instances`` (a backend instance was
+registered or removed).
 
 Messages are JSON objects, except one shortcut: a ``finished`` event published in-process
 carries the ended :class:`~taskgate.models.Task` under ``ended``, which saves each waiter a

@@ -5,10 +5,11 @@ a bigger message goes out as just its task, type and status (see ``Broadcast._en
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 
-from taskgate.events.broadcast import CHANNEL, Broadcast
+from taskgate.events.broadcast import Broadcast
 
 KEEPALIVE = 5.0  # seconds between checks that the listening connection still works
 
@@ -21,22 +22,42 @@ class PostgresEvents(Broadcast):
         self.dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._listener: asyncpg.Connection | None = None
         self._sender: asyncpg.Connection | None = None
+        # one command at a time on the listening connection (LISTEN, UNLISTEN, keepalive)
+        self._using_listener = asyncio.Lock()
 
     async def _listen(self) -> None:
         self._listener = conn = await asyncpg.connect(self.dsn, timeout=10)
-        await conn.add_listener(CHANNEL, lambda *args: self._received(args[3]))
-        self.connected.set()
+        await self._hear_all()
         while True:  # a dead server or network shows only when the connection is used
             await asyncio.sleep(KEEPALIVE)
-            await conn.fetchval("SELECT 1", timeout=KEEPALIVE)
+            async with self._using_listener:
+                await conn.fetchval("SELECT 1", timeout=KEEPALIVE)
+            await self._drop_idle()
 
-    async def _send(self, payloads: list[str]) -> None:
+    def _on_notify(self, *args: Any) -> None:
+        self._received(args[3])
+
+    async def _hear(self, channel: str) -> None:
+        conn = self._listener
+        if conn is None:
+            raise ConnectionError("not listening")
+        async with self._using_listener:
+            await conn.add_listener(channel, self._on_notify)  # LISTEN, done when it returns
+
+    async def _unhear(self, channel: str) -> None:
+        conn = self._listener
+        if conn is not None:
+            async with self._using_listener:
+                await conn.remove_listener(channel, self._on_notify)
+
+    async def _send(self, batch: list[tuple[str, str]]) -> None:
         if self._sender is None or self._sender.is_closed():
             self._sender = await asyncpg.connect(self.dsn, timeout=10)
+        channels, payloads = zip(*batch, strict=True)
         await self._sender.execute(
-            "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
-            CHANNEL,
-            payloads,
+            "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS m(c, p)",
+            list(channels),
+            list(payloads),
         )
 
     async def _reset(self, what: str) -> None:

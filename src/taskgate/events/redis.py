@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import redis.asyncio as aioredis
 
 from taskgate.events.broadcast import CHANNEL, Broadcast
+
+TICK = 5.0  # seconds between looks for channels no longer needed (and health checks)
 
 
 class RedisEvents(Broadcast):
@@ -12,6 +17,9 @@ class RedisEvents(Broadcast):
         super().__init__()
         self.url = url
         self._client: aioredis.Redis | None = None
+        self._pubsub: Any = None  # the listening loop's, while it runs
+        # SUBSCRIBEs sent and not yet confirmed: the loop reads the confirmations
+        self._confirming: dict[str, asyncio.Future[None]] = {}
 
     def _redis(self) -> aioredis.Redis:
         if self._client is None:  # health checks notice a dead connection while idle
@@ -21,18 +29,56 @@ class RedisEvents(Broadcast):
         return self._client
 
     async def _listen(self) -> None:
-        async with self._redis().pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(CHANNEL)
-            self.connected.set()
-            while True:
-                message = await pubsub.get_message(timeout=5.0)
-                if message is not None:
-                    self._received(message["data"])
+        async with self._redis().pubsub() as pubsub:
+            self._pubsub = pubsub
+            listening = None
+            try:
+                # the first SUBSCRIBE connects it (reading needs a connection); the rest, and
+                # the confirmations, while the loop below reads
+                self._confirming[CHANNEL] = asyncio.get_running_loop().create_future()
+                await pubsub.subscribe(CHANNEL)
+                listening = asyncio.ensure_future(self._hear_all())
+                while True:
+                    message = await pubsub.get_message(timeout=TICK)
+                    if message is None:
+                        await self._drop_idle()
+                    elif message["type"] in ("message", "pmessage"):
+                        self._received(message["data"])
+                    elif message["type"] == "subscribe":
+                        self._confirmed(message["channel"])
+                    if listening.done():
+                        listening.result()  # raise what made it fail
+            finally:
+                self._pubsub = None
+                if listening is not None:
+                    listening.cancel()
+                for waiting in self._confirming.values():
+                    waiting.cancel()
+                self._confirming.clear()
 
-    async def _send(self, payloads: list[str]) -> None:
+    def _confirmed(self, channel: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        waiting = self._confirming.pop(name, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    async def _hear(self, channel: str) -> None:
+        if self._pubsub is None:
+            raise ConnectionError("not listening")
+        waiting = self._confirming.get(channel)
+        if waiting is None:
+            waiting = self._confirming[channel] = asyncio.get_running_loop().create_future()
+            await self._pubsub.subscribe(channel)
+        await asyncio.shield(waiting)  # the listening loop reads the confirmation
+
+    async def _unhear(self, channel: str) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.unsubscribe(channel)
+
+    async def _send(self, batch: list[tuple[str, str]]) -> None:
         async with self._redis().pipeline(transaction=False) as pipe:
-            for p in payloads:
-                pipe.publish(CHANNEL, p)
+            for channel, payload in batch:
+                pipe.publish(channel, payload)
             await pipe.execute()
 
     async def _reset(self, what: str) -> None:

@@ -1,5 +1,6 @@
 """The messages taskgate publishes, in one place: ``task:{id}`` (a task's life, for waiters
-and event streams), ``queue`` (work became due on a lane), ``cancel`` (stop a call),
+and event streams), ``queue:{route}`` (work became due on a lane of the route: heard only by
+the workers that serve it), ``cancel`` (stop a call),
 ``key_revoked`` (forget a key: revoked, or its limits changed), ``workers`` (an admin's
 drain request), ``reload`` (read the config file again) and ``instances`` (a backend
 instance was registered or removed: read them again; see ops/live.py)."""
@@ -17,6 +18,16 @@ RELOAD = "reload"
 INSTANCES = "instances"
 
 
+def queue_topic(route: str) -> str:
+    """The topic of the work that becomes due on ``route``."""
+    return f"queue:{route}"
+
+
+async def announce_due(events: Events, route: str, priority: int) -> None:
+    """Wake the dispatchers that serve ``route``: work became due on one of its lanes."""
+    await events.publish(queue_topic(route), {"route": route, "priority": priority})
+
+
 def task_event(task: Task, type_: str, **extra: Any) -> dict[str, Any]:
     return {"type": type_, "task_id": task.id, "status": task.status.value, **extra}
 
@@ -26,7 +37,7 @@ async def announce_queued(events: Events, tasks: list[Task]) -> None:
     already claimed (in the transaction that accepted it) needs no one woken."""
     due = (t for t in tasks if t.status is Status.PENDING)
     for route, priority in dict.fromkeys((t.route, int(t.priority)) for t in due):
-        await events.publish("queue", {"route": route, "priority": priority})
+        await announce_due(events, route, priority)
 
 
 async def announce_cancelled(events: Events, tasks: list[Task]) -> None:

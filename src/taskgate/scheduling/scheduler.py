@@ -2,7 +2,8 @@
 each in its own module: dispatch (claims), call (one attempt), outcome (its ending), jobs
 (backend jobs), leases (renewal, lost work, sweeping), presence (its heartbeat in the
 workers' registry), retention (purging what has expired), reconfigure (new settings at run
-time); and it starts and stops their loops and listens for new work and for cancellations."""
+time); and it starts and stops their loops and listens for new work (on the routes its lanes
+serve, and only those: ``queue:{route}``) and for cancellations."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 from taskgate import policy
 from taskgate.config import Settings
 from taskgate.events import Events
-from taskgate.events.topics import WORKERS
+from taskgate.events.topics import WORKERS, queue_topic
 from taskgate.files import Files
 from taskgate.ops import tracing
 from taskgate.ops.reload import Changes
@@ -100,6 +101,7 @@ class Scheduler:
         )
         self._loops: list[asyncio.Task[None]] = []
         self._keepers: list[asyncio.Task[None]] = []
+        self._hearing: dict[str, asyncio.Task[None]] = {}  # route: its queue's listener
         self._stopped = False
 
     @property
@@ -115,12 +117,12 @@ class Scheduler:
         self._loops = [
             asyncio.create_task(self.dispatcher.run(), name="dispatch"),
             asyncio.create_task(self.leases.keep_sweeping(), name="sweep"),
-            asyncio.create_task(self._listen("queue", self._on_queue), name="queue-listener"),
             # webhooks of ended tasks, sent from the worker process (stops with the loops)
             asyncio.create_task(self.webhooks.run(), name="webhooks"),
             # ended tasks past their retention, purged in small batches
             asyncio.create_task(self.retention.keep_purging(), name="retention"),
         ]
+        self._hear_lanes()
         # what keeps running tasks ours and cancellable: runs on through stop()'s grace
         self._keepers = [
             asyncio.create_task(self.leases.keep_renewing(), name="leases"),
@@ -138,9 +140,10 @@ class Scheduler:
         self.dispatcher.stopping = True
         if self.store.tasks.riding == self.dispatcher.riding:
             self.store.tasks.riding = None
-        for loop in self._loops:
+        hearing = list(self._hearing.values())
+        for loop in self._loops + hearing:
             loop.cancel()
-        await asyncio.gather(*self._loops, self.jobs.stop(), return_exceptions=True)
+        await asyncio.gather(*self._loops, *hearing, self.jobs.stop(), return_exceptions=True)
         await self.attempts.stop(grace)
         for keeper in self._keepers:
             keeper.cancel()
@@ -158,6 +161,8 @@ class Scheduler:
         self.settings = settings
         await self.retention.use(settings)
         await self.reconfigurer.apply(settings, changes)
+        if not self._stopped:
+            self._hear_lanes()
 
     def dispatching(self) -> bool:
         """Whether the dispatch loop runs (for readiness)."""
@@ -175,6 +180,17 @@ class Scheduler:
 
     async def _on_queue(self, message: dict[str, Any]) -> None:
         self.dispatcher.due(message)
+
+    def _hear_lanes(self) -> None:
+        """Listen for the work announced on each route a lane serves, and on no other: a
+        route a reload added is heard from now on (the reload's own wake-up looks at it at
+        once), one it removed no more."""
+        for route in set(self._hearing) - set(self.lanes):
+            self._hearing.pop(route).cancel()
+        for route in set(self.lanes) - set(self._hearing):
+            self._hearing[route] = asyncio.create_task(
+                self._listen(queue_topic(route), self._on_queue), name=f"queue:{route}"
+            )
 
     async def _listen(
         self, topic: str, handler: Callable[[dict[str, Any]], Awaitable[None]]

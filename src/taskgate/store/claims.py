@@ -1,7 +1,9 @@
 """What workers do with tasks: claim them under a lease, renew it, and end their attempts;
 and the sweep that requeues the tasks of workers that stopped renewing.
 
-On PostgreSQL claims use ``FOR UPDATE SKIP LOCKED`` so that workers never wait on each other.
+On PostgreSQL workers never wait on each other's claims: a claim takes the route's lock only
+if it is free (else :class:`RouteBusy`: another worker is claiming there, look again soon),
+and its rows with ``FOR UPDATE SKIP LOCKED``.
 Attempt endings go through :class:`~taskgate.batching.Batcher`: under load many share one
 transaction, and they are written with one executemany.
 """
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 
 from taskgate.batching import Batcher
 from taskgate.models import Priority, Status, Task
-from taskgate.store import control, direct, ops, rate_buckets, task_logs
+from taskgate.store import direct, ops, rate_buckets, task_logs
 from taskgate.store.base import Outcome
 from taskgate.store.database import Conn, Database
 from taskgate.store.rate_buckets import RateLimit
@@ -62,6 +64,12 @@ class Pinning(Protocol):
         ...
 
 
+class RouteBusy(Exception):
+    """Another worker is claiming on the route at this moment (PostgreSQL): nothing was
+    taken and nothing waited. That worker takes what its share of the free capacity
+    allows; the caller looks again soon for what is left."""
+
+
 class Claims:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -89,15 +97,19 @@ class Claims:
         priority to take given both, move them to PROCESSING under the lease, record on each
         the instance ``assign`` picks for it (None: keep the one it has, as a resumed backend
         job does), and take one request from the bucket of each instance picked. A route an
-        admin paused gives nothing.
+        admin paused gives nothing. The lock is tried, not waited for: if another worker's
+        claim holds it, :class:`RouteBusy` is raised at once, nothing taken.
 
         A task pinned to one instance is taken only within that instance's room as
         ``pinning`` sees it (without ``pinning``, never), and fails if that instance has
         left the route.
         """
-        claimed, failed = await self._db.write(
+        done = await self._db.write(
             self.claim_in, route, plan, assign, worker, lease, limits or {}, pinning
         )
+        if done is None:
+            raise RouteBusy(route)
+        claimed, failed = done
         self.tell(claimed, failed)
         return claimed
 
@@ -121,20 +133,23 @@ class Claims:
         lease: float,
         limits: Mapping[str, RateLimit],
         pinning: Pinning | None,
-    ) -> tuple[list[Task], list[Task]]:
+    ) -> tuple[list[Task], list[Task]] | None:
         """:meth:`claim` in the caller's transaction (a write accepting tasks, which the
         claim rides on): returns the tasks claimed and those failed, of which the caller
-        tells (:meth:`tell`) once it has committed."""
+        tells (:meth:`tell`) once it has committed; None if another worker's claim holds
+        the route's lock (PostgreSQL): nothing was taken."""
         now = time.time()
-        if self._db.dialect == "postgresql":
-            conn.execute(ops.ROUTE_LOCK, {"lock_route": route})
-        if control.is_paused(conn, route):  # an admin paused it: its tasks wait
+        if self._db.dialect == "postgresql" and not direct.scalar(
+            conn, ops.TRY_ROUTE_LOCK, {"lock_route": route}
+        ):
+            return None  # another worker is claiming on the route
+        state = ops.route_state(conn, route, now)
+        if state.paused:  # an admin paused it: its tasks wait
             return [], []
-        busy = dict(ops.tuples_with(conn, ops.BUSY, {"b_route": route, "b_now": now}))
         buckets = rate_buckets.load(conn, route, limits, now)
         allowed = {name: b.allowed(*limits[name]) for name, b in buckets.items()}
-        wants = plan(busy, allowed)
-        rooms, failed = self._pinned_rooms(conn, route, pinning, now)
+        wants = plan(state.busy, allowed)
+        rooms, failed = self._pinned_rooms(conn, route, pinning, state.pinned, now)
         claimed: list[Task] = []
         for priority, want in wants.items():
             for pin, room in rooms.items():  # those that can run on one instance first
@@ -159,15 +174,12 @@ class Claims:
         return claimed, failed
 
     def _pinned_rooms(
-        self, conn: Conn, route: str, pinning: Pinning | None, now: float
+        self, conn: Conn, route: str, pinning: Pinning | None, pins: list[str], now: float
     ) -> tuple[dict[str, int], list[Task]]:
-        """The room of each instance that waiting tasks are pinned to (none: the common case,
-        one probe of an index empty but for pinned tasks), and the tasks failed because the
-        instance they are pinned to has left the route."""
-        if pinning is None:
-            return {}, []
-        pins = [name for (name,) in ops.tuples_with(conn, ops.PINNED_WAITING, {"p_route": route})]
-        if not pins:
+        """The room of each instance that waiting tasks are pinned to (``pins``; none: the
+        common case), and the tasks failed because the instance they are pinned to has left
+        the route."""
+        if pinning is None or not pins:
             return {}, []
         rooms = pinning.rooms()
         failed = [

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from taskgate.models import Status, Task
-from taskgate.store import direct, ops, task_logs
+from taskgate.store import ops, task_logs
 from taskgate.store.base import TaskFilter
 from taskgate.store.database import Conn, Database, dialect_insert, rows
 from taskgate.store.schema import route_states, tasks, workers
@@ -25,9 +25,6 @@ from taskgate.store.schema import route_states, tasks, workers
 CHUNK = 1000
 RETRYABLE = (Status.FAILED, Status.TIMEOUT, Status.CANCELLED)
 RUNNABLE = (Status.PENDING, Status.PROCESSING)
-
-# Whether a route is paused: read by every claim, inside its transaction
-PAUSED = sa.select(route_states.c.paused).where(route_states.c.route == sa.bindparam("p_route"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,11 +209,6 @@ class Control:
     async def forget_workers(self, seen_before: float) -> None:
         """Drop the records of workers not seen since ``seen_before``."""
         await self._db.write(ops.execute, workers.delete().where(workers.c.last_seen < seen_before))
-
-
-def is_paused(conn: Conn, route: str) -> bool:
-    """Whether the route is paused, in the caller's transaction (a claim's)."""
-    return bool(direct.scalar(conn, PAUSED, {"p_route": route}))
 
 
 def _rerun_values(t: Task, r: Rerun, seq: int, now: float) -> dict[str, Any]:

@@ -1,11 +1,21 @@
 """The hottest statements on the database driver directly, skipping SQLAlchemy's work per
-execution. The statements stay SQLAlchemy Core, written once for both dialects; on SQLite
-each is compiled once, and then run on the standard library's ``sqlite3`` connection under
-the transaction's SQLAlchemy connection (same transaction), its parameters and rows passed
-through the column types' own processors (JSON in and out). A statement through
-SQLAlchemy costs about 20 µs here, the same statement on the driver about 1 µs, and a task
-passes through a dozen of them (bench/README.md). On PostgreSQL they run through SQLAlchemy
-as every other statement does.
+execution. The statements stay SQLAlchemy Core, written once for both dialects, and are
+compiled once per dialect; then they run on the driver's connection under the
+transaction's SQLAlchemy connection (same transaction), their parameters passed through the
+column types' own bind processors (JSON out) and their rows through the result processors
+SQLAlchemy would use (JSON in). A statement through SQLAlchemy costs about 20 µs here, the
+same statement on the driver a few µs, and a task passes through a dozen of them
+(bench/README.md).
+
+- SQLite: the standard library's ``sqlite3`` connection, inline on the event loop.
+- PostgreSQL: the ``asyncpg`` connection, awaited from inside ``AsyncConnection.run_sync``
+  (SQLAlchemy's greenlet: ``await_only``). asyncpg prepares each statement on first use on
+  a connection and keeps it (its statement cache, per connection); JSON goes through the
+  codecs SQLAlchemy set on that connection. SQLAlchemy begins its transaction lazily, with
+  its first statement: a direct statement that comes first begins it the same way. An
+  asyncpg error goes through SQLAlchemy's own handling, so callers see what they would
+  have seen (``IntegrityError``; a lost connection invalidated, and ``Unavailable`` from
+  ``Database``).
 
 Only statements whose SQL does not change with their parameters qualify (no expanding
 ``IN``): :func:`rows` and :func:`execute` compile on first use and keep the result by the
@@ -16,9 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
+from sqlalchemy.util import await_only
 
 Conn = sa.Connection
 Processor = Callable[[Any], Any] | None
@@ -26,12 +37,15 @@ Processor = Callable[[Any], Any] | None
 
 @dataclass(frozen=True)
 class Compiled:
-    """A statement's SQL for sqlite3, and how to make its parameters and read its rows."""
+    """A statement's SQL for the driver, and how to make its parameters and read its rows."""
 
     sql: str
     params: tuple[tuple[str, Any, Processor], ...]  # (name, fixed value, bind processor)
     results: dict[str, Processor]  # processors of the result columns that need one
     required: frozenset[str]  # parameters without a value of their own (SQLAlchemy's check)
+    # PostgreSQL: the result's column names, and each one's processor (None: none needed)
+    names: tuple[str, ...] = ()
+    processors: tuple[Processor, ...] = ()
 
     def values(self, given: Mapping[str, Any]) -> list[Any]:
         out = []
@@ -50,8 +64,16 @@ class Compiled:
                 row[name] = process(row[name])
         return row
 
+    def pg_row(self, raw: Sequence[Any]) -> dict[str, Any]:
+        if not any(self.processors):
+            return dict(zip(self.names, raw, strict=True))
+        return {
+            name: value if process is None or value is None else process(value)
+            for name, value, process in zip(self.names, raw, self.processors, strict=True)
+        }
 
-_compiled: dict[tuple[int, tuple[str, ...]], Compiled] = {}
+
+_compiled: dict[tuple[str, int, tuple[str, ...]], Compiled] = {}
 _keep: list[sa.Executable] = []  # the compiled statements stay alive, so ids stay theirs
 
 
@@ -63,34 +85,54 @@ def _compile(conn: Conn, stmt: sa.Executable, keys: tuple[str, ...]) -> Compiled
     if isinstance(stmt, sa.Insert) and (unset := set(order) - set(keys)):
         raise ValueError(f"direct INSERT without values for {sorted(unset)}")  # a default
     params = tuple(
-        (name, fixed.get(name), compiled.binds[name].type.bind_processor(dialect)) for name in order
+        (name, fixed.get(name), compiled.binds[name].type._cached_bind_processor(dialect))
+        for name in order
     )
+    required = frozenset(n for n in order if compiled.binds[n].required)
     columns = getattr(stmt, "selected_columns", None) or getattr(stmt, "_returning", None) or ()
+    _keep.append(stmt)
+    if dialect.name == "postgresql":
+        names, processors = _pg_results(conn, str(compiled), list(columns))
+        return Compiled(str(compiled), params, {}, required, names, processors)
     results = {
         c.key: p for c in columns if (p := c.type.result_processor(dialect, None)) is not None
     }
-    _keep.append(stmt)
-    required = frozenset(n for n in order if compiled.binds[n].required)
     return Compiled(str(compiled), params, results, required)
 
 
+def _pg_results(
+    conn: Conn, sql: str, columns: list[Any]
+) -> tuple[tuple[str, ...], tuple[Processor, ...]]:
+    """The names of a statement's result columns as PostgreSQL gives them, and the result
+    processor SQLAlchemy would pick for each, given the column's type and the type the
+    server says it returns (asyncpg's codecs already turn most into Python values)."""
+    if not columns:
+        return (), ()
+    prepared = _pg_call(conn, sql, (), lambda driver: driver.prepare(sql))
+    attributes = prepared.get_attributes()
+    names = tuple(a.name for a in attributes)
+    processors = tuple(
+        c.type._cached_result_processor(conn.dialect, a.type.oid)
+        for c, a in zip(columns, attributes, strict=True)
+    )
+    return names, processors
+
+
 def _prepared(conn: Conn, stmt: sa.Executable, keys: tuple[str, ...] = ()) -> Compiled:
-    found = _compiled.get((id(stmt), keys))
+    found = _compiled.get((conn.dialect.name, id(stmt), keys))
     if found is None:
-        found = _compiled[(id(stmt), keys)] = _compile(conn, stmt, keys)
+        found = _compiled[(conn.dialect.name, id(stmt), keys)] = _compile(conn, stmt, keys)
     return found
-
-
-def direct(conn: Conn) -> bool:
-    return conn.dialect.name == "sqlite"
 
 
 def rows(conn: Conn, stmt: sa.Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows of a statement built once (a SELECT, or a write with RETURNING)."""
-    if not direct(conn):
-        return [dict(r) for r in conn.execute(stmt, dict(params)).mappings()]
     c = _prepared(conn, stmt)
-    cursor = conn.connection.driver_connection.execute(c.sql, c.values(params))  # type: ignore[union-attr]
+    values = c.values(params)
+    if conn.dialect.name == "postgresql":
+        found = _pg_call(conn, c.sql, values, lambda driver: driver.fetch(c.sql, *values))
+        return [c.pg_row(r) for r in found]
+    cursor = conn.connection.driver_connection.execute(c.sql, values)  # type: ignore[union-attr]
     names = [d[0] for d in cursor.description or ()]
     return [c.row(names, r) for r in cursor.fetchall()]
 
@@ -106,12 +148,39 @@ def execute(conn: Conn, stmt: sa.Executable, many: Sequence[Mapping[str, Any]]) 
     the same keys)."""
     if not many:
         return
-    if not direct(conn):
-        conn.execute(stmt, [dict(p) for p in many])
-        return
     keys = tuple(many[0]) if isinstance(stmt, sa.Insert) else ()
     if keys and any(p.keys() != many[0].keys() for p in many):  # (a set comparison, in C)
         raise ValueError("a direct INSERT's rows must all have the same keys")
     c = _prepared(conn, stmt, keys)
     values = [c.values(p) for p in many]
+    if conn.dialect.name == "postgresql":
+        if len(values) == 1:
+            _pg_call(conn, c.sql, values[0], lambda driver: driver.execute(c.sql, *values[0]))
+        else:  # one round trip for all (asyncpg pipelines them)
+            _pg_call(conn, c.sql, values, lambda driver: driver.executemany(c.sql, values))
+        return
     conn.connection.driver_connection.executemany(c.sql, values)  # type: ignore[union-attr]
+
+
+def _pg_call(conn: Conn, sql: str, params: Any, call: Callable[[Any], Any]) -> Any:
+    """Await ``call(asyncpg connection)`` in the transaction of ``conn``, beginning it as
+    SQLAlchemy would have (it begins lazily, on its first statement)."""
+    adapted = conn.connection.dbapi_connection
+    try:
+        if adapted._transaction is None:  # type: ignore[union-attr]
+            await_only(adapted._start_transaction())  # type: ignore[union-attr]
+        return await_only(call(conn.connection.driver_connection))
+    except Exception as exc:
+        _raise_as_sqlalchemy(conn, exc, sql, params)
+
+
+def _raise_as_sqlalchemy(conn: Conn, exc: Exception, sql: str, params: Any) -> NoReturn:
+    """Raise what SQLAlchemy would have raised had it run the statement: the driver's error
+    as the adapter's DBAPI error, wrapped in SQLAlchemy's (``IntegrityError``, ...), the
+    connection invalidated if the error means it is lost."""
+    adapted = conn.connection.dbapi_connection
+    try:
+        adapted._handle_exception(exc)  # type: ignore[union-attr]  # raises, translated
+    except Exception as translated:
+        conn._handle_dbapi_exception(translated, sql, params, None, None)
+    raise AssertionError("unreachable: the handlers above raise")  # pragma: no cover

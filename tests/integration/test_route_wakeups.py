@@ -1,0 +1,139 @@
+"""Only the workers that serve a route hear its work, on the real PostgreSQL (LISTEN/NOTIFY)
+and Redis (pub/sub): a worker whose lanes do not serve route R never receives R's
+``queue:{route}`` announcements (nor any process that waits on no task the task events);
+one that gains R on a reload hears them from then on; and a channel no subscriber needs
+any more stops being heard."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from taskgate.config import Settings
+from taskgate.events import broadcast
+from taskgate.events.broadcast import Broadcast
+from taskgate.events.postgres import PostgresEvents
+from taskgate.events.redis import RedisEvents
+from taskgate.events.topics import RELOAD, announce_due, queue_topic
+from taskgate.files import Files, LocalBlobs
+from taskgate.ops.reload import diff
+from taskgate.scheduling import Scheduler
+from taskgate.store import SqlStore
+from tests.conftest import PG_URL, REDIS_URL
+
+KINDS = [
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+
+
+class Heard:
+    """The topics of the messages one process received from another (``sender``: on a
+    Redis shared with other test runs, messages of theirs may come too)."""
+
+    def __init__(self, events: Broadcast, sender: Broadcast) -> None:
+        self.topics: list[str] = []
+        received = events._received
+
+        def spy(payload: str | bytes) -> None:
+            envelope = orjson.loads(payload)
+            if envelope["o"] == sender.origin:
+                self.topics.append(envelope["t"])
+            received(payload)
+
+        events._received = spy  # type: ignore[method-assign]
+
+    async def until(self, found: Callable[[], bool], send: Callable[[], Any]) -> None:
+        """Send (again and again: a subscription may be on its way) until ``found``."""
+        for _ in range(200):
+            await send()
+            await asyncio.sleep(0.05)
+            if found():
+                return
+        raise AssertionError(f"never heard it; heard {self.topics}")
+
+
+async def opened(kind: str) -> Broadcast:
+    events: Broadcast = PostgresEvents(PG_URL) if kind == "postgresql" else RedisEvents(REDIS_URL)
+    await events.open()
+    await asyncio.wait_for(events.connected.wait(), 10)
+    return events
+
+
+def settings(*routes: str) -> Settings:
+    return Settings.model_validate(
+        {
+            "routes": [
+                {"name": r, "models": [r], "provider": "mock", "instances": [{"name": "i"}]}
+                for r in routes
+            ],
+            "scheduler": {"poll_interval": 3600},
+        }
+    )
+
+
+@pytest.fixture(params=KINDS)
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broadcast, Broadcast]]:
+    worker, api = await opened(request.param), await opened(request.param)
+    try:
+        yield worker, api
+    finally:
+        await worker.close()
+        await api.close()
+
+
+async def test_a_worker_hears_the_work_of_its_routes_only_and_of_a_route_a_reload_adds(
+    pair: tuple[Broadcast, Broadcast], tmp_path: Path
+) -> None:
+    events, api = pair
+    store = SqlStore(f"sqlite:///{tmp_path}/taskgate.db")
+    await store.open()
+    scheduler = Scheduler(
+        settings("a"), store, events, Files(store, LocalBlobs(tmp_path / "files"))
+    )
+    due: list[str] = []
+    scheduler.dispatcher.due = lambda message: due.append(message["route"])  # type: ignore[method-assign]
+    heard = Heard(events, api)
+    await scheduler.start()
+    try:
+
+        async def announce_b_then_a() -> None:
+            await announce_due(api, "b", 1)  # sent first: it would arrive first
+            await announce_due(api, "a", 1)
+
+        await heard.until(lambda: "a" in due, announce_b_then_a)
+        assert queue_topic("b") not in heard.topics and "b" not in due
+
+        # a reload adds route b to this worker's lanes: its work is heard from then on
+        wider = settings("a", "b")
+        await scheduler.apply(wider, diff(scheduler.settings, wider))
+        await heard.until(lambda: "b" in due, lambda: announce_due(api, "b", 1))
+    finally:
+        await scheduler.stop(grace=1)
+        await store.close()
+    # nor did the worker receive any task's events (it waits on none)
+    assert not [t for t in heard.topics if t.startswith("task:")]
+
+
+async def test_a_channel_no_subscriber_needs_is_no_longer_heard(
+    pair: tuple[Broadcast, Broadcast], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener, sender = pair
+    heard = Heard(listener, sender)
+    async with listener.subscribe("task:1") as sub:
+        await sender.publish("task:1", {"type": "progress"})
+        assert await sub.get(10) == {"type": "progress"}  # heard once subscribed
+    monkeypatch.setattr(broadcast, "LINGER", 0.0)
+    await listener._drop_idle()  # what the listening loop does now and then
+
+    async def task_then_reload() -> None:
+        await sender.publish("task:1", {"type": "late"})  # sent first: it would arrive first
+        await sender.publish(RELOAD, {"origin": "elsewhere"})
+
+    await heard.until(lambda: RELOAD in heard.topics, task_then_reload)
+    assert heard.topics.count("task:1") == 1  # the one heard while subscribed
