@@ -4,6 +4,14 @@ running, then the workers start and the time until all are SUCCESS is the drain 
 the same with tasks submitted while the workers run (end to end). The backend is the mock
 provider at ``--latency-ms`` (0: the figure is taskgate's own cost per task).
 
+The clock starts once every worker has started (registered in the workers' registry): a
+worker process takes a second or two of CPU to start, which would otherwise count against
+the drain, N times over with N workers. For the drain the route is paused while the tasks
+are queued and the workers start, and resumed when the clock starts. Each line also gives
+the CPU time per task of the API process, of the workers (together) and of the PostgreSQL
+backends serving the benchmark's database, from /proc: on a machine shared with other
+work these vary less than the rates.
+
 Uses the database ``taskgate_bench`` on the local server (created if missing, emptied
 before each run); set TASKGATE_BENCH_PG to use another."""
 
@@ -20,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import yaml
 from harness import BIN, Server, create_key, free_port, pct, submit_all, wait_done, wait_up
@@ -35,6 +44,67 @@ async def fresh_database(url: str) -> None:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def backends(url: str) -> list[int]:
+    """The PostgreSQL server processes serving the benchmark's database."""
+    conn = await asyncpg.connect(url)
+    try:
+        q = "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        return [r["pid"] for r in await conn.fetch(q) if r["pid"] != conn.get_server_pid()]
+    finally:
+        await conn.close()
+
+
+class Meter:
+    """CPU time of the API process, the workers and the database's backends over a run."""
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        self.procs = procs
+
+    async def sample(self) -> dict[str, dict[int, float]]:
+        return {
+            "api": {self.procs[0].pid: cpu_seconds(self.procs[0].pid)},
+            "workers": {p.pid: cpu_seconds(p.pid) for p in self.procs[1:]},
+            "postgres": {pid: cpu_seconds(pid) for pid in await backends(PG)},
+        }
+
+    @staticmethod
+    def per_task(
+        before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], n: int
+    ) -> str:
+        used = {k: sum(v - before[k].get(pid, 0.0) for pid, v in after[k].items()) for k in after}
+        return "  CPU/task " + ", ".join(f"{k} {1e6 * v / n:.0f} us" for k, v in used.items())
+
+
+async def workers_running(api: Server, n: int, timeout: float = 120) -> None:
+    """Wait until ``n`` workers are registered (each has started and joined)."""
+    end = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {api.key}"}
+    async with aiohttp.ClientSession(api.url, headers=headers) as http:
+        while time.monotonic() < end:
+            async with http.get("/v1/workers") as r:
+                running = [w for w in (await r.json())["data"] if w["state"] == "running"]
+            if len(running) >= n:
+                return
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"{n} workers did not start")
+
+
+async def admin_post(api: Server, path: str) -> None:
+    headers = {"Authorization": f"Bearer {api.key}"}
+    async with aiohttp.ClientSession(api.url, headers=headers) as http, http.post(path) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{path}: {r.status} {await r.text()}")
 
 
 @contextmanager
@@ -63,11 +133,12 @@ def cluster(latency_ms: int) -> Iterator[tuple[Server, Any]]:
         key = create_key(env)
         procs = [subprocess.Popen([str(BIN), "api"], env=env, stderr=subprocess.DEVNULL)]
 
-        def start_workers(n: int) -> None:
+        def start_workers(n: int) -> Meter:
             for _ in range(n):
                 procs.append(
                     subprocess.Popen([str(BIN), "worker"], env=env, stderr=subprocess.DEVNULL)
                 )
+            return Meter(procs)
 
         try:
             url = f"http://127.0.0.1:{port}"
@@ -84,24 +155,31 @@ BODY = {"kind": "chat", "model": "mock", "input": "hello"}
 
 
 async def drain(api: Server, start_workers: Any, n: int, workers: int, concurrency: int) -> str:
+    await admin_post(api, "/v1/routes/mock/pause")
     await submit_all(api, n, concurrency, BODY)
+    meter = start_workers(workers)
+    await workers_running(api, workers)
+    before = await meter.sample()
     t0 = time.perf_counter()
-    start_workers(workers)
+    await admin_post(api, "/v1/routes/mock/resume")
     t_done = await wait_done(api, n)
-    return f"workers={workers}  drain {n / (t_done - t0):6.0f} tasks/s ({t_done - t0:.2f} s)"
+    used = Meter.per_task(before, await meter.sample(), n)
+    return f"workers={workers}  drain {n / (t_done - t0):6.0f} tasks/s ({t_done - t0:.2f} s){used}"
 
 
 async def end_to_end(
     api: Server, start_workers: Any, n: int, workers: int, concurrency: int
 ) -> str:
-    start_workers(workers)
-    await asyncio.sleep(2)  # the workers connect
+    meter = start_workers(workers)
+    await workers_running(api, workers)
+    before = await meter.sample()
     t0 = time.perf_counter()
     lat = await submit_all(api, n, concurrency, BODY)
     t_done = await wait_done(api, n)
+    used = Meter.per_task(before, await meter.sample(), n)
     return (
         f"workers={workers}  end to end {n / (t_done - t0):6.0f} tasks/s ({t_done - t0:.2f} s)"
-        f"  submit p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms"
+        f"  submit p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms{used}"
     )
 
 
