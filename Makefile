@@ -28,8 +28,11 @@ $(DEVELOPING): pyproject.toml
 serve: install
 	$(BIN)/taskgate serve
 
+# every core (pytest-xdist), a test file per worker at a time: see tests/conftest.py
+PARALLEL := -n auto --dist loadfile
+
 test: install-dev
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 check: install-dev
 	$(BIN)/ruff format --check src tests bench examples

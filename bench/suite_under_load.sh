@@ -11,7 +11,7 @@ trap 'kill $busy1 $busy2 2>/dev/null' EXIT
 failed=0
 for run in 1 2; do
   started=$(date +%s)
-  .venv/bin/pytest -q -p no:cacheprovider "$@" > "/tmp/suite-under-load-$run.log" 2>&1
+  .venv/bin/pytest -q -p no:cacheprovider -n auto --dist loadfile "$@" > "/tmp/suite-under-load-$run.log" 2>&1
   rc=$?
   echo "run $run: exit $rc in $(( $(date +%s) - started )) s ($(tail -n 1 "/tmp/suite-under-load-$run.log"))"
   [ "$rc" -eq 0 ] || failed=1

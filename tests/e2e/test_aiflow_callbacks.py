@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from taskgate.client import verify_webhook
-from tests.e2e.conftest import Server, mock_route, until
+from tests.e2e.conftest import Server, fresh_tenant, mock_route, until
 from tests.e2e.test_aiflow_api import created, poll
 from tests.fakes import in_thread
 from tests.fakes.media_host import LIMIT, PNG, MediaHost
@@ -72,6 +72,16 @@ def server(make_server: Any, openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
     s: Server = make_server(routes, webhooks=HOOKS, media=media, log_level="debug")
     s.start()
     return s
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for every case of the refusals at submit (each case a tenant of its own):
+    they never reach a route, so it has the text route only."""
+    s = Server(tmp_path_factory.mktemp("refusing"), [mock_route("text", ["gpt-5"])], webhooks=HOOKS)
+    s.start()
+    yield s
+    s.stop(kill=True)
 
 
 def chat(callback: dict[str, Any] | None = None, model: str = "gpt-5") -> dict[str, Any]:
@@ -164,7 +174,7 @@ def test_a_cancelled_tasks_callback_says_failed_with_its_error_type(
     ],
 )
 def test_headers_a_client_may_not_set_are_refused_at_submit_and_nothing_is_stored(
-    server: Server, headers: dict[str, str], needle: str
+    refusing: Server, headers: dict[str, str], needle: str
 ) -> None:
     callback = {"url": "http://127.0.0.1:9/hook", "headers": {**headers, "X-Ok": SECRET}}
     form = {
@@ -172,7 +182,7 @@ def test_headers_a_client_may_not_set_are_refused_at_submit_and_nothing_is_store
         "model_spec": '{"name": "gpt-5"}',
         "callback": json.dumps(callback),
     }
-    with server.client(server.create_key("acme")) as c:
+    with refusing.client(refusing.create_key(fresh_tenant())) as c:
         for r in (
             c.post("/api/v1/tasks_json", json=chat(callback)),
             c.post("/api/v1/tasks_form", data=form),

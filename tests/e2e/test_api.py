@@ -82,9 +82,9 @@ def test_health_and_docs(server: Server, key: str) -> None:
     ],
 )
 def test_bad_input_is_a_clear_4xx_and_stores_nothing(
-    server: Server, key: str, body: dict[str, Any] | bytes, status: int, needle: str
+    shared_server: Server, own_key: str, body: dict[str, Any] | bytes, status: int, needle: str
 ) -> None:
-    with server.client(key) as c:
+    with shared_server.client(own_key) as c:
         if isinstance(body, bytes):
             r = c.post("/v1/tasks", content=body, headers={"content-type": "application/json"})
         else:

@@ -22,6 +22,8 @@ def test_cli_submit_waits_with_progress_and_prints_the_result(server: Server, ke
 
 def test_cli_no_wait_status_wait_cancel_and_tasks(server: Server, key: str) -> None:
     env = {"TASKGATE_KEY": key}
+    # long enough to be still running after two more CLI processes have started and finished
+    # on a busy machine; the cancel ends it at once
     task_id = server.cli(
         "submit", "--no-wait", "--model", "mock", "--param", "mock_latency_ms=60000", "slow", **env
     ).stdout.strip()

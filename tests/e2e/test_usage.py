@@ -111,15 +111,17 @@ def test_usage_is_grouped_and_confined_to_a_tenant_keys_tenant(priced: Server) -
         ({"tenant": "x" * 65}, 422),
     ],
 )
-def test_bad_usage_queries_are_refused(server: Server, params: dict[str, str], status: int) -> None:
-    with server.client(server.create_key("ops", admin=True)) as c:
+def test_bad_usage_queries_are_refused(
+    shared_server: Server, params: dict[str, str], status: int
+) -> None:
+    with shared_server.client(shared_server.create_key("ops", admin=True)) as c:
         r = c.get("/v1/usage", params=params)
     assert r.status_code == status, r.text
     assert r.json()["error"]["message"]
 
 
-def test_usage_needs_a_key(server: Server) -> None:
-    assert httpx.get(f"{server.url}/v1/usage").status_code == 401
+def test_usage_needs_a_key(shared_server: Server) -> None:
+    assert httpx.get(f"{shared_server.url}/v1/usage").status_code == 401
 
 
 def test_the_cli_prints_usage_as_a_table_or_json(priced: Server) -> None:

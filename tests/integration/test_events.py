@@ -103,10 +103,13 @@ async def _kill_listeners(kind: str) -> None:
     """Cut every listening connection from the server's side, as a restart would."""
     if kind == "postgresql":
         await drop_postgres_connections()
-    else:
+    else:  # only those on this test's db: other workers' listeners must stay up
         client = aioredis.from_url(REDIS_URL)
         try:
-            await client.client_kill_filter(_type="pubsub")
+            db = str(client.connection_pool.connection_kwargs.get("db", 0))
+            for listener in await client.client_list(_type="pubsub"):
+                if listener["db"] == db:
+                    await client.client_kill_filter(_id=listener["id"])
         finally:
             await client.aclose()
 
@@ -135,6 +138,26 @@ async def test_listeners_reconnect_after_the_server_drops_them(kind: str) -> Non
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.redis
+async def test_redis_events_on_another_db_number_stay_apart() -> None:
+    """Pub/sub channels are server-wide: the channel names the db, or two deployments (or
+    two test workers) on one Redis server would hear each other."""
+    db = int(aioredis.ConnectionPool.from_url(REDIS_URL).connection_kwargs.get("db", 0))
+    other = REDIS_URL.rsplit("/", 1)[0] + f"/{(db + 8) % 16}"
+    a, near, far = RedisEvents(REDIS_URL), RedisEvents(REDIS_URL), RedisEvents(other)
+    for e in (a, near, far):
+        await e.open()
+        await asyncio.wait_for(e.connected.wait(), 10)
+    try:
+        async with near.subscribe("task:6") as same, far.subscribe("task:6") as apart:
+            await a.publish("task:6", {"type": "ping"})
+            assert await same.get(5) == {"type": "ping"}
+            assert await apart.get(0.3) is None
+    finally:
+        for e in (a, near, far):
+            await e.close()
 
 
 def test_from_url_picks_the_transport() -> None:

@@ -1,4 +1,9 @@
-"""Events over Redis pub/sub (redis-py's asyncio client), for when a Redis URL is set."""
+"""Events over Redis pub/sub (redis-py's asyncio client), for when a Redis URL is set.
+
+Pub/sub channels belong to the whole Redis server, not to a db number: on the wire a channel
+carries the URL's db (``taskgate_events:3``), so deployments, or parallel test workers, that
+share a server on different db numbers do not hear each other. db 0 keeps the plain names,
+which processes of earlier versions use."""
 
 from __future__ import annotations
 
@@ -12,10 +17,17 @@ from taskgate.events.broadcast import CHANNEL, Broadcast
 TICK = 5.0  # seconds between looks for channels no longer needed (and health checks)
 
 
+def db_suffix(url: str) -> str:
+    """What the channels' names carry for the Redis URL's db number."""
+    db = int(aioredis.ConnectionPool.from_url(url).connection_kwargs.get("db", 0))
+    return "" if db == 0 else f":{db}"
+
+
 class RedisEvents(Broadcast):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
+        self._suffix = db_suffix(url)  # a channel's name on the wire: channel + suffix
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None  # the listening loop's, while it runs
         # SUBSCRIBEs sent and not yet confirmed: the loop reads the confirmations
@@ -35,8 +47,9 @@ class RedisEvents(Broadcast):
             try:
                 # the first SUBSCRIBE connects it (reading needs a connection); the rest, and
                 # the confirmations, while the loop below reads
-                self._confirming[CHANNEL] = asyncio.get_running_loop().create_future()
-                await pubsub.subscribe(CHANNEL)
+                wire = CHANNEL + self._suffix
+                self._confirming[wire] = asyncio.get_running_loop().create_future()
+                await pubsub.subscribe(wire)
                 listening = asyncio.ensure_future(self._hear_all())
                 while True:
                     message = await pubsub.get_message(timeout=TICK)
@@ -65,20 +78,21 @@ class RedisEvents(Broadcast):
     async def _hear(self, channel: str) -> None:
         if self._pubsub is None:
             raise ConnectionError("not listening")
-        waiting = self._confirming.get(channel)
+        wire = channel + self._suffix
+        waiting = self._confirming.get(wire)
         if waiting is None:
-            waiting = self._confirming[channel] = asyncio.get_running_loop().create_future()
-            await self._pubsub.subscribe(channel)
+            waiting = self._confirming[wire] = asyncio.get_running_loop().create_future()
+            await self._pubsub.subscribe(wire)
         await asyncio.shield(waiting)  # the listening loop reads the confirmation
 
     async def _unhear(self, channel: str) -> None:
         if self._pubsub is not None:
-            await self._pubsub.unsubscribe(channel)
+            await self._pubsub.unsubscribe(channel + self._suffix)
 
     async def _send(self, batch: list[tuple[str, str]]) -> None:
         async with self._redis().pipeline(transaction=False) as pipe:
             for channel, payload in batch:
-                pipe.publish(channel, payload)
+                pipe.publish(channel + self._suffix, payload)
             await pipe.execute()
 
     async def _reset(self, what: str) -> None:
