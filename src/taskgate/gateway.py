@@ -188,12 +188,12 @@ class Gateway:
 
     async def wait(self, key: ApiKey, task_id: str, timeout: float) -> Task:
         """The task once it has ended, or as it is after ``timeout`` seconds."""
-        task = await self.get(key, task_id)
-        if task.terminal or timeout <= 0:
-            return task
+        if timeout <= 0:
+            return await self.get(key, task_id)
         end = time.monotonic() + timeout
+        # subscribed first, so one read suffices: an ending after it is heard
         async with self.events.subscribe(f"task:{task_id}") as sub:
-            task = await self.get(key, task_id)  # it may have ended before we subscribed
+            task = await self.get(key, task_id)
             while not task.terminal:
                 left = end - time.monotonic()
                 if left <= 0:

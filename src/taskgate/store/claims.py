@@ -236,7 +236,7 @@ class Claims:
             return set()
         stmt = (
             tasks.update()
-            .where(tasks.c.id.in_(ids), tasks.c.worker == worker, tasks.c.status == PROCESSING)
+            .where(tasks.c.id.in_(ids), tasks.c.worker == worker, ops.IS_PROCESSING)
             .values(lease_until=time.time() + lease)
             .returning(tasks.c.id)
         )
@@ -262,7 +262,7 @@ class Claims:
             tasks.update()
             .where(
                 tasks.c.id == task.id,
-                tasks.c.status == PROCESSING,
+                ops.IS_PROCESSING,
                 tasks.c.worker == worker,
                 tasks.c.attempts == task.attempts,
             )
@@ -332,14 +332,14 @@ class Claims:
                 return changed
 
     async def processing_workers(self) -> set[str]:
-        q = sa.select(tasks.c.worker).where(tasks.c.status == PROCESSING).distinct()
+        q = sa.select(tasks.c.worker).where(ops.IS_PROCESSING).distinct()
         return {row["worker"] for row in await self._db.read(ops.rows, q)}
 
     async def expire_leases(self, workers: Iterable[str]) -> None:
         """End the leases of workers known to be dead, so the next sweep requeues their tasks."""
         stmt = (
             tasks.update()
-            .where(tasks.c.status == PROCESSING, tasks.c.worker.in_(list(workers)))
+            .where(ops.IS_PROCESSING, tasks.c.worker.in_(list(workers)))
             .values(lease_until=0.0)
         )
         await self._db.write(ops.execute, stmt)

@@ -20,7 +20,7 @@ from taskgate.models import Status, Task
 from taskgate.store import ops, task_logs
 from taskgate.store.base import TaskFilter
 from taskgate.store.database import Conn, Database, dialect_insert, rows
-from taskgate.store.schema import route_states, tasks, workers
+from taskgate.store.schema import route_states, status_is, tasks, workers
 
 CHUNK = 1000
 RETRYABLE = (Status.FAILED, Status.TIMEOUT, Status.CANCELLED)
@@ -66,7 +66,7 @@ def filtered(sel: Selection, statuses: Sequence[Status]) -> list[Any]:
     """The conditions of an action: the selection's, within ``statuses``."""
     f = sel.filter
     wanted = [s.value for s in (f.statuses or statuses) if s in statuses]
-    conds: list[Any] = [tasks.c.status.in_(wanted)]
+    conds: list[Any] = [status_is(tasks.c.status, *wanted)]
     if sel.ids is not None:
         conds.append(tasks.c.id.in_(sel.ids))
     if f.tenant is not None:

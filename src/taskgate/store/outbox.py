@@ -23,7 +23,14 @@ from taskgate.callbacks import Callback
 from taskgate.models import Batch, Task, new_id
 from taskgate.store import task_logs
 from taskgate.store.database import Database, dialect_insert, rows, scalar
-from taskgate.store.schema import batches, task_callbacks, tasks, tenants, webhook_deliveries
+from taskgate.store.schema import (
+    batches,
+    status_is,
+    task_callbacks,
+    tasks,
+    tenants,
+    webhook_deliveries,
+)
 from taskgate.views import batch_json, iso, task_json
 
 Conn = sa.Connection
@@ -162,7 +169,7 @@ def claim_due(conn: Conn, now: float, limit: int, lease: float) -> list[Delivery
     """Take up to ``limit`` due deliveries: their next attempt moves ``lease`` seconds on, so
     no other deliverer takes them meanwhile, and one whose deliverer died is due again then.
     On PostgreSQL, rows another deliverer is claiming are skipped, not waited for."""
-    due = (wd.c.status == PENDING, wd.c.next_attempt_at <= now)
+    due = (status_is(wd.c.status, PENDING), wd.c.next_attempt_at <= now)
     pick = sa.select(wd.c.id).where(*due).order_by(wd.c.next_attempt_at).limit(limit)
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
@@ -186,7 +193,7 @@ def record(
     ended = {} if status == PENDING else {"headers": None}
     stmt = (
         wd.update()
-        .where(wd.c.id == d.id, wd.c.status == PENDING, wd.c.attempts == d.attempts)
+        .where(wd.c.id == d.id, status_is(wd.c.status, PENDING), wd.c.attempts == d.attempts)
         .values(
             **ended,
             status=status,
@@ -208,7 +215,7 @@ def record(
 
 def release(conn: Conn, ids: Sequence[str], now: float) -> None:
     """Make claimed deliveries due at once (a deliverer stopping before it sent them)."""
-    stmt = wd.update().where(wd.c.id.in_(list(ids)), wd.c.status == PENDING)
+    stmt = wd.update().where(wd.c.id.in_(list(ids)), status_is(wd.c.status, PENDING))
     conn.execute(stmt.values(next_attempt_at=now))
 
 
@@ -256,7 +263,7 @@ class Outbox:
 
     async def next_due(self) -> float | None:
         """When the earliest pending delivery is due (None: none is pending)."""
-        q = sa.select(sa.func.min(wd.c.next_attempt_at)).where(wd.c.status == PENDING)
+        q = sa.select(sa.func.min(wd.c.next_attempt_at)).where(status_is(wd.c.status, PENDING))
         return await self._db.read(scalar, q)
 
     async def of(

@@ -37,6 +37,7 @@ from taskgate.store.schema import (
     conversations,
     file_refs,
     files,
+    status_is,
     task_callbacks,
     task_logs,
     tasks,
@@ -74,7 +75,7 @@ def in_scope(scope: Scope, tenant: sa.ColumnElement[Any]) -> Cond:
 def ended_in(scope: Scope, t: sa.FromClause) -> Cond:
     """The tasks (of table or alias ``t``) the scope purges."""
     return sa.and_(
-        t.c.finished_at < scope.cutoff, t.c.status.in_(ENDED), in_scope(scope, t.c.tenant)
+        t.c.finished_at < scope.cutoff, status_is(t.c.status, *ENDED), in_scope(scope, t.c.tenant)
     )
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     Float,
     Index,
     Integer,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -34,6 +36,21 @@ IN_BATCH = text("batch_id IS NOT NULL")
 IN_CONVERSATION = text("conversation_id IS NOT NULL")
 LABELLED = text("label IS NOT NULL")
 PINNED = text("status = 'PENDING' AND pinned_instance IS NOT NULL")
+
+
+def status_is(column: ColumnElement[str], *statuses: str) -> ColumnElement[bool]:
+    """``column = 'PENDING'`` (or ``IN (...)``) with the statuses written into the SQL, not
+    bound: the partial indexes above are for these conditions, and a bound status makes
+    both databases work harder. SQLite, to see whether a partial index applies, looks at
+    the value bound and marks the statement to be compiled again whenever that parameter is
+    bound anew, which a driver does at every run: a claim cost 114 µs against 13 µs.
+    PostgreSQL, on the generic plan it may use from a prepared statement's sixth run, can
+    use such an index only if the statement names the status itself. (Statuses are our own
+    constants: nothing to quote.)"""
+    if len(statuses) == 1:
+        return column == literal_column(f"'{statuses[0]}'", String)
+    return column.in_([literal_column(f"'{s}'", String) for s in statuses])
+
 
 tasks = Table(
     "tasks",

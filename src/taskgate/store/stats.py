@@ -31,12 +31,12 @@ _DUE_SINCE = sa.case(
 )
 _WAITING = (
     sa.select(tasks.c.route, tasks.c.priority, sa.func.count(), sa.func.min(_DUE_SINCE))
-    .where(tasks.c.status == PENDING)
+    .where(ops.IS_PENDING)
     .group_by(tasks.c.route, tasks.c.priority)
 )
 _RUNNING = (
     sa.select(tasks.c.route, tasks.c.priority, tasks.c.instance, sa.func.count())
-    .where(tasks.c.status == PROCESSING)
+    .where(ops.IS_PROCESSING)
     .group_by(tasks.c.route, tasks.c.priority, tasks.c.instance)
 )
 _ENDED = (
