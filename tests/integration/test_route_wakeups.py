@@ -7,15 +7,19 @@ any more stops being heard."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from taskgate.config import Settings
 from taskgate.events import broadcast
+from taskgate.events import postgres as postgres_events
+from taskgate.events import redis as redis_events
 from taskgate.events.broadcast import Broadcast
 from taskgate.events.postgres import PostgresEvents
 from taskgate.events.redis import RedisEvents
@@ -137,3 +141,52 @@ async def test_a_channel_no_subscriber_needs_is_no_longer_heard(
 
     await heard.until(lambda: RELOAD in heard.topics, task_then_reload)
     assert heard.topics.count("task:1") == 1  # the one heard while subscribed
+
+
+@pytest.mark.redis
+async def test_redis_drops_an_idle_channel_while_messages_keep_coming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listening loop looks for idle channels every TICK even when a message arrives
+    more often than that (its read then never comes back empty)."""
+    monkeypatch.setattr(redis_events, "TICK", 0.1)
+    monkeypatch.setattr(broadcast, "LINGER", 0.0)
+    listener, sender = await opened("redis"), await opened("redis")
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        async with listener.subscribe("task:1"):
+            pass  # heard, and idle from now on
+        wire = broadcast.TASKS_CHANNEL + listener._suffix
+
+        async def subscribed() -> int:
+            return int(dict(await client.pubsub_numsub(wire))[wire.encode()])
+
+        end = time.monotonic() + 10
+        while await subscribed():
+            assert time.monotonic() < end, "the idle channel was never dropped"
+            await sender.publish("noise", {})  # the general channel, every 20 ms
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+        await listener.close()
+        await sender.close()
+
+
+@pytest.mark.postgres
+async def test_a_listen_that_gets_no_answer_fails_within_the_keepalive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LISTEN, UNLISTEN and the keepalive share the listening connection one at a time,
+    each bounded: one stuck (a network gone silent) fails the next, and the loop
+    reconnects, rather than every follower waiting on it for good."""
+    monkeypatch.setattr(postgres_events, "KEEPALIVE", 0.2)
+    events = await opened("postgresql")
+    assert isinstance(events, PostgresEvents)
+    try:
+        async with events._using_listener:  # as a command that never returns would
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(events._hear("taskgate_tasks"), 10)
+            assert time.monotonic() - started < 5
+    finally:
+        await events.close()

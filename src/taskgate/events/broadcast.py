@@ -145,9 +145,12 @@ class Broadcast(MemoryEvents, abc.ABC):
         heard = self._heard.get(channel)
         if heard is None or (heard.done() and not _succeeded(heard)):
             heard = self._heard[channel] = asyncio.ensure_future(self._hear(channel))
-        # a failure is the connection's: the listening loop reconnects and hears it again
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(heard), CONFIRM_TIMEOUT)
+        # A failure is the connection's: the listening loop reconnects and hears it again.
+        # (asyncio.wait, not wait_for: it raises nothing, not even when the listener's end
+        # cancels ``heard``, which would have cancelled this subscriber.)
+        await asyncio.wait([heard], timeout=CONFIRM_TIMEOUT)
+        if heard.done() and not heard.cancelled():
+            heard.exception()  # seen: not logged as "never retrieved"
 
     def _unfollow(self, channel: str) -> None:
         if channel != CHANNEL:

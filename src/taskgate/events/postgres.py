@@ -5,6 +5,7 @@ a bigger message goes out as just its task, type and status (see ``Broadcast._en
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -30,9 +31,15 @@ class PostgresEvents(Broadcast):
         await self._hear_all()
         while True:  # a dead server or network shows only when the connection is used
             await asyncio.sleep(KEEPALIVE)
-            async with self._using_listener:
-                await conn.fetchval("SELECT 1", timeout=KEEPALIVE)
+            await self._on_listener(lambda: conn.fetchval("SELECT 1"))
             await self._drop_idle()
+
+    async def _on_listener(self, command: Callable[[], Awaitable[Any]]) -> None:
+        """One command at a time on the listening connection (LISTEN, UNLISTEN, the
+        keepalive), each answered within KEEPALIVE seconds, the wait for the others
+        included: a connection gone silent fails the keepalive, and the loop reconnects."""
+        async with asyncio.timeout(KEEPALIVE), self._using_listener:
+            await command()
 
     def _on_notify(self, *args: Any) -> None:
         self._received(args[3])
@@ -41,14 +48,12 @@ class PostgresEvents(Broadcast):
         conn = self._listener
         if conn is None:
             raise ConnectionError("not listening")
-        async with self._using_listener:
-            await conn.add_listener(channel, self._on_notify)  # LISTEN, done when it returns
+        await self._on_listener(lambda: conn.add_listener(channel, self._on_notify))
 
     async def _unhear(self, channel: str) -> None:
         conn = self._listener
         if conn is not None:
-            async with self._using_listener:
-                await conn.remove_listener(channel, self._on_notify)
+            await self._on_listener(lambda: conn.remove_listener(channel, self._on_notify))
 
     async def _send(self, batch: list[tuple[str, str]]) -> None:
         if self._sender is None or self._sender.is_closed():

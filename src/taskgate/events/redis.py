@@ -8,6 +8,7 @@ which processes of earlier versions use."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -51,16 +52,20 @@ class RedisEvents(Broadcast):
                 self._confirming[wire] = asyncio.get_running_loop().create_future()
                 await pubsub.subscribe(wire)
                 listening = asyncio.ensure_future(self._hear_all())
+                tick = time.monotonic() + TICK
                 while True:
                     message = await pubsub.get_message(timeout=TICK)
                     if message is None:
-                        await self._drop_idle()
+                        pass
                     elif message["type"] in ("message", "pmessage"):
                         self._received(message["data"])
                     elif message["type"] == "subscribe":
                         self._confirmed(message["channel"])
                     if listening.done():
                         listening.result()  # raise what made it fail
+                    if time.monotonic() >= tick:  # (messages may never leave a pause)
+                        tick = time.monotonic() + TICK
+                        await self._drop_idle()
             finally:
                 self._pubsub = None
                 if listening is not None:
@@ -82,7 +87,11 @@ class RedisEvents(Broadcast):
         waiting = self._confirming.get(wire)
         if waiting is None:
             waiting = self._confirming[wire] = asyncio.get_running_loop().create_future()
-            await self._pubsub.subscribe(wire)
+            try:
+                await self._pubsub.subscribe(wire)
+            except BaseException:  # not sent: the next follower sends it again
+                self._confirming.pop(wire, None)
+                raise
         await asyncio.shield(waiting)  # the listening loop reads the confirmation
 
     async def _unhear(self, channel: str) -> None:

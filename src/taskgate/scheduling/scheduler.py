@@ -184,10 +184,12 @@ class Scheduler:
     def _hear_lanes(self) -> None:
         """Listen for the work announced on each route a lane serves, and on no other: a
         route a reload added is heard from now on (the reload's own wake-up looks at it at
-        once), one it removed no more."""
+        once), one it removed no more; a listener that ended (it failed) starts again."""
         for route in set(self._hearing) - set(self.lanes):
             self._hearing.pop(route).cancel()
-        for route in set(self.lanes) - set(self._hearing):
+        for route in self.lanes:
+            if route in self._hearing and not self._hearing[route].done():
+                continue
             self._hearing[route] = asyncio.create_task(
                 self._listen(queue_topic(route), self._on_queue), name=f"queue:{route}"
             )
