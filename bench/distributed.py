@@ -31,7 +31,17 @@ from typing import Any
 import aiohttp
 import asyncpg
 import yaml
-from harness import BIN, Server, create_key, free_port, pct, submit_all, wait_done, wait_up
+from harness import (
+    BIN,
+    Server,
+    create_key,
+    free_port,
+    pct,
+    poll,
+    submit_all,
+    wait_done,
+    wait_up,
+)
 
 PG = os.environ.get("TASKGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/taskgate_bench")
 
@@ -88,16 +98,11 @@ class Meter:
 
 async def workers_running(api: Server, n: int, timeout: float = 120) -> None:
     """Wait until ``n`` workers are registered (each has started and joined)."""
-    end = time.monotonic() + timeout
-    headers = {"Authorization": f"Bearer {api.key}"}
-    async with aiohttp.ClientSession(api.url, headers=headers) as http:
-        while time.monotonic() < end:
-            async with http.get("/v1/workers") as r:
-                running = [w for w in (await r.json())["data"] if w["state"] == "running"]
-            if len(running) >= n:
-                return
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"{n} workers did not start")
+
+    def enough(found: Any) -> bool:
+        return sum(w["state"] == "running" for w in found["data"]) >= n
+
+    await poll(api, "/v1/workers", enough, timeout, f"{n} workers running")
 
 
 async def admin_post(api: Server, path: str) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,21 +114,32 @@ async def submit_all(srv: Server, n: int, concurrency: int, body: dict[str, Any]
     return latencies
 
 
-async def wait_done(srv: Server, n: int, timeout: float = 600) -> float:
-    """Poll /health until ``n`` tasks are SUCCESS; return the time it happened."""
+async def poll(
+    srv: Server, path: str, done: Callable[[Any], bool], timeout: float, what: str
+) -> float:
+    """GET ``path`` (with the server's admin key) every 50 ms until ``done(its JSON)``;
+    return the time it was."""
     end = time.monotonic() + timeout
     headers = {"Authorization": f"Bearer {srv.key}"}
     async with aiohttp.ClientSession(srv.url, headers=headers) as http:
         while time.monotonic() < end:
-            async with http.get("/health") as r:
-                counts = (await r.json())["tasks"]
-            if counts.get("SUCCESS", 0) >= n:
-                return time.perf_counter()
-            bad = {k: v for k, v in counts.items() if k in ("FAILED", "TIMEOUT", "CANCELLED")}
-            if bad:
-                raise RuntimeError(f"tasks did not succeed: {counts}")
+            async with http.get(path) as r:
+                if done(await r.json()):
+                    return time.perf_counter()
             await asyncio.sleep(0.05)
-    raise TimeoutError("tasks did not finish")
+    raise TimeoutError(f"{what} did not happen within {timeout:g} s")
+
+
+async def wait_done(srv: Server, n: int, timeout: float = 600) -> float:
+    """Poll /health until ``n`` tasks are SUCCESS; return the time it happened."""
+
+    def done(health: Any) -> bool:
+        counts = health["tasks"]
+        if any(counts.get(s) for s in ("FAILED", "TIMEOUT", "CANCELLED")):
+            raise RuntimeError(f"tasks did not succeed: {counts}")
+        return bool(counts.get("SUCCESS", 0) >= n)
+
+    return await poll(srv, "/health", done, timeout, f"{n} tasks done")
 
 
 def pct(values: list[float], p: float) -> float:
