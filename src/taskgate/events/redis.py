@@ -54,10 +54,8 @@ class RedisEvents(Broadcast):
                 listening = asyncio.ensure_future(self._hear_all())
                 tick = time.monotonic() + TICK
                 while True:
-                    message = await pubsub.get_message(timeout=TICK)
-                    if message is None:
-                        pass
-                    elif message["type"] in ("message", "pmessage"):
+                    message = await pubsub.get_message(timeout=TICK) or {"type": None}
+                    if message["type"] in ("message", "pmessage"):
                         self._received(message["data"])
                     elif message["type"] == "subscribe":
                         self._confirmed(message["channel"])
