@@ -10,7 +10,6 @@ transaction, and they are written with one executemany.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -168,7 +167,7 @@ class Claims:
         if buckets:
             rate_buckets.take(conn, route, buckets, limits, picks)
         claimed = [
-            dataclasses.replace(t, instance=i) if i else t
+            t.evolve(instance=i) if i else t
             for t, i in zip(claimed, picks, strict=True)
         ]
         return claimed, failed

@@ -213,6 +213,7 @@ def _new_row(new: NewTask, seq: int, now: float) -> dict[str, Any]:
         "params": new.params,
         "result": None,
         "error": None,
+        "provider_job": None,
         "attempts": 0,
         "max_attempts": new.max_attempts,
         "retries": 0,
@@ -237,4 +238,7 @@ def _new_row(new: NewTask, seq: int, now: float) -> dict[str, Any]:
         "updated_at": now,
         "started_at": None,
         "finished_at": None,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost": 0.0,
     }
