@@ -166,10 +166,7 @@ class Claims:
             direct.execute(conn, ops.SET_INSTANCE, chosen)
         if buckets:
             rate_buckets.take(conn, route, buckets, limits, picks)
-        claimed = [
-            t.evolve(instance=i) if i else t
-            for t, i in zip(claimed, picks, strict=True)
-        ]
+        claimed = [t.evolve(instance=i) if i else t for t, i in zip(claimed, picks, strict=True)]
         return claimed, failed
 
     def _pinned_rooms(
