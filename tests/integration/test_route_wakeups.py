@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from taskgate.config import Settings
-from taskgate.events import broadcast
+from taskgate.events import MemoryEvents, broadcast
 from taskgate.events import postgres as postgres_events
 from taskgate.events import redis as redis_events
 from taskgate.events.broadcast import Broadcast
@@ -25,11 +25,15 @@ from taskgate.events.postgres import PostgresEvents
 from taskgate.events.redis import RedisEvents
 from taskgate.events.topics import RELOAD, announce_due, queue_topic
 from taskgate.files import Files, LocalBlobs
+from taskgate.gateway import Gateway
+from taskgate.models import ApiKey, Priority, Status
 from taskgate.ops.reload import diff
 from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
+from taskgate.submission import Submission
 from tests.conftest import PG_URL, REDIS_URL
 
+KEY = ApiKey(id="k", tenant="t", name="k", admin=False, created_at=0)
 KINDS = [
     pytest.param("postgresql", marks=pytest.mark.postgres),
     pytest.param("redis", marks=pytest.mark.redis),
@@ -190,3 +194,34 @@ async def test_a_listen_that_gets_no_answer_fails_within_the_keepalive(
             assert time.monotonic() - started < 5
     finally:
         await events.close()
+
+
+async def test_work_queued_before_a_route_is_heard_is_claimed_once_it_is(
+    tmp_path: Path,
+) -> None:
+    """A route's queue channel is heard a moment after the worker starts serving it (a
+    reload, or its listener starting again): work announced before that moment was not
+    heard, so once it is, the dispatcher looks at every lane of the route again."""
+    store = SqlStore(f"sqlite:///{tmp_path}/taskgate.db")
+    await store.open()
+    conf = settings("a")
+    scheduler = Scheduler(conf, store, MemoryEvents(), Files(store, LocalBlobs(tmp_path / "f")))
+    await scheduler.start()
+    try:
+        lane = scheduler.dispatcher.lanes["a"]
+        for _ in range(500):  # its first look found nothing: no lane of it is looked at again
+            if lane.dry.issuperset(Priority):
+                break
+            await asyncio.sleep(0.01)
+        assert lane.dry.issuperset(Priority)
+        store.tasks.riding = None  # accepted elsewhere: another process, whose
+        elsewhere = Gateway(conf, store, MemoryEvents())  # announcement this one never hears
+        task, _ = await elsewhere.submit(KEY, Submission("chat", "a", "hi", {}, Priority.LOW))
+        assert task.status is Status.PENDING
+        scheduler._hearing.pop("a").cancel()  # its listener starts again, as after a reload
+        scheduler._hear_lanes()
+        ended = await elsewhere.wait(KEY, task.id, 20)
+        assert ended.status is Status.SUCCESS
+    finally:
+        await scheduler.stop(grace=1)
+        await store.close()

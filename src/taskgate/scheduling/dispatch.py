@@ -63,6 +63,15 @@ class Dispatcher:
             lane.announced += 1
             self.wake()
 
+    def look_again(self, route: str) -> None:
+        """Work may wait on every lane of ``route`` unannounced (its channel was not heard
+        until now): look there again."""
+        lane = self.lanes.get(route)
+        if lane is not None:
+            lane.dry.clear()
+            lane.announced += 1
+            self.wake()
+
     async def run(self) -> None:
         interval = self.conf.poll_interval
         next_reread = time.monotonic()

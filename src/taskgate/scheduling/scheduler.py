@@ -8,6 +8,7 @@ serve, and only those: ``queue:{route}``) and for cancellations."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -183,21 +184,33 @@ class Scheduler:
 
     def _hear_lanes(self) -> None:
         """Listen for the work announced on each route a lane serves, and on no other: a
-        route a reload added is heard from now on (the reload's own wake-up looks at it at
-        once), one it removed no more; a listener that ended (it failed) starts again."""
+        route a reload added is heard from now on, one it removed no more; a listener that
+        ended (it failed) starts again. Once the transport has confirmed a route's channel,
+        the dispatcher looks again: work announced before that was not heard."""
         for route in set(self._hearing) - set(self.lanes):
             self._hearing.pop(route).cancel()
         for route in self.lanes:
             if route in self._hearing and not self._hearing[route].done():
                 continue
             self._hearing[route] = asyncio.create_task(
-                self._listen(queue_topic(route), self._on_queue), name=f"queue:{route}"
+                self._listen(
+                    queue_topic(route),
+                    self._on_queue,
+                    heard=functools.partial(self.dispatcher.look_again, route),
+                ),
+                name=f"queue:{route}",
             )
 
     async def _listen(
-        self, topic: str, handler: Callable[[dict[str, Any]], Awaitable[None]]
+        self,
+        topic: str,
+        handler: Callable[[dict[str, Any]], Awaitable[None]],
+        heard: Callable[[], None] | None = None,
     ) -> None:
+        """Pass each message of ``topic`` to ``handler``; ``heard`` once listening."""
         async with self.events.subscribe(topic) as sub:
+            if heard is not None:
+                heard()
             while True:
                 message = await sub.get()
                 if message is None:
