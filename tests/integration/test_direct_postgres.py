@@ -171,11 +171,9 @@ HOT = [
     ),
     pytest.param(ops.ROUTE_STATE, {"r_route": "r", "r_now": NOW}, "ix_tasks_busy", id="busy"),
     pytest.param(ops.ROUTE_STATE, {"r_route": "r", "r_now": NOW}, "ix_tasks_pinned", id="pinned"),
+    pytest.param(ops._FRONT, {"lane_route": "r", "lane_priority": 1}, "ix_tasks_claim", id="front"),
     pytest.param(
-        ops._PG_FRONT, {"lane_route": "r", "lane_priority": 1}, "ix_tasks_claim", id="front"
-    ),
-    pytest.param(
-        ops._PG_LAST,
+        ops._LAST,
         {"lane_route": "r", "lane_priority": 1, "lane_key": "k"},
         "ix_tasks_key_lane",
         id="last",

@@ -27,6 +27,14 @@ def make(kind: str) -> Broadcast:
     return PostgresEvents(PG_URL) if kind == "postgresql" else RedisEvents(REDIS_URL)
 
 
+async def opened(kind: str) -> Broadcast:
+    """A process's events, listening."""
+    events = make(kind)
+    await events.open()
+    await asyncio.wait_for(events.connected.wait(), 10)
+    return events
+
+
 @pytest.fixture(
     params=[
         pytest.param("postgresql", marks=pytest.mark.postgres),
@@ -34,10 +42,8 @@ def make(kind: str) -> Broadcast:
     ]
 )
 async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broadcast, Broadcast]]:
-    a, b = make(request.param), make(request.param)
-    for e in (a, b):
-        await e.open()
-        await asyncio.wait_for(e.connected.wait(), 10)
+    """Two processes' events, both listening."""
+    a, b = await opened(request.param), await opened(request.param)
     try:
         yield a, b
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from taskgate.events import postgres as postgres_events
 from taskgate.events import redis as redis_events
 from taskgate.events.broadcast import Broadcast
 from taskgate.events.postgres import PostgresEvents
-from taskgate.events.redis import RedisEvents
 from taskgate.events.topics import RELOAD, announce_due, queue_topic
 from taskgate.files import Files, LocalBlobs
 from taskgate.gateway import Gateway
@@ -31,13 +30,12 @@ from taskgate.ops.reload import diff
 from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
 from taskgate.submission import Submission
-from tests.conftest import PG_URL, REDIS_URL
+from tests.conftest import REDIS_URL
+from tests.integration.test_events import opened, pair
+
+__all__ = ["pair"]  # the fixture: two processes' events, on both transports
 
 KEY = ApiKey(id="k", tenant="t", name="k", admin=False, created_at=0)
-KINDS = [
-    pytest.param("postgresql", marks=pytest.mark.postgres),
-    pytest.param("redis", marks=pytest.mark.redis),
-]
 
 
 class Heard:
@@ -66,13 +64,6 @@ class Heard:
         raise AssertionError(f"never heard it; heard {self.topics}")
 
 
-async def opened(kind: str) -> Broadcast:
-    events: Broadcast = PostgresEvents(PG_URL) if kind == "postgresql" else RedisEvents(REDIS_URL)
-    await events.open()
-    await asyncio.wait_for(events.connected.wait(), 10)
-    return events
-
-
 def settings(*routes: str) -> Settings:
     return Settings.model_validate(
         {
@@ -83,16 +74,6 @@ def settings(*routes: str) -> Settings:
             "scheduler": {"poll_interval": 3600},
         }
     )
-
-
-@pytest.fixture(params=KINDS)
-async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broadcast, Broadcast]]:
-    worker, api = await opened(request.param), await opened(request.param)
-    try:
-        yield worker, api
-    finally:
-        await worker.close()
-        await api.close()
 
 
 async def test_a_worker_hears_the_work_of_its_routes_only_and_of_a_route_a_reload_adds(

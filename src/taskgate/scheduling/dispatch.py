@@ -57,18 +57,18 @@ class Dispatcher:
 
     def due(self, message: dict[str, Any]) -> None:
         """A task became claimable on a lane: look there again."""
-        lane = self.lanes.get(message.get("route", ""))
-        if lane is not None:
-            lane.dry.discard(Priority(message.get("priority", Priority.DEFAULT)))
-            lane.announced += 1
-            self.wake()
+        priority = Priority(message.get("priority", Priority.DEFAULT))
+        self._look_at(message.get("route", ""), [priority])
 
     def look_again(self, route: str) -> None:
         """Work may wait on every lane of ``route`` unannounced (its channel was not heard
         until now): look there again."""
+        self._look_at(route, Priority)
+
+    def _look_at(self, route: str, priorities: Iterable[Priority]) -> None:
         lane = self.lanes.get(route)
         if lane is not None:
-            lane.dry.clear()
+            lane.dry.difference_update(priorities)
             lane.announced += 1
             self.wake()
 
