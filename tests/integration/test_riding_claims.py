@@ -115,3 +115,52 @@ async def test_no_ride_without_room_or_once_stopped(rig_factory: Any) -> None:
 
 def _sub(text: str) -> Submission:
     return Submission("chat", "rec", text, {}, Priority.DEFAULT)
+
+
+async def test_a_task_joining_an_empty_lane_is_stored_claimed(
+    rig_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its row is written claimed by the insert (the claim takes it before it is stored),
+    as the store's claim would have written it; a lane that holds tasks already is
+    claimed in the store, in the same ride."""
+    rig = rig_factory(settings([{"name": "one", "max_concurrency": 2}]))
+    scheduler = rig.make_scheduler()  # not started: only rides claim
+    low, _ = await rig.gateway.submit(A, Submission("chat", "rec", "low", {}, Priority.LOW))
+    assert low.status is Status.PENDING  # no dispatcher rides yet
+    rig.store.tasks.riding = scheduler.dispatcher.riding
+    in_store: list[tuple[str, Priority]] = []
+    take = rig.store.claims._take
+
+    def spy(conn: Any, route: str, priority: Priority, *args: Any) -> Any:
+        in_store.append((route, priority))
+        return take(conn, route, priority, *args)
+
+    monkeypatch.setattr(rig.store.claims, "_take", spy)
+    task, _ = await rig.gateway.submit(A, _sub("new"))
+    assert task.status is Status.PROCESSING
+    assert ("rec", Priority.LOW) in in_store  # the waiting task, claimed in the store
+    assert ("rec", Priority.DEFAULT) not in in_store  # the new one, before its insert
+    stored = [await rig.store.tasks.get(t) for t in (task.id, low.id)]
+    assert stored[0] == task  # as returned: written claimed
+    for t in stored:
+        assert t is not None and t.status is Status.PROCESSING
+        assert (t.worker, t.attempts, t.instance) == (scheduler.worker_id, 1, "one")
+        assert t.claimed_at is not None and t.lease_until is not None
+        assert t.started_at == t.claimed_at == t.updated_at
+        assert t.lease_until - t.claimed_at == pytest.approx(
+            scheduler.dispatcher.conf.lease_seconds
+        )
+    assert sorted(scheduler.attempts.running) == sorted([task.id, low.id])
+    await rig.wait_all([task.id, low.id])
+
+
+async def test_a_task_joining_a_lane_with_waiting_tasks_queues_behind_them(
+    rig_factory: Any,
+) -> None:
+    rig = rig_factory(settings([{"name": "one", "max_concurrency": 1}]))
+    scheduler = rig.make_scheduler()  # not started: only rides claim
+    ahead = await rig.submit(A, "ahead")  # waits: no dispatcher rides yet
+    rig.store.tasks.riding = scheduler.dispatcher.riding
+    late, _ = await rig.gateway.submit(A, _sub("late"))
+    assert late.status is Status.PENDING  # the one slot went to the task ahead of it
+    assert list(scheduler.attempts.running) == [ahead]

@@ -21,6 +21,7 @@ from taskgate.config import SchedulerSettings
 from taskgate.models import Priority, Task
 from taskgate.scheduling.state import Lane
 from taskgate.store import SqlStore
+from taskgate.store.claims import Unclaimed
 
 log = logging.getLogger("taskgate.scheduler")
 
@@ -158,10 +159,11 @@ class Ride:
         self.taken: list[tuple[Lane, list[Task], list[Task]]] = []  # claimed, and failed
         self.more = False  # a lane may hold more than the claims took
 
-    def claim(self, conn: Any) -> dict[str, Task]:
+    def claim(self, conn: Any, unclaimed: Unclaimed | None = None) -> dict[str, Task]:
         """Claim what each lane's free slots allow, in the caller's transaction; when a
         priority runs dry, share what it left among the others at once. Returns the tasks
-        claimed, by id. Synchronous, as the transaction's work is."""
+        claimed, by id. Synchronous, as the transaction's work is. The lanes of
+        ``unclaimed`` (new tasks, not inserted yet) are claimed from it."""
         conf = self.dispatcher.conf
         self.taken, self.more = [], False
         for lane, fresh in self.lanes:
@@ -172,13 +174,15 @@ class Ride:
                 if not live:
                     break
                 plan = LaneClaim(lane, live, conf.claim_batch - count, conf.strict_priority)
-                got, failed, again = self._claim_once(conn, plan)
+                got, failed, again = self._claim_once(conn, plan, unclaimed)
                 self.taken.append((lane, got, failed))
                 count += len(got)
             self.more |= again
         return {t.id: t for _, got, _ in self.taken for t in got}
 
-    def _claim_once(self, conn: Any, plan: LaneClaim) -> tuple[list[Task], list[Task], bool]:
+    def _claim_once(
+        self, conn: Any, plan: LaneClaim, unclaimed: Unclaimed | None
+    ) -> tuple[list[Task], list[Task], bool]:
         """One claim: the store counts every worker's calls on the route inside it (so
         capacity holds across workers) and each task's instance is picked there too.
         Returns the tasks claimed and failed, and whether to claim again at once: a priority
@@ -195,6 +199,7 @@ class Ride:
             d.conf.lease_seconds,
             lane.limits,
             plan,
+            unclaimed,
         )
         if done is None:  # another worker is claiming there: nothing is marked dry, and
             d.give_way(lane.route.name)  # the route is looked at again soon

@@ -11,6 +11,7 @@ transaction, and they are written with one executemany.
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -61,6 +62,62 @@ class Pinning(Protocol):
     def since(self) -> float:
         """When the worker last read the route's instances."""
         ...
+
+
+class Unclaimed:
+    """The rows of new tasks about to be inserted into lanes that hold no other pending
+    task, for a claim riding on their insert to take from: a row taken is written as the
+    claim statement would write it (:func:`ops.claim_statement`), and so inserted already
+    claimed. One INSERT then does what took an INSERT and two UPDATEs, and the task never
+    enters, then leaves, the indexes of waiting tasks.
+
+    Only rows free to run anywhere: with a task pinned to an instance the claim's order
+    among pins would have to be repeated here, so the caller inserts first and claims in
+    the store instead."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+        if any(r["pinned_instance"] is not None for r in rows):
+            raise ValueError("a task pinned to an instance is claimed in the store")
+        self._lanes: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for row in sorted(rows, key=lambda r: (r["fair_seq"], r["id"])):  # the claim's order
+            self._lanes.setdefault((row["route"], row["priority"]), []).append(row)
+        self._taken: dict[str, dict[str, Any]] = {}
+
+    def take(
+        self, lane: tuple[str, int], want: int, worker: str, now: float, lease: float
+    ) -> list[Task] | None:
+        """Claim up to ``want`` due rows of ``lane`` for ``worker``; None if the lane is not
+        one of these (its tasks are in the store)."""
+        waiting = self._lanes.get(lane)
+        if waiting is None:
+            return None
+        due = (r for r in waiting if r["run_after"] <= now and not _past(r["deadline"], now))
+        taken = list(itertools.islice(due, want))
+        for row in taken:
+            waiting.remove(row)
+            row.update(
+                status=PROCESSING,
+                attempts=row["attempts"] + 1,
+                worker=worker,
+                lease_until=now + lease,
+                claimed_at=now,
+                deadline=None,
+                started_at=row["started_at"] or now,
+                updated_at=now,
+            )
+            self._taken[row["id"]] = row
+        return [Task.from_row(r) for r in taken]
+
+    def place(self, task_id: str, instance: str) -> bool:
+        """Record the instance a task taken here runs on; False if it was not taken here."""
+        row = self._taken.get(task_id)
+        if row is not None:
+            row["instance"] = instance
+        return row is not None
+
+
+def _past(deadline: float | None, now: float) -> bool:
+    return deadline is not None and deadline <= now
 
 
 class RouteBusy(Exception):
@@ -132,11 +189,13 @@ class Claims:
         lease: float,
         limits: Mapping[str, RateLimit],
         pinning: Pinning | None,
+        unclaimed: Unclaimed | None = None,
     ) -> tuple[list[Task], list[Task]] | None:
         """:meth:`claim` in the caller's transaction (a write accepting tasks, which the
         claim rides on): returns the tasks claimed and those failed, of which the caller
         tells (:meth:`tell`) once it has committed; None if another worker's claim holds
-        the route's lock (PostgreSQL): nothing was taken."""
+        the route's lock (PostgreSQL): nothing was taken. The lanes of ``unclaimed`` are
+        claimed from its rows, not from the store (the caller inserts them after)."""
         now = time.time()
         if self._db.dialect == "postgresql" and not direct.scalar(
             conn, ops.TRY_ROUTE_LOCK, {"lock_route": route}
@@ -159,9 +218,17 @@ class Claims:
                     rooms[pin], want = room - len(got), want - len(got)
                     claimed += got
             if want > 0:
-                claimed += self._take(conn, route, priority, want, worker, now, lease)
+                lane = (route, int(priority))
+                taken = unclaimed.take(lane, want, worker, now, lease) if unclaimed else None
+                if taken is None:
+                    taken = self._take(conn, route, priority, want, worker, now, lease)
+                claimed += taken
         picks = assign(claimed)
-        chosen = [{"s_id": t.id, "s_instance": i} for t, i in zip(claimed, picks, strict=True) if i]
+        chosen = [
+            {"s_id": t.id, "s_instance": i}
+            for t, i in zip(claimed, picks, strict=True)
+            if i and not (unclaimed and unclaimed.place(t.id, i))
+        ]
         if chosen:
             direct.execute(conn, ops.SET_INSTANCE, chosen)
         if buckets:

@@ -120,7 +120,7 @@ class Control:
         now = time.time()
         runs = [(t, r) for t in found if (r := plan(t)) is not None]
         moved = [t.evolve(route=r.route) for t, r in runs]
-        seqs = ops.fair_seqs(conn, moved)
+        seqs, _ = ops.fair_seqs(conn, moved)
         written: list[Task] = []
         for (t, r), seq in zip(runs, seqs, strict=True):
             stmt = (

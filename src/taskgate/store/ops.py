@@ -122,8 +122,9 @@ class InLane(Protocol):
     def api_key_id(self) -> str: ...
 
 
-def fair_seqs(conn: Conn, batch: Sequence[InLane]) -> list[int]:
-    """Number each task joining its lane so that keys share the lane fairly."""
+def fair_seqs(conn: Conn, batch: Sequence[InLane]) -> tuple[list[int], set[tuple[str, int]]]:
+    """Number each task joining its lane so that keys share the lane fairly. Also returns
+    the lanes (route, priority) that held no pending task before these joined."""
     fronts: dict[tuple[str, int], int | None] = {}
     lasts: dict[tuple[str, int, str], int | None] = {}
     out = []
@@ -133,12 +134,14 @@ def fair_seqs(conn: Conn, batch: Sequence[InLane]) -> list[int]:
         if lane not in fronts:
             fronts[lane] = direct.scalar(conn, _FRONT, where)
         key = (*lane, new.api_key_id)
-        if key not in lasts:
+        if key not in lasts and fronts[lane] is None:
+            lasts[key] = None  # an empty lane holds no task of the key either
+        elif key not in lasts:
             lasts[key] = direct.scalar(conn, _LAST, {**where, "lane_key": new.api_key_id})
         seq = fair_seq(fronts[lane], lasts[key])
         lasts[key] = seq
         out.append(seq)
-    return out
+    return out, {lane for lane, front in fronts.items() if front is None}
 
 
 def claim_statement(skip_locked: bool, pinned: bool = False) -> sa.Executable:

@@ -21,6 +21,7 @@ from taskgate.batching import Batcher
 from taskgate.models import Attempt, Priority, Status, Task, new_id
 from taskgate.store import direct, file_refs, listing, ops, usage
 from taskgate.store.base import NewTask, TaskFilter
+from taskgate.store.claims import Unclaimed
 from taskgate.store.database import Conn, Database, scalar
 from taskgate.store.schema import attempts, task_callbacks, tasks
 
@@ -32,8 +33,9 @@ class Ride(Protocol):
     """Claims that ride on the write accepting tasks (made by the dispatcher of this
     process, when it runs one: ``scheduling/dispatch.Dispatcher.riding``)."""
 
-    def claim(self, conn: Conn, /) -> dict[str, Task]:
-        """Claim in this transaction; the tasks claimed, by id."""
+    def claim(self, conn: Conn, unclaimed: Unclaimed | None = None, /) -> dict[str, Task]:
+        """Claim in this transaction (the lanes of ``unclaimed`` from its rows); the tasks
+        claimed, by id."""
         ...
 
 
@@ -63,7 +65,7 @@ class Tasks:
             if self.riding is None:
                 return self._created(await self._db.write(insert_in, batch))
             async with self.riding((n.route, n.priority) for n in batch) as ride:
-                return self._created(await self._db.write(_insert_riding, batch, ride))
+                return self._created(await self._db.write(insert_in, batch, ride))
             # (the tasks the ride claimed start here, once their creation is told)
         except IntegrityError:
             if len(batch) > 1:
@@ -121,11 +123,12 @@ async def cancel_where(db: Database, conds: list[Any], reason: str) -> list[Task
     return ended
 
 
-def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
+def insert_in(conn: Conn, batch: Sequence[NewTask], ride: Ride | None = None) -> list[Inserted]:
     """Insert new tasks in the caller's transaction. A task whose idempotency key is already
     stored (or repeated earlier in ``batch``) is the stored one replayed, or a Conflict; a
     new task held to limits (``quotas``) takes a request from their counters, or is refused
-    by them (``LimitExceeded``)."""
+    by them (``LimitExceeded``). With ``ride``, the claims riding on the insert are made in
+    it too, and a task they claim comes back claimed."""
     now = time.time()
     results: list[Inserted | None] = [None] * len(batch)
     fresh: list[tuple[int, NewTask]] = []
@@ -148,14 +151,17 @@ def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
         for (i, _), refusal in zip(fresh, refusals, strict=True):
             results[i] = refusal
         fresh = [f for f, refusal in zip(fresh, refusals, strict=True) if refusal is None]
-    seqs = ops.fair_seqs(conn, [n for _, n in fresh])
+    seqs, empty = ops.fair_seqs(conn, [n for _, n in fresh])
     rows = [_new_row(n, seq, now) for (_, n), seq in zip(fresh, seqs, strict=True)]
+    claimed = _claim_before_insert(conn, rows, empty, ride)
     if rows:
         direct.execute(conn, ops.ADD_TASKS, rows)
         file_refs.record_in(conn, rows)
         _add_callbacks(conn, [n for _, n in fresh], rows, now)
+    if claimed is None:
+        claimed = ride.claim(conn) if ride is not None else {}
     for (i, _), row in zip(fresh, rows, strict=True):
-        results[i] = (Task.from_row(row), True)
+        results[i] = (claimed.get(row["id"]) or Task.from_row(row), True)
     for i, first in repeats:
         stored = results[first]
         assert stored is not None
@@ -163,12 +169,18 @@ def insert_in(conn: Conn, batch: Sequence[NewTask]) -> list[Inserted]:
     return [r for r in results if r is not None]
 
 
-def _insert_riding(conn: Conn, batch: Sequence[NewTask], ride: Ride | None) -> list[Inserted]:
-    """:func:`insert_in`, then the claims riding on it: a task claimed comes back as
-    claimed."""
-    out = insert_in(conn, batch)
-    claimed = ride.claim(conn) if ride is not None else {}
-    return [(claimed.get(r[0].id, r[0]), r[1]) if isinstance(r, tuple) and r[1] else r for r in out]
+def _claim_before_insert(
+    conn: Conn, rows: list[dict[str, Any]], empty: set[tuple[str, int]], ride: Ride | None
+) -> dict[str, Task] | None:
+    """The claims riding on an insert, made before it, from the new rows (:class:`Unclaimed`),
+    when every row joins a lane that held no pending task and none is pinned to an
+    instance; else None: the rows are inserted first and claimed in the store (if a ride
+    is offered at all)."""
+    if ride is None or any(
+        r["pinned_instance"] is not None or (r["route"], r["priority"]) not in empty for r in rows
+    ):
+        return None
+    return ride.claim(conn, Unclaimed(rows))
 
 
 def _add_callbacks(
