@@ -24,8 +24,9 @@ statement's identity, so they are for statements built once, at import.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
@@ -46,8 +47,29 @@ class Compiled:
     # PostgreSQL: the result's column names, and each one's processor (None: none needed)
     names: tuple[str, ...] = ()
     processors: tuple[Processor, ...] = ()
+    _all: frozenset[str] = field(init=False, repr=False, compare=False)
+    _take_all: Callable[[Mapping[str, Any]], list[Any]] = field(
+        init=False, repr=False, compare=False
+    )
+    _processed: tuple[tuple[int, Callable[[Any], Any]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        names = [name for name, _, _ in self.params]
+        processed = tuple((i, p) for i, (_, _, p) in enumerate(self.params) if p is not None)
+        # every parameter given (an INSERT's rows, and most statements): one C call takes
+        # them all in order, then the few that need it go through their processor
+        object.__setattr__(self, "_all", frozenset(names))
+        object.__setattr__(self, "_take_all", _getter(names))
+        object.__setattr__(self, "_processed", processed)
 
     def values(self, given: Mapping[str, Any]) -> list[Any]:
+        if self._all <= given.keys():
+            out = self._take_all(given)
+            for i, convert in self._processed:
+                out[i] = convert(out[i])
+            return out
         out = []
         for name, fixed, process in self.params:
             value = given.get(name, fixed)
@@ -71,6 +93,17 @@ class Compiled:
             name: value if process is None or value is None else process(value)
             for name, value, process in zip(self.names, raw, self.processors, strict=True)
         }
+
+
+def _getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """The values of ``names`` in a mapping, as a list in their order."""
+    if not names:
+        return lambda given: []
+    if len(names) == 1:
+        name = names[0]
+        return lambda given: [given[name]]
+    take = operator.itemgetter(*names)
+    return lambda given: list(take(given))
 
 
 _compiled: dict[tuple[str, int, tuple[str, ...]], Compiled] = {}
