@@ -11,6 +11,7 @@ import pytest
 
 from taskgate.events.topics import queue_topic
 from taskgate.models import Priority, Status
+from taskgate.store.base import NewTask
 from taskgate.submission import Submission
 from tests.integration import test_scheduler
 from tests.integration.test_scheduler import Rig, key, rig_factory, settings
@@ -164,3 +165,18 @@ async def test_a_task_joining_a_lane_with_waiting_tasks_queues_behind_them(
     late, _ = await rig.gateway.submit(A, _sub("late"))
     assert late.status is Status.PENDING  # the one slot went to the task ahead of it
     assert list(scheduler.attempts.running) == [ahead]
+
+
+async def test_a_task_a_claim_fails_is_announced_to_its_waiters(rig_factory: Any) -> None:
+    """A task pinned to an instance that has left its route fails in the claim that finds
+    it: its waiters hear of it then, not at their next read of the store."""
+    rig = rig_factory(settings([{"name": "one", "max_concurrency": 2}]))
+    new = NewTask(
+        "t", "a", "chat", "rec", "rec", Priority.DEFAULT, "x", {}, 1, pinned_instance="old"
+    )
+    task, _ = await rig.store.tasks.insert(new)  # before the worker reads its instances
+    async with rig.gateway.events.subscribe(f"task:{task.id}") as heard:
+        await rig.make_scheduler().start()
+        message = await heard.get(timeout=30)
+    assert message is not None and message["type"] == "finished"
+    assert message["status"] == Status.FAILED.value

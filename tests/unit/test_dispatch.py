@@ -30,7 +30,11 @@ def dispatcher(during_claim: Any) -> tuple[Dispatcher, Lane]:
     lanes = build_lanes(CONF)
     found = SimpleNamespace(claim_in=claim_in, claim_with=claim_with, tell=lambda *_: None)
     store = SimpleNamespace(claims=found)
-    d = Dispatcher(CONF.scheduler, store, lanes, "w", lambda lane, task: None)  # type: ignore[arg-type]
+
+    async def failed(tasks: Any) -> None:
+        pass
+
+    d = Dispatcher(CONF.scheduler, store, lanes, "w", lambda lane, task: None, failed)  # type: ignore[arg-type]
     return d, lanes["r"]
 
 

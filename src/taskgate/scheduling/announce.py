@@ -4,6 +4,7 @@ cancels the rest of its batch)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from taskgate.events import Events
@@ -36,6 +37,10 @@ class Announcer:
             await self.publish(task, "finished", ended=task)
             if task.status is Status.SUCCESS and task.batch_id is not None:
                 await self._first_wins(task)
+
+    async def announce_all(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            await self.announce(task)
 
     async def _first_wins(self, task: Task) -> None:
         """The first success of a first-wins batch cancels the rest of it."""

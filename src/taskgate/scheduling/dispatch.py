@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from taskgate import policy
@@ -39,12 +39,14 @@ class Dispatcher:
         lanes: dict[str, Lane],
         worker_id: str,
         start: Callable[[Lane, Task], None],
+        failed: Callable[[Sequence[Task]], Awaitable[None]],
     ) -> None:
         self.conf = conf
         self.store = store
         self.lanes = lanes
         self.worker_id = worker_id
         self.start = start  # starts a claimed task
+        self.failed = failed  # tells of tasks a claim failed (pinned to a gone instance)
         self.stopping = False
         # held while claiming and starting: a reload changes the lanes between claims
         self.claiming = asyncio.Lock()
@@ -116,6 +118,7 @@ class Dispatcher:
                 ride = Ride(self, [(lane, set())])
                 await self.store.claims.claim_with(ride.claim)
                 started += ride.start()
+                await self.failed(ride.failed)
         return started
 
     @contextlib.asynccontextmanager
@@ -136,6 +139,7 @@ class Dispatcher:
             yield ride
             if ride is not None:  # (not reached if the block raised: the write rolled back)
                 ride.start()
+                await self.failed(ride.failed)
 
     def _with_room(self, lanes: list[tuple[str, Priority]]) -> list[tuple[Lane, set[Priority]]]:
         """The lanes among ``lanes`` with a free slot, each with its priorities named."""
@@ -213,6 +217,11 @@ class Ride:
                     lane.dry.add(prio)
                     marked = True
         return got, failed, short and (marked or bool(got))
+
+    @property
+    def failed(self) -> list[Task]:
+        """The tasks the claims failed: pinned to an instance that has left the route."""
+        return [t for _, _, failed in self.taken for t in failed]
 
     def start(self) -> int:
         """Once the claims have committed: tell of them, and start their tasks. Returns the

@@ -64,7 +64,12 @@ class Scheduler:
         announcer = Announcer(store, events)
         self.jobs = BackendJobs(store, files, announcer, self.lanes, self.worker_id, rng)
         self.dispatcher = Dispatcher(
-            conf, store, self.lanes, self.worker_id, lambda lane, t: self.attempts.start(lane, t)
+            conf,
+            store,
+            self.lanes,
+            self.worker_id,
+            lambda lane, t: self.attempts.start(lane, t),
+            announcer.announce_all,
         )
         endings = Endings(
             conf,
