@@ -83,6 +83,7 @@ def _run_http(
     import uvicorn
 
     from taskgate.api import create_app
+    from taskgate.api.one_write import OneWritePerResponse
 
     settings = _configured(config_path)
     source = config.source(config_path)  # read again on a reload
@@ -93,7 +94,7 @@ def _run_http(
         port=port or settings.port,
         log_level=settings.log_level,
         loop="uvloop",
-        http="httptools",
+        http=OneWritePerResponse,  # httptools, a response in one write
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=int(grace) + 5,
