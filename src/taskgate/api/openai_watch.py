@@ -34,6 +34,9 @@ from taskgate.submission import Submission
 log = logging.getLogger("taskgate.openai")
 
 REREAD_SECONDS = 5.0  # re-read the store this often without an event
+# when to start watching for the client hanging up: the watch is a task of its own, and most
+# calls end sooner (one that hangs up meanwhile is cancelled this much later)
+WATCH_CLIENT_AFTER = 0.25
 SLACK = 5.0  # seconds of the wait beyond the task's own limits
 GONE: Message = {"type": "client_gone"}
 
@@ -73,6 +76,7 @@ class Watch:
         self._events: Subscription | None = None
         self._following: contextlib.AbstractAsyncContextManager[Subscription] | None = None
         self._gone: asyncio.Future[Any] | None = None
+        self._watch_client: asyncio.TimerHandle | None = None
         self._deadline = self._limit = 0.0
 
     @property
@@ -89,11 +93,15 @@ class Watch:
         self._events = await self._following.__aenter__()
         self._limit = max_wait(self.gw, task)
         self._deadline = time.monotonic() + self._limit
-        self._gone = asyncio.ensure_future(self.request.receive())  # returns on hang-up
-        self._gone.add_done_callback(self._on_gone)
+        loop = asyncio.get_running_loop()
+        self._watch_client = loop.call_later(WATCH_CLIENT_AFTER, self._watch_for_hang_up)
         if task.terminal:  # an idempotent replay of a task that has ended
             self._events.put(_finished(task) | {"ended": task})
         return task
+
+    def _watch_for_hang_up(self) -> None:
+        self._gone = asyncio.ensure_future(self.request.receive())  # returns on hang-up
+        self._gone.add_done_callback(self._on_gone)
 
     def _on_gone(self, fut: asyncio.Future[Any]) -> None:
         if self._events is not None and not fut.cancelled():
@@ -155,6 +163,8 @@ class Watch:
         """Stop following; a task that has not ended has nobody to answer, so it is
         cancelled (shielded: this also runs when the request itself is cancelled).
         Safe to call twice."""
+        if self._watch_client is not None:
+            self._watch_client.cancel()
         if self._gone is not None:
             self._gone.remove_done_callback(self._on_gone)
             self._gone.cancel()

@@ -38,8 +38,11 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> Message | None:
         """The next message, or None if none came within ``timeout`` seconds."""
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        try:  # (not wait_for: it wraps the get in a task of its own, a turn of the loop more)
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
         except TimeoutError:
             return None
 

@@ -91,7 +91,8 @@ class Dispatcher:
             if started:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._until_next_look(interval))
+                async with asyncio.timeout(self._until_next_look(interval)):
+                    await self._wake.wait()
             self._wake.clear()
 
     def give_way(self, route: str) -> None:
