@@ -48,3 +48,16 @@ async def test_work_announced_while_a_claim_runs_keeps_its_lane_live() -> None:
     d, lane = dispatcher(lambda d: d.due({"route": "r", "priority": int(Priority.DEFAULT)}))
     await d.dispatch_once()
     assert lane.dry == set()  # the claim may have missed it: the next one looks again
+
+
+def test_a_freed_slot_wakes_the_loop_unless_its_lanes_were_seen_empty() -> None:
+    d, lane = dispatcher(lambda d: None)
+    lane.dry = set(Priority)
+    d.freed("r")
+    assert not d._wake.is_set()  # nothing known to wait there: no look
+    lane.dry.discard(Priority.LOW)
+    d.freed("r")
+    assert d._wake.is_set()
+    d._wake.clear()
+    d.freed("a route of another worker's settings")
+    assert d._wake.is_set()  # unknown here: look, as before

@@ -40,7 +40,7 @@ class Attempts:
         jobs: BackendJobs,
         endings: Endings,
         worker_id: str,
-        wake: Callable[[], None],
+        freed: Callable[[str], None],
         keep_traces: bool = False,
         tracing: Tracing | None = None,
         fetch_url: Fetch = no_fetch,
@@ -51,7 +51,7 @@ class Attempts:
         self.jobs = jobs
         self.endings = endings
         self.worker_id = worker_id
-        self.wake = wake  # a slot came free: look for work
+        self.freed = freed  # a slot of a route came free: look for work there
         self.keep_traces = keep_traces  # an unexpected error's traceback joins the task's log
         self.tracing = tracing  # None: tracing is off
         self.fetch_url = fetch_url  # clients' media URLs (providers/fetch.py)
@@ -197,7 +197,7 @@ class Attempts:
         kept = await self.jobs.keep(run, job)
         run.holds_slot = False
         self._release(run, None)
-        self.wake()  # the slot is free for another task
+        self.freed(run.lane.route.name)  # the slot is free for another task
         if not kept:  # cancelled (or taken over) meanwhile: the job is not wanted
             run.cancelled = True
             raise asyncio.CancelledError
@@ -220,7 +220,7 @@ class Attempts:
         """Drop a finished run (not a newer attempt of the same task) and look for work."""
         if self.running.get(run.task.id) is run:
             del self.running[run.task.id]
-        self.wake()
+        self.freed(run.lane.route.name)
 
     async def _interrupted(self, run: Running) -> None:
         """The call was cancelled: by the client (the task is already CANCELLED in the store),

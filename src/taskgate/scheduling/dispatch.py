@@ -58,6 +58,13 @@ class Dispatcher:
         """Look for work now (a slot came free, a task was queued)."""
         self._wake.set()
 
+    def freed(self, route: str) -> None:
+        """A slot of ``route`` came free: look for work there, unless none is known to wait
+        (every lane of it was last seen empty; new work clears that, and wakes the loop)."""
+        lane = self.lanes.get(route)
+        if lane is None or not lane.dry.issuperset(Priority):
+            self.wake()
+
     def due(self, message: dict[str, Any]) -> None:
         """A task became claimable on a lane: look there again."""
         priority = Priority(message.get("priority", Priority.DEFAULT))

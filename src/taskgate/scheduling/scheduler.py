@@ -89,7 +89,7 @@ class Scheduler:
             self.jobs,
             endings,
             self.worker_id,
-            self.dispatcher.wake,
+            self.dispatcher.freed,
             keep_traces=settings.log_errors_to_store,
             tracing=tracing.from_settings(settings.tracing),
             fetch_url=self.media.fetch,
