@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from taskgate.models import Priority, Status
 from taskgate.store.base import NewTask
 from taskgate.store.claims import Unclaimed
@@ -54,11 +52,13 @@ def test_other_lanes_are_the_stores_and_places_are_kept_on_taken_rows() -> None:
     unclaimed = Unclaimed(rows)
     assert unclaimed.take(("other", 1), 1, "w1", NOW, 30) is None
     [task] = unclaimed.take(LANE, 1, "w1", NOW, 30) or []
-    assert unclaimed.place(task.id, "i1") and rows[0]["instance"] == "i1"
-    assert not unclaimed.place(rows[1]["id"], "i1")  # not taken: the store places it
-    assert rows[1]["instance"] is None
+    in_store = ("a claimed task", "i2")
+    assert unclaimed.place([(task.id, "i1"), in_store]) == [in_store]
+    assert rows[0]["instance"] == "i1"
+    assert rows[1]["instance"] is None  # not taken: nothing to place
 
 
-def test_a_task_pinned_to_an_instance_is_left_to_the_store() -> None:
-    with pytest.raises(ValueError):
-        Unclaimed([row(0, pinned_instance="i1")])
+def test_only_new_tasks_free_to_run_anywhere_in_lanes_without_waiting_ones() -> None:
+    assert Unclaimed.of([row(0), row(1)], {LANE}) is not None
+    assert Unclaimed.of([row(0), row(0, Priority.LOW)], {LANE}) is None  # LOW holds tasks
+    assert Unclaimed.of([row(0), row(1, pinned_instance="i1")], {LANE}) is None

@@ -125,8 +125,7 @@ class Dispatcher:
                     continue  # no room, or nothing known to wait there: no transaction
                 ride = Ride(self, [(lane, set())])
                 await self.store.claims.claim_with(ride.claim)
-                started += ride.start()
-                await self.failed(ride.failed)
+                started += await ride.start()
         return started
 
     @contextlib.asynccontextmanager
@@ -146,8 +145,7 @@ class Dispatcher:
             ride = Ride(self, fresh) if fresh else None
             yield ride
             if ride is not None:  # (not reached if the block raised: the write rolled back)
-                ride.start()
-                await self.failed(ride.failed)
+                await ride.start()
 
     def _with_room(self, lanes: list[tuple[str, Priority]]) -> list[tuple[Lane, set[Priority]]]:
         """The lanes among ``lanes`` with a free slot, each with its priorities named."""
@@ -226,14 +224,10 @@ class Ride:
                     marked = True
         return got, failed, short and (marked or bool(got))
 
-    @property
-    def failed(self) -> list[Task]:
-        """The tasks the claims failed: pinned to an instance that has left the route."""
-        return [t for _, _, failed in self.taken for t in failed]
-
-    def start(self) -> int:
-        """Once the claims have committed: tell of them, and start their tasks. Returns the
-        tasks started."""
+    async def start(self) -> int:
+        """Once the claims have committed: tell of them, start their tasks, and announce
+        those they failed (pinned to an instance that has left the route). Returns the tasks
+        started."""
         d = self.dispatcher
         started = 0
         for lane, got, failed in self.taken:
@@ -243,6 +237,7 @@ class Ride:
             started += len(got)
         if self.more:
             d.wake()  # claimed as much as one claim may: the loop takes the rest
+        await d.failed([t for _, _, failed in self.taken for t in failed])
         return started
 
 

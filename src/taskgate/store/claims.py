@@ -71,13 +71,24 @@ class Unclaimed:
     claimed. One INSERT then does what took an INSERT and two UPDATEs, and the task never
     enters, then leaves, the indexes of waiting tasks.
 
-    Only rows free to run anywhere: with a task pinned to an instance the claim's order
-    among pins would have to be repeated here, so the caller inserts first and claims in
-    the store instead."""
+    Only rows free to run anywhere (:meth:`of`): with a task pinned to an instance the
+    claim's order among pins would have to be repeated here, so those are inserted first
+    and claimed in the store."""
+
+    @classmethod
+    def of(
+        cls, rows: Sequence[dict[str, Any]], empty_lanes: set[tuple[str, int]]
+    ) -> Unclaimed | None:
+        """The new rows to claim from, if every one joins a lane of ``empty_lanes`` (route,
+        priority) and none is pinned to an instance; else None."""
+        if any(
+            r["pinned_instance"] is not None or (r["route"], r["priority"]) not in empty_lanes
+            for r in rows
+        ):
+            return None
+        return cls(rows)
 
     def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
-        if any(r["pinned_instance"] is not None for r in rows):
-            raise ValueError("a task pinned to an instance is claimed in the store")
         self._lanes: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for row in sorted(rows, key=lambda r: (r["fair_seq"], r["id"])):  # the claim's order
             self._lanes.setdefault((row["route"], row["priority"]), []).append(row)
@@ -108,12 +119,16 @@ class Unclaimed:
             self._taken[row["id"]] = row
         return [Task.from_row(r) for r in taken]
 
-    def place(self, task_id: str, instance: str) -> bool:
-        """Record the instance a task taken here runs on; False if it was not taken here."""
-        row = self._taken.get(task_id)
-        if row is not None:
-            row["instance"] = instance
-        return row is not None
+    def place(self, assigned: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Record on the rows taken here the instance each runs on (task id, instance);
+        returns the rest, tasks claimed in the store."""
+        rest = []
+        for task_id, instance in assigned:
+            if (row := self._taken.get(task_id)) is not None:
+                row["instance"] = instance
+            else:
+                rest.append((task_id, instance))
+        return rest
 
 
 def _past(deadline: float | None, now: float) -> bool:
@@ -219,18 +234,19 @@ class Claims:
                     claimed += got
             if want > 0:
                 lane = (route, int(priority))
-                taken = unclaimed.take(lane, want, worker, now, lease) if unclaimed else None
+                taken = (
+                    None if unclaimed is None else unclaimed.take(lane, want, worker, now, lease)
+                )
                 if taken is None:
                     taken = self._take(conn, route, priority, want, worker, now, lease)
                 claimed += taken
         picks = assign(claimed)
-        chosen = [
-            {"s_id": t.id, "s_instance": i}
-            for t, i in zip(claimed, picks, strict=True)
-            if i and not (unclaimed and unclaimed.place(t.id, i))
-        ]
-        if chosen:
-            direct.execute(conn, ops.SET_INSTANCE, chosen)
+        assigned = [(t.id, i) for t, i in zip(claimed, picks, strict=True) if i]
+        if unclaimed is not None:
+            assigned = unclaimed.place(assigned)
+        if assigned:
+            rows = [{"s_id": task_id, "s_instance": i} for task_id, i in assigned]
+            direct.execute(conn, ops.SET_INSTANCE, rows)
         if buckets:
             rate_buckets.take(conn, route, buckets, limits, picks)
         claimed = [t.evolve(instance=i) if i else t for t, i in zip(claimed, picks, strict=True)]

@@ -173,14 +173,11 @@ def _claim_before_insert(
     conn: Conn, rows: list[dict[str, Any]], empty: set[tuple[str, int]], ride: Ride | None
 ) -> dict[str, Task] | None:
     """The claims riding on an insert, made before it, from the new rows (:class:`Unclaimed`),
-    when every row joins a lane that held no pending task and none is pinned to an
-    instance; else None: the rows are inserted first and claimed in the store (if a ride
-    is offered at all)."""
-    if ride is None or any(
-        r["pinned_instance"] is not None or (r["route"], r["priority"]) not in empty for r in rows
-    ):
-        return None
-    return ride.claim(conn, Unclaimed(rows))
+    when every row joins a lane that held no pending task (``empty``) and none is pinned;
+    else None: the rows are inserted first and claimed in the store (if a ride is offered
+    at all)."""
+    unclaimed = Unclaimed.of(rows, empty)
+    return None if ride is None or unclaimed is None else ride.claim(conn, unclaimed)
 
 
 def _add_callbacks(
