@@ -159,6 +159,8 @@ async def inline_file_images(call: Call) -> Call:
     if not (isinstance(value, dict) and isinstance(value.get("messages"), list)):
         return call
     messages = [await _inline_message(call, m) for m in value["messages"]]
+    if all(new is old for new, old in zip(messages, value["messages"], strict=True)):
+        return call  # no media part (most chats): the call as it is
     return dataclasses.replace(call, input={**value, "messages": messages})
 
 
