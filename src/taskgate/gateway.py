@@ -40,6 +40,8 @@ from taskgate.views import batch_json, iso, task_json
 
 # How often a waiter re-reads the store even without an event (events are hints).
 WAIT_REREAD_SECONDS = 5.0
+# the task events a wait wakes for (to read the task again); its start and progress are not
+WAITED_FOR = frozenset({"finished", "retrying"})
 
 
 class Gateway:
@@ -193,14 +195,14 @@ class Gateway:
         end = time.monotonic() + timeout
         # subscribed first, so one read suffices: an ending after it is heard
         async with self.events.subscribe(f"task:{task_id}") as sub:
+            sub.only = WAITED_FOR
             task = await self.get(key, task_id)
             while not task.terminal:
                 left = end - time.monotonic()
                 if left <= 0:
                     break
                 message = await sub.get(min(left, WAIT_REREAD_SECONDS))
-                if message is None or message.get("type") in ("finished", "retrying"):
-                    task = ended_task(message, task_id) or await self.get(key, task_id)
+                task = ended_task(message, task_id) or await self.get(key, task_id)
         return task
 
     async def cancel(self, key: ApiKey, task_id: str) -> Task:

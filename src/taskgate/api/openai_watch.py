@@ -39,6 +39,7 @@ REREAD_SECONDS = 5.0  # re-read the store this often without an event
 WATCH_CLIENT_AFTER = 0.25
 SLACK = 5.0  # seconds of the wait beyond the task's own limits
 GONE: Message = {"type": "client_gone"}
+ENDINGS = frozenset({"finished", GONE["type"]})  # what a waiter for the end hears
 
 
 def _finished(task: Task) -> Message:
@@ -123,6 +124,8 @@ class Watch:
 
     async def ended(self) -> Task:
         """Wait for the end; the task as it ended."""
+        assert self._events is not None
+        self._events.only = ENDINGS  # (the task's start and progress are not waited for)
         while True:
             message = await self.next(REREAD_SECONDS)
             if message is not None and message.get("type") == "finished":

@@ -30,8 +30,13 @@ class Subscription:
     def __init__(self, topic: str, maxsize: int = 1000) -> None:
         self.topic = topic
         self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
+        # the types of message the reader waits for (None: all); others are dropped as they
+        # come, rather than waking it to be skipped
+        self.only: frozenset[str] | None = None
 
     def put(self, message: Message) -> None:
+        if self.only is not None and message.get("type") not in self.only:
+            return
         if self._queue.full():
             self._queue.get_nowait()
         self._queue.put_nowait(message)
