@@ -4,7 +4,6 @@ body writes held and sent together, in order, on a real uvicorn server."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 import uvicorn
 
 from taskgate.api.one_write import HeldWrites, OneWritePerResponse
+from tests.e2e.conftest import free_port
 
 
 class Recorded:
@@ -96,9 +96,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @pytest.fixture
 async def url() -> AsyncIterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, http=Counted, log_config=None)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

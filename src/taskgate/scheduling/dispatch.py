@@ -62,7 +62,7 @@ class Dispatcher:
         """A slot of ``route`` came free: look for work there, unless none is known to wait
         (every lane of it was last seen empty; new work clears that, and wakes the loop)."""
         lane = self.lanes.get(route)
-        if lane is None or not lane.dry.issuperset(Priority):
+        if lane is None or not lane.all_dry:
             self.wake()
 
     def due(self, message: dict[str, Any]) -> None:
@@ -121,7 +121,7 @@ class Dispatcher:
             for lane in self.lanes.values():
                 if self._given_way.get(lane.route.name, 0.0) > time.monotonic():
                     continue  # another worker was claiming there a moment ago
-                if lane.free(time.time()) <= 0 or lane.dry.issuperset(Priority):
+                if lane.free(time.time()) <= 0 or lane.all_dry:
                     continue  # no room, or nothing known to wait there: no transaction
                 ride = Ride(self, [(lane, set())])
                 await self.store.claims.claim_with(ride.claim)

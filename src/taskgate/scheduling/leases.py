@@ -108,8 +108,7 @@ class Leases:
     async def sweep(self) -> list[Task]:
         """Requeue the tasks of lapsed leases, time out those past their queue deadline."""
         changed = await self.store.claims.sweep()
-        for task in changed:
-            await self.announcer.announce(task)
+        await self.announcer.announce_all(changed)
         if changed:
             self.wake()
         return changed

@@ -35,6 +35,11 @@ class Lane:
     def free(self, now: float) -> int:
         return policy.free_slots(self.instances, now)
 
+    @property
+    def all_dry(self) -> bool:
+        """Every priority was last seen empty: nothing is known to wait here."""
+        return self.dry.issuperset(Priority)
+
     @functools.cached_property
     def limits(self) -> dict[str, tuple[int | None, int | None]]:
         """The route's rate limits (read on every claim: kept once made)."""

@@ -134,10 +134,9 @@ def fair_seqs(conn: Conn, batch: Sequence[InLane]) -> tuple[list[int], set[tuple
         if lane not in fronts:
             fronts[lane] = direct.scalar(conn, _FRONT, where)
         key = (*lane, new.api_key_id)
-        if key not in lasts and fronts[lane] is None:
-            lasts[key] = None  # an empty lane holds no task of the key either
-        elif key not in lasts:
-            lasts[key] = direct.scalar(conn, _LAST, {**where, "lane_key": new.api_key_id})
+        if key not in lasts:  # (an empty lane holds no task of the key either)
+            where_key = {**where, "lane_key": new.api_key_id}
+            lasts[key] = None if fronts[lane] is None else direct.scalar(conn, _LAST, where_key)
         seq = fair_seq(fronts[lane], lasts[key])
         lasts[key] = seq
         out.append(seq)

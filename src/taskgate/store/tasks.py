@@ -176,8 +176,9 @@ def _claim_before_insert(
     when every row joins a lane that held no pending task (``empty``) and none is pinned;
     else None: the rows are inserted first and claimed in the store (if a ride is offered
     at all)."""
-    unclaimed = Unclaimed.of(rows, empty)
-    return None if ride is None or unclaimed is None else ride.claim(conn, unclaimed)
+    if ride is None or (unclaimed := Unclaimed.of(rows, empty)) is None:
+        return None
+    return ride.claim(conn, unclaimed)
 
 
 def _add_callbacks(
