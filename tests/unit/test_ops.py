@@ -213,3 +213,10 @@ def test_a_lost_lease_is_counted_and_warned_of(caplog: pytest.LogCaptureFixture)
         "attempt": 2,
         "then": "requeued",
     }
+
+
+def test_a_batched_handler_closed_twice_says_nothing(tmp_path: Path) -> None:
+    """The app closes its handlers, then logging.shutdown closes them again at exit."""
+    handler = BatchedFile(str(tmp_path / "t.log"), retention_days=1)
+    handler.close()
+    handler.close()  # (raised AttributeError: its stop event was logging's _closed flag)

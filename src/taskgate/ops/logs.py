@@ -90,7 +90,7 @@ class Batched(logging.StreamHandler):
         self._start_flushing()
 
     def _start_flushing(self) -> None:
-        self._closed = threading.Event()
+        self._stopped = threading.Event()  # (not _closed: logging.Handler has its own)
         threading.Thread(target=self._flush_often, name="log-flush", daemon=True).start()
 
     def flush(self) -> None:
@@ -107,11 +107,11 @@ class Batched(logging.StreamHandler):
                 self.stream.flush()
 
     def _flush_often(self) -> None:
-        while not self._closed.wait(FLUSH_EVERY):
+        while not self._stopped.wait(FLUSH_EVERY):
             self.flush_now()
 
     def close(self) -> None:
-        self._closed.set()
+        self._stopped.set()
         self.flush_now()
         super().close()
 
