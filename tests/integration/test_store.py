@@ -99,6 +99,7 @@ def outcome(task: Task, status: Status = Status.SUCCESS, **changes: Any) -> Outc
         "route": task.route,
         "started_at": time.time(),
         "result": {"text": "hello"} if status is Status.SUCCESS else None,
+        "task": task,
     }
     fields.update(changes)
     return Outcome(**fields)
@@ -414,6 +415,38 @@ async def test_finish_by_the_lease_holder_sticks(store: SqlStore) -> None:
     assert attempt.instance == "inst-1"
     assert attempt.started_at == out.started_at
     assert attempt.ended_at is not None and attempt.ended_at >= out.started_at
+
+
+@pytest.mark.parametrize("carried", [True, False], ids=["task carried", "task read back"])
+async def test_endings_of_every_kind_in_one_batch_return_the_tasks_as_stored(
+    store: SqlStore, carried: bool
+) -> None:
+    """Whether built from the task the attempt holds or read back, an ending returns the
+    task exactly as the store now has it."""
+    await add(store, 5, gap=MS)
+    tasks = claim_order(await claim(store))
+    assert len(tasks) == 5
+    spent = {"input_tokens": 7, "output_tokens": 11, "cost": 0.125}
+    outcomes = [
+        outcome(tasks[0], result={"text": "done", "n": [1, 2.5]}, **spent),
+        outcome(tasks[1], result="text", provider_job={"id": "job-1", "instance": "inst-1"}),
+        outcome(tasks[2], Status.FAILED, error={"type": "bad_request", "message": "no"}),
+        retry(tasks[3], delay=5, **spent),
+        retry(tasks[4], next_route="chat-fallback", label="failover"),
+    ]
+    if not carried:
+        outcomes = [dataclasses.replace(o, task=None) for o in outcomes]
+
+    written = await asyncio.gather(*(store.claims.finish(o) for o in outcomes))
+
+    for task in written:
+        assert task is not None
+        assert await store.tasks.get(task.id) == task
+    assert [t.status for t in written if t] == [Status.SUCCESS] * 2 + [Status.FAILED] + [
+        Status.PENDING
+    ] * 2
+    assert written[0] and (written[0].input_tokens, written[0].cost) == (7, 0.125)
+    assert written[4] and written[4].route == "chat-fallback" and written[4].worker is None
 
 
 async def test_a_duplicate_finish_changes_nothing(store: SqlStore) -> None:

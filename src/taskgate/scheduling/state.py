@@ -140,6 +140,7 @@ class Running:
             instance=self.instance.name,
             route=self.lane.route.name,
             started_at=self.started_at,
+            task=self.task,
             **kw,
         )
         return self.ended

@@ -72,6 +72,9 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
+    # the task as this attempt holds it (as claimed, on its instance): an ending known to
+    # have applied is then built from it, not read back
+    task: Task | None = None
 
 
 @dataclass(frozen=True, slots=True)

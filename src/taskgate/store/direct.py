@@ -176,11 +176,12 @@ def scalar(conn: Conn, stmt: sa.Executable, params: Mapping[str, Any]) -> Any:
     return next(iter(found[0].values())) if found else None
 
 
-def execute(conn: Conn, stmt: sa.Executable, many: Sequence[Mapping[str, Any]]) -> None:
+def execute(conn: Conn, stmt: sa.Executable, many: Sequence[Mapping[str, Any]]) -> int | None:
     """A write built once, for each parameter set of ``many`` (an INSERT's rows: all with
-    the same keys)."""
+    the same keys). Returns the rows it changed on SQLite; None on PostgreSQL (asyncpg's
+    ``executemany`` does not tell)."""
     if not many:
-        return
+        return 0
     keys = tuple(many[0]) if isinstance(stmt, sa.Insert) else ()
     if keys and any(p.keys() != many[0].keys() for p in many):  # (a set comparison, in C)
         raise ValueError("a direct INSERT's rows must all have the same keys")
@@ -191,8 +192,9 @@ def execute(conn: Conn, stmt: sa.Executable, many: Sequence[Mapping[str, Any]]) 
             _pg_call(conn, c.sql, values[0], lambda driver: driver.execute(c.sql, *values[0]))
         else:  # one round trip for all (asyncpg pipelines them)
             _pg_call(conn, c.sql, values, lambda driver: driver.executemany(c.sql, values))
-        return
-    conn.connection.driver_connection.executemany(c.sql, values)  # type: ignore[union-attr]
+        return None
+    cursor = conn.connection.driver_connection.executemany(c.sql, values)  # type: ignore[union-attr]
+    return int(cursor.rowcount)
 
 
 def _pg_call(conn: Conn, sql: str, params: Any, call: Callable[[Any], Any]) -> Any:

@@ -353,12 +353,15 @@ _ADD_ATTEMPTS = attempts.insert()
 
 
 def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
-    """Write a batch of attempt endings with one executemany per kind, then read back which
-    of them applied: a fenced-out ending (cancelled, lease lost, duplicate) changes no row.
+    """Write a batch of attempt endings with one executemany per kind, and return each
+    ending's task as written, or None where it did not apply: a fenced-out ending
+    (cancelled, lease lost, duplicate) changes no row.
 
-    Rows written here carry this batch's ``updated_at`` (a float timestamp of this call);
-    another writer would have to end the same task in the same microsecond, inside our
-    transaction, to be mistaken for ours.
+    When every ending applied (the driver counts a row changed for each) and each carries
+    its task as claimed, the tasks are those with the ending's changes; else they are read
+    back. Rows written here carry this batch's ``updated_at`` (a float timestamp of this
+    call); another writer would have to end the same task in the same microsecond, inside
+    our transaction, to be mistaken for ours.
     """
     now = time.time()
     ends, retries = [], []
@@ -379,11 +382,14 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             )
         else:
             ends.append({**common, "b_status": o.status.value, "b_result": o.result})
-    direct.execute(conn, _END, ends)
-    direct.execute(conn, _RETRY, retries)
-    ids = {"w_ids": [o.task_id for o in batch], "w_now": now}
-    written = direct.rows(conn, _WRITTEN[conn.dialect.name], ids)
-    applied = {r["id"]: Task.from_row(r) for r in written}
+    done, retried = direct.execute(conn, _END, ends), direct.execute(conn, _RETRY, retries)
+    all_applied = done is not None and retried is not None and done + retried == len(batch)
+    if all_applied and all(o.task for o in batch):
+        applied = {o.task_id: _as_ended(o, now) for o in batch}
+    else:
+        ids = {"w_ids": [o.task_id for o in batch], "w_now": now}
+        written = direct.rows(conn, _WRITTEN[conn.dialect.name], ids)
+        applied = {r["id"]: Task.from_row(r) for r in written}
     out: list[Task | None] = []
     history, charges = [], []
     for o in batch:
@@ -401,6 +407,26 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
     add_answers(conn, ended, now)
     add_deliveries(conn, ended, now)
     return out
+
+
+def _as_ended(o: Outcome, now: float) -> Task:
+    """The task of an ending that applied, as ``_END`` or ``_RETRY`` wrote it."""
+    t = o.task
+    assert t is not None
+    common = {
+        "instance": o.instance,
+        "error": o.error,
+        "provider_job": o.provider_job,
+        "updated_at": now,
+        "lease_until": None,
+        "input_tokens": t.input_tokens + o.input_tokens,
+        "output_tokens": t.output_tokens + o.output_tokens,
+        "cost": t.cost + o.cost,
+    }
+    if o.status is Status.PENDING:
+        route = o.next_route or o.route
+        return t.evolve(**common, status=o.status, route=route, run_after=o.run_after, worker=None)
+    return t.evolve(**common, status=o.status, result=o.result, finished_at=now)
 
 
 def add_answers(conn: Conn, ended: Sequence[Task], now: float) -> None:
