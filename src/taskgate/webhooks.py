@@ -108,8 +108,11 @@ class Deliverer:
         wait = self.conf.poll_interval
         if due is not None:
             wait = min(wait, max(0.0, due - time.time()))
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the inner result when
+        # a cancel meets a wake-up in the same turn of the loop, and the loop never stopped
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), wait)
+            async with asyncio.timeout(wait):
+                await self._wake.wait()
         self._wake.clear()
 
     async def fill(self) -> float | None:

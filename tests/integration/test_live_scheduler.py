@@ -27,6 +27,7 @@ from taskgate.scheduling import Scheduler
 from taskgate.store import SqlStore
 from taskgate.store.instances import Registered
 from taskgate.submission import Submission
+from tests.integration.entered import Entered
 
 
 @dataclass
@@ -181,3 +182,24 @@ async def test_an_expired_instance_has_its_call_stopped_and_its_task_requeued(ri
     done = await rig.until(task_id, lambda t: t is not None and t.terminal)
     assert done.status is Status.SUCCESS and done.instance == "x"
     assert [c[0] for c in SEEN.calls] == ["on r1", "on r1"]
+
+
+async def test_a_stop_that_meets_a_hint_stops_the_reread_loop(tmp_path: Path) -> None:
+    """Stopped in the same turn of the loop as a hint wakes its reread loop, the live
+    config stops (Python 3.11's ``asyncio.wait_for`` returned the hint and dropped the
+    cancel: ``stop`` waited for ever)."""
+    path = config(tmp_path, {"tag": "a"})
+    settings: Settings = load(path)
+    store = SqlStore(settings.store_url)
+    await store.open()
+    live = LiveConfig(settings, path, store, MemoryEvents())
+    live._hint = hinted = Entered()
+    await live.start()
+    try:
+        await hinted.entered.wait()
+        hinted.set()
+        stopping = asyncio.create_task(live.stop())
+        done, _ = await asyncio.wait([stopping], timeout=10)
+        assert done, "the reread loop ran on after its cancel"
+    finally:
+        await store.close()

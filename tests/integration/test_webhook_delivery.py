@@ -20,6 +20,7 @@ from taskgate.store import SqlStore
 from taskgate.store.outbox import DELIVERED, FAILED, PENDING, Delivery
 from taskgate.webhooks import Deliverer
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.integration.entered import Entered
 from tests.integration.test_store import add_one
 
 FAST = {"allow_private": True, "backoff_base": 0.05, "backoff_max": 0.2, "poll_interval": 0.05}
@@ -169,6 +170,20 @@ async def test_several_deliverers_send_each_event_once(
     await asyncio.sleep(0.2)
     events = [r.event_id for r in hooks.requests]
     assert len(events) == len(set(events)) == 20
+
+
+async def test_a_cancel_that_meets_a_wake_up_stops_the_deliverer(store: SqlStore) -> None:
+    """Cancelled in the same turn of the loop as it is woken, the deliverer stops (Python
+    3.11's ``asyncio.wait_for`` returned the wake-up and dropped the cancel: it ran on)."""
+    d = Deliverer(WebhookSettings.model_validate(FAST), store)
+    d._wake = woken = Entered()
+    running: asyncio.Task[None] = asyncio.create_task(d.run())
+    await woken.entered.wait()
+    d.wake()
+    running.cancel()
+    done, _ = await asyncio.wait([running], timeout=10)
+    assert done and running.cancelled()
+    assert store.ended_listeners == []
 
 
 async def test_stopping_makes_the_unsent_due_again(store: SqlStore, hooks: WebhookReceiver) -> None:

@@ -184,8 +184,9 @@ class LiveConfig:
             wait = self.settings.registration.reread_seconds
             if self._next_expiry is not None:
                 wait = min(wait, max(0.0, self._next_expiry - time.time()) + EXPIRY_SLACK)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hint.wait(), wait)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: see webhooks.Deliverer)
+                async with asyncio.timeout(wait):
+                    await self._hint.wait()
             self._hint.clear()
             try:
                 await self.refresh()
