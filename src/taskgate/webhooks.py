@@ -35,6 +35,7 @@ import orjson
 
 from taskgate import callbacks, netguard, policy
 from taskgate.config import WebhookSettings
+from taskgate.events.base import nap
 from taskgate.models import Task
 from taskgate.store import SqlStore
 from taskgate.store.outbox import DELIVERED, FAILED, PENDING, Delivery
@@ -108,12 +109,7 @@ class Deliverer:
         wait = self.conf.poll_interval
         if due is not None:
             wait = min(wait, max(0.0, due - time.time()))
-        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the inner result when
-        # a cancel meets a wake-up in the same turn of the loop, and the loop never stopped
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await self._wake.wait()
-        self._wake.clear()
+        await nap(self._wake, wait)
 
     async def fill(self) -> float | None:
         """Start sending what is due, up to ``max_concurrency`` at once. Returns when the

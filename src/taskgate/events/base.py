@@ -24,6 +24,19 @@ from typing import Any
 Message = dict[str, Any]
 
 
+async def nap(wake: asyncio.Event, seconds: float) -> None:
+    """A loop's wait between looks: until ``wake`` is set or ``seconds`` pass; then ``wake``
+    is cleared. Under ``asyncio.timeout``, not ``wait_for``: Python 3.11's ``wait_for``
+    returns the wake-up and drops a cancel that comes in the same turn of the event loop,
+    and the loop never stops."""
+    try:
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    except TimeoutError:
+        pass
+    wake.clear()
+
+
 class Subscription:
     """Messages of one topic, buffered; the oldest are dropped if a slow reader falls behind."""
 

@@ -21,7 +21,6 @@ keep their running values.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -35,6 +34,7 @@ from taskgate import config
 from taskgate.config import ConfigError, Instance, Settings
 from taskgate.configfile import read_checked
 from taskgate.events import Events
+from taskgate.events.base import nap
 from taskgate.events.topics import INSTANCES, RELOAD
 from taskgate.ops.reload import Changes, diff, keep_running
 from taskgate.store import SqlStore
@@ -184,10 +184,7 @@ class LiveConfig:
             wait = self.settings.registration.reread_seconds
             if self._next_expiry is not None:
                 wait = min(wait, max(0.0, self._next_expiry - time.time()) + EXPIRY_SLACK)
-            with contextlib.suppress(TimeoutError):  # (not wait_for: see webhooks.Deliverer)
-                async with asyncio.timeout(wait):
-                    await self._hint.wait()
-            self._hint.clear()
+            await nap(self._hint, wait)
             try:
                 await self.refresh()
             except Exception as exc:

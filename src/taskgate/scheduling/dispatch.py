@@ -18,6 +18,7 @@ from typing import Any
 
 from taskgate import policy
 from taskgate.config import SchedulerSettings
+from taskgate.events.base import nap
 from taskgate.models import Priority, Task
 from taskgate.scheduling.state import Lane
 from taskgate.store import SqlStore
@@ -97,10 +98,7 @@ class Dispatcher:
                 started = 0
             if started:
                 continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._until_next_look(interval)):
-                    await self._wake.wait()
-            self._wake.clear()
+            await nap(self._wake, self._until_next_look(interval))
 
     def give_way(self, route: str) -> None:
         """Another worker was claiming on ``route``: look there again a moment later."""

@@ -384,7 +384,7 @@ def finish_batch(conn: Conn, batch: Sequence[Outcome]) -> list[Task | None]:
             ends.append({**common, "b_status": o.status.value, "b_result": o.result})
     done, retried = direct.execute(conn, _END, ends), direct.execute(conn, _RETRY, retries)
     all_applied = done is not None and retried is not None and done + retried == len(batch)
-    if all_applied and all(o.task for o in batch):
+    if all_applied and all(o.task is not None for o in batch):
         applied = {o.task_id: _as_ended(o, now) for o in batch}
     else:
         ids = {"w_ids": [o.task_id for o in batch], "w_now": now}
