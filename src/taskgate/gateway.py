@@ -194,8 +194,7 @@ class Gateway:
             return await self.get(key, task_id)
         end = time.monotonic() + timeout
         # subscribed first, so one read suffices: an ending after it is heard
-        async with self.events.subscribe(f"task:{task_id}") as sub:
-            sub.only = WAITED_FOR
+        async with self.events.subscribe(f"task:{task_id}", WAITED_FOR) as sub:
             task = await self.get(key, task_id)
             while not task.terminal:
                 left = end - time.monotonic()

@@ -180,3 +180,12 @@ async def test_chat_media_parts_are_sent_clean_and_files_inlined() -> None:
         {"type": "image_url", "image_url": {"detail": "high", "url": "data:image/png;base64,YWJj"}},
         {"type": "video_url", "video_url": "https://h/v.mp4"},
     ]
+
+
+async def test_a_chat_without_media_parts_is_sent_as_it_is() -> None:
+    text_only = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    c = dataclasses.replace(call({}), kind="chat", input={"messages": text_only})
+    assert await inline_file_images(c) is c  # not copied: most chats have no media
+    parts = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    c = dataclasses.replace(call({}), kind="chat", input={"messages": parts})
+    assert (await inline_file_images(c)).input == c.input

@@ -11,8 +11,7 @@ from taskgate.events.base import Subscription, nap
 
 
 async def test_messages_of_types_not_waited_for_are_dropped_as_they_come() -> None:
-    sub = Subscription("task:t1")
-    sub.only = frozenset({"finished"})
+    sub = Subscription("task:t1", only=frozenset({"finished"}))
     sub.put({"type": "started"})
     sub.put({"type": "progress"})
     sub.put({"type": "finished", "status": "SUCCESS"})

@@ -125,7 +125,7 @@ class Watch:
     async def ended(self) -> Task:
         """Wait for the end; the task as it ended."""
         assert self._events is not None
-        self._events.only = ENDINGS  # (the task's start and progress are not waited for)
+        self._events.only = ENDINGS  # narrowed now: a stream follows every event
         while True:
             message = await self.next(REREAD_SECONDS)
             if message is not None and message.get("type") == "finished":

@@ -40,12 +40,12 @@ async def nap(wake: asyncio.Event, seconds: float) -> None:
 class Subscription:
     """Messages of one topic, buffered; the oldest are dropped if a slow reader falls behind."""
 
-    def __init__(self, topic: str, maxsize: int = 1000) -> None:
+    def __init__(self, topic: str, only: frozenset[str] | None = None, maxsize: int = 1000) -> None:
         self.topic = topic
         self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
         # the types of message the reader waits for (None: all); others are dropped as they
         # come, rather than waking it to be skipped
-        self.only: frozenset[str] | None = None
+        self.only = only
 
     def put(self, message: Message) -> None:
         if self.only is not None and message.get("type") not in self.only:
@@ -76,8 +76,12 @@ class Events(abc.ABC):
     def _remove(self, sub: Subscription) -> None: ...
 
     @asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[Subscription]:
-        sub = Subscription(topic)
+    async def subscribe(
+        self, topic: str, only: frozenset[str] | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Messages of ``topic`` from now until the block ends; with ``only``, just the
+        messages whose ``type`` is one of those."""
+        sub = Subscription(topic, only)
         self._add(sub)
         try:
             yield sub

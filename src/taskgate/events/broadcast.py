@@ -123,9 +123,11 @@ class Broadcast(MemoryEvents, abc.ABC):
         self._outbox.put_nowait((channel_of(topic), payload))
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[Subscription]:
+    async def subscribe(
+        self, topic: str, only: frozenset[str] | None = None
+    ) -> AsyncIterator[Subscription]:
         channel = channel_of(topic)
-        async with super().subscribe(topic) as sub:
+        async with super().subscribe(topic, only) as sub:
             try:
                 await self._follow(channel)
                 yield sub

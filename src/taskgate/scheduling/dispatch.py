@@ -235,7 +235,8 @@ class Ride:
             started += len(got)
         if self.more:
             d.wake()  # claimed as much as one claim may: the loop takes the rest
-        await d.failed([t for _, _, failed in self.taken for t in failed])
+        if failed := [t for _, _, lost in self.taken for t in lost]:
+            await d.failed(failed)
         return started
 
 
