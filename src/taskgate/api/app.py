@@ -40,8 +40,7 @@ from taskgate.ops.live import LiveConfig
 from taskgate.ops.metrics import Metrics
 from taskgate.ops.retention import Purger
 from taskgate.scheduling import Scheduler
-from taskgate.web.render import error_page
-from taskgate.web.session import LoginNeeded, login_redirect
+from taskgate.web.session import LoginNeeded, error_page, login_redirect
 
 log = logging.getLogger("taskgate")
 

@@ -12,7 +12,6 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from taskgate.errors import ApiError
 from taskgate.store.sessions import Session
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
@@ -72,19 +71,4 @@ def page(
         template,
         {"session": session, "key": session.key if session else None, **context},
         status_code=status_code,
-    )
-
-
-async def error_page(request: Request, exc: ApiError) -> HTMLResponse:
-    """An error on a dashboard page, as a page (the API's errors stay JSON), with the
-    viewer's navigation if they are logged in."""
-    from taskgate.web.session import current
-
-    return page(
-        request,
-        "error.html",
-        await current(request),
-        exc.status_code,
-        status=f"{exc.status_code} {exc.code.replace('_', ' ')}",
-        message=exc.message,
     )

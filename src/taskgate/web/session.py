@@ -6,7 +6,8 @@ site's page sends (SameSite=Strict) and, over HTTPS, that travels only over it (
 :func:`viewer` is the pages' dependency: the session of the cookie, or a redirect to the
 log-in page. :func:`acting` is the actions' (POST) dependency: it also wants the session's
 CSRF token, from a form field or the ``X-CSRF-Token`` header htmx sends, and a same-origin
-``Origin`` where the browser sends one."""
+``Origin`` where the browser sends one. :func:`error_page` shows a page's error with the
+viewer's navigation."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from taskgate.errors import ApiError, Forbidden, Unauthorized
 from taskgate.store import SqlStore
@@ -131,6 +132,19 @@ async def logout(request: Request, _: Session = Depends(acting)) -> Response:
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(COOKIE, path="/ui")
     return response
+
+
+async def error_page(request: Request, exc: ApiError) -> HTMLResponse:
+    """An error on a dashboard page, as a page (the API's errors stay JSON), with the
+    viewer's navigation if they are logged in."""
+    return page(
+        request,
+        "error.html",
+        await current(request),
+        exc.status_code,
+        status=f"{exc.status_code} {exc.code.replace('_', ' ')}",
+        message=exc.message,
+    )
 
 
 def login_redirect(exc: LoginNeeded) -> Response:
