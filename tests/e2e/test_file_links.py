@@ -142,7 +142,7 @@ def test_every_apis_result_url_downloads_without_a_key(make_server: Any) -> None
     assert not any(secret in text for text in seen) and secret not in server.log.read_text()
 
 
-def test_a_link_is_refused_when_altered_used_for_another_file_or_unsigned(
+def test_a_link_is_refused_when_altered_used_for_another_file_or_unsigned_unless_a_key_reads(
     make_server: Any,
 ) -> None:
     server = media_server(make_server)
@@ -164,6 +164,12 @@ def test_a_link_is_refused_when_altered_used_for_another_file_or_unsigned(
     with other_tenant as c:
         assert c.get(f"/v1/files/{one['id']}").status_code == 404  # a key: its tenant's only
         assert c.get(link).status_code == 200  # a link: whoever holds it
+        assert c.get(flipped).status_code == 404  # a bad link with a key: the key decides
+    with server.client(server.create_key("acme")) as c:
+        for bad in (longer, flipped, link.split("&signature=")[0]):
+            r = c.get(bad)
+            assert r.status_code == 200 and r.content == PNG, bad
+        assert c.get(swapped).content == PNG  # the file it names, the key's tenant's
 
 
 def test_a_link_expires_after_the_configured_lifetime(make_server: Any) -> None:

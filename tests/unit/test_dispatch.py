@@ -3,12 +3,13 @@ a claim runs is never missed."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
 from taskgate.config import Settings
 from taskgate.models import Priority, Task
-from taskgate.scheduling.dispatch import Dispatcher
+from taskgate.scheduling.dispatch import UNKNOWN_PIN_WAIT, Dispatcher, LaneClaim
 from taskgate.scheduling.state import Lane, build_lanes
 
 CONF = Settings.model_validate(
@@ -61,3 +62,13 @@ def test_a_freed_slot_wakes_the_loop_unless_its_lanes_were_seen_empty() -> None:
     d._wake.clear()
     d.freed("a route of another worker's settings")
     assert d._wake.is_set()  # unknown here: look, as before
+
+
+def test_a_task_pinned_to_an_unknown_instance_waits_to_hear_of_it_only_so_long() -> None:
+    lane = build_lanes(CONF)["r"]
+    claim = LaneClaim(lane, [Priority.DEFAULT], 1, False)
+    assert claim.since == lane.changed_at  # just read: a later pin may name a newer instance
+    # read long ago: a pin since then, to an instance still unknown, is a stale gateway's
+    lane.changed_at -= 3 * UNKNOWN_PIN_WAIT
+    before, since, after = time.time(), claim.since, time.time()
+    assert before - UNKNOWN_PIN_WAIT <= since <= after - UNKNOWN_PIN_WAIT

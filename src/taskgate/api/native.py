@@ -15,14 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taskgate.api import schemas as out
 from taskgate.api import tasksystem_shapes
-from taskgate.api.auth import KEY_NEEDED, KeyRing, admin, caller, gateway, gateway_of
+from taskgate.api.auth import KEY_NEEDED, KeyRing, admin, caller, gateway, gateway_of, has_key
 from taskgate.api.compat import base_url, save_upload, shape_asked, shape_of
 from taskgate.api.responses import JSON
 from taskgate.api.schemas import declare
 from taskgate.api.strict import StrictRoute, check_media_type, json_body
 from taskgate.api.tasksystem_shapes import TASKSYSTEM
 from taskgate.config import Limits
-from taskgate.errors import NotFound
+from taskgate.errors import Forbidden, NotFound
 from taskgate.files import FileLinks, clean_type, file_json
 from taskgate.gateway import Gateway
 from taskgate.models import ApiKey, Conversation, Message, Priority, Status, StoredFile
@@ -550,12 +550,18 @@ async def download_file(
 ) -> Response:
     """A stored file (a task's output or an upload): by a signed link (``expires`` and
     ``signature``, as the APIs' answers give it; no key needed, 403 once expired or if
-    altered), or of the caller's tenant with a key."""
+    altered), or of the caller's tenant with a key. A client that sends a key with a link
+    gone bad (expired, altered) reads the file as with the key alone."""
     if expires is None and signature is None:
         tenant = (await caller(request)).scope
-    else:  # the signature names the file: whoever holds the link may read it
-        gateway_of(request).file_links.check(file_id, expires, signature)
-        tenant = None
+    else:
+        tenant = None  # the signature names the file: whoever holds the link may read it
+        try:
+            gateway_of(request).file_links.check(file_id, expires, signature)
+        except Forbidden:
+            if not has_key(request):
+                raise
+            tenant = (await caller(request)).scope  # the link has gone bad: the key decides
     f, data = await request.app.state.files.open(file_id, tenant)
     return Response(data, media_type=clean_type(f.content_type), headers=download_headers(f))
 

@@ -30,6 +30,10 @@ log = logging.getLogger("taskgate.scheduler")
 # takes its worker's share, and what it leaves (tasks, free capacity) is ours to take. Four
 # workers of one route spent a third less CPU per task at 25 ms than at 10 (bench/README.md).
 CONTENDED_RETRY = 0.025
+# Seconds a task pinned to an instance its worker does not know waits to hear of it (a
+# registration, every ``registration.reread_seconds``; a reload of the configuration)
+# before it fails as pinned to an instance gone from the route.
+UNKNOWN_PIN_WAIT = 60.0
 
 
 class Dispatcher:
@@ -281,9 +285,12 @@ class LaneClaim:
 
     @property
     def since(self) -> float:
-        """When the lane last took its route's instances (a task pinned to an instance
-        this worker does not know, submitted after that, may name a newer one)."""
-        return self.lane.changed_at
+        """A task pinned to an instance this worker does not know fails if it was submitted
+        before this: before the lane last took its route's instances, or more than
+        ``UNKNOWN_PIN_WAIT`` ago. A later one may name an instance newer than this worker's
+        list, but news of an instance reaches a worker well within that wait; a pin from a
+        gateway whose configuration is stale never becomes one."""
+        return max(self.lane.changed_at, time.time() - UNKNOWN_PIN_WAIT)
 
     def assign(self, claimed: Sequence[Task]) -> list[str | None]:
         """The instance for each claimed task (None: keep its own, a resumed backend job;
