@@ -24,22 +24,13 @@ from taskgate.store import SqlStore, ops
 from taskgate.store.base import NewTask
 from taskgate.store.claims import RouteBusy
 from taskgate.submission import Submission
-from tests.conftest import PG_URL, reset_postgres
+from tests.conftest import PG_URL
 
-pytestmark = pytest.mark.postgres
+# the shared ``store`` fixture, on PostgreSQL only: claims contend there (on SQLite a write
+# transaction waits for the others)
+pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("store", ["postgresql"], indirect=True)]
 
 KEY = ApiKey(id="k", tenant="t", name="k", admin=False, created_at=0)
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[SqlStore]:
-    await reset_postgres()
-    s = SqlStore(PG_URL)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @asynccontextmanager

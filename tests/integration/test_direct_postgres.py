@@ -7,7 +7,6 @@ transaction of the SQLAlchemy connection they run under; and their errors are SQ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -17,13 +16,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.util import await_only
 
 from taskgate.errors import Unavailable
-from taskgate.store import direct, ops
+from taskgate.store import SqlStore, direct, ops
 from taskgate.store.database import Conn, Database
 from taskgate.store.schema import tasks
-from tests.conftest import PG_URL, drop_postgres_connections, reset_postgres
+from tests.conftest import PG_URL, drop_postgres_connections
 from tests.integration.test_direct import BY_ID, INSERT, ROW, SET_RESULT
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("store", ["postgresql"], indirect=True)]
 
 AS_TEXT = sa.text(
     "SELECT "
@@ -38,14 +37,8 @@ class Rollback(Exception):
 
 
 @pytest.fixture
-async def db() -> AsyncIterator[Database]:
-    await reset_postgres()
-    database = Database(PG_URL)
-    await database.open()
-    try:
-        yield database
-    finally:
-        await database.close()
+def db(store: SqlStore) -> Database:
+    return store.db
 
 
 def stored(conn: Conn, task_id: str) -> tuple[Any, ...]:
