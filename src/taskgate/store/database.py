@@ -28,6 +28,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from taskgate.errors import Unavailable
 from taskgate.models import Task
@@ -40,6 +41,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _ADVISORY_LOCK = 7_364_021  # serialises concurrent migrations on PostgreSQL
 _TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(:lock)")
 _UNLOCK = sa.text("SELECT pg_advisory_unlock(:lock)")
+IDLE_PING_AFTER = 30.0  # seconds a pooled PostgreSQL connection may sit unused unchecked
 
 
 def _json_dumps(value: Any) -> str:
@@ -243,19 +245,33 @@ def _driver_outages() -> tuple[type[Exception], ...]:
 
 def _drop_closed_connections(engine: sa.Engine) -> None:
     """Never hand out a pooled PostgreSQL connection that the server has closed (a restart,
-    an administrator ending sessions): the pool drops it and takes another, or opens one.
+    an administrator ending sessions), nor one that was lost while it sat unused: the pool
+    drops it and takes another, or opens one.
 
     This replaces SQLAlchemy's ``pool_pre_ping``, which on asyncpg costs three round trips
     (BEGIN, a query, ROLLBACK) before every transaction. asyncpg learns that the server
     closed a connection as soon as the event loop reads the socket's end, so asking it
-    costs nothing; a connection lost without a word (a network gone silent) fails at its
-    first statement instead, as ``Unavailable``, and SQLAlchemy then drops the pool's
-    connections that are older than the failure."""
+    costs nothing. A connection lost without a word (a firewall or NAT that forgot an idle
+    connection; the next packet is answered with a reset) is only found by using it, so a
+    connection unused for ``IDLE_PING_AFTER`` seconds is pinged before it is handed out: a
+    busy pool never pays for it, and the first request after a quiet spell does not fail.
+    A connection lost while in use fails its statement as ``Unavailable``, and SQLAlchemy
+    then drops the pool's connections that are older than the failure."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         if dbapi_conn.driver_connection.is_closed():
             raise sa.exc.DisconnectionError("the server closed this connection")
+        idle_since = record.info.get("idle_since")
+        if idle_since is not None and time.monotonic() - idle_since > IDLE_PING_AFTER:
+            try:  # one statement, no transaction (the checkout runs in SQLAlchemy's greenlet)
+                await_only(dbapi_conn.driver_connection.fetchval("SELECT 1"))
+            except Exception as exc:
+                raise sa.exc.DisconnectionError(f"lost while unused: {exc!r}") from exc
 
 
 def _sqlite_setup(engine: sa.Engine) -> None:
