@@ -60,7 +60,9 @@ class Pinning(Protocol):
 
     @property
     def since(self) -> float:
-        """When the worker last read the route's instances."""
+        """The cut-off for tasks pinned to an instance not in :meth:`rooms`: those submitted
+        before it fail (the instance has left the route); later ones wait (the gateway may
+        know of an instance the worker has not heard of yet)."""
         ...
 
 
