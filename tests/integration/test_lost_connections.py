@@ -30,7 +30,6 @@ class ForgetfulProxy:
         self.target = target
         self.url = target  # the proxy's, once started
         self._upstreams: list[asyncio.StreamWriter] = []
-        self._forgotten: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> ForgetfulProxy:
@@ -45,7 +44,6 @@ class ForgetfulProxy:
 
     def forget(self) -> None:
         for up in self._upstreams:
-            self._forgotten.add(up)
             up.close()
         self._upstreams.clear()
 
@@ -57,7 +55,7 @@ class ForgetfulProxy:
             with contextlib.suppress(ConnectionError):
                 while data := await up_r.read(65536):
                     client_w.write(data)
-            if up_w not in self._forgotten:  # the server closed it: so does the client's
+            if not up_w.is_closing():  # the server closed it (not forgotten): so does the client's
                 client_w.close()
 
         pump = asyncio.create_task(down())
